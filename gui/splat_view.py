@@ -1,0 +1,666 @@
+"""Offscreen GLSL splat renderer for the debugger's orbit view (OpenGL 3.3 core through moderngl).
+
+DearPyGui cannot run user shaders inside its own render pass, so the orbit view renders offscreen
+(a standalone moderngl context: GLX under a DISPLAY such as Xvfb, EGL without one) into a float
+framebuffer and reads it back to numpy for a DearPyGui raw texture.
+
+Conventions (docs/ARCHITECTURE.md): cameras are OpenCV world-to-camera ``w2c [4, 4]`` plus pixel
+``K [3, 3]``; pixel (row i, col j) is centred at (j + 0.5, i + 0.5). The shaders (shaders/splat.vert,
+shaders/splat.frag) follow the engine renderer's semantics: EWA with the +0.3 px^2 low-pass, 3 sigma
+ellipse, alpha = min(0.99, o g), fragments below 1/255 skipped, colour = SH(view dir) + 0.5 clamped
+at 0 (evaluated on the CPU, degree <= 3), splats composited in view-space depth order (back to front
+with SRC_ALPHA / ONE_MINUS_SRC_ALPHA blending, which equals the engine's front-to-back sum except for
+its T < 1e-4 early stop).
+
+Sorting is by view-space z, which depends only on the viewing direction (moving the camera adds the
+same constant to every z), so the order is recomputed only when the direction turned by more than
+``resort_angle_deg`` since the last sort (antimatter15's "1 %" rule, as an angle); ``sort_count``
+counts sorts. Colours are re-evaluated whenever the camera centre moves (exact view-dependent SH).
+
+A moderngl context is bound to the thread that created it: create and use a ``SplatView`` on one
+thread (the GUI's main thread).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sparseags.render.projection import NEAR_PLANE, quat_to_rotmat
+from sparseags.render.sh import sh_degree_from_coeffs, sh_to_colors
+
+__all__ = [
+    "GLUnavailableError",
+    "RENDER_MODES",
+    "RenderLayers",
+    "SplatView",
+    "EngineFallbackView",
+    "create_gl_context",
+    "covariances_from_scales_quats",
+    "make_orbit_renderer",
+    "turbo_lut",
+]
+
+logger = logging.getLogger(__name__)
+
+SHADER_DIR = Path(__file__).resolve().parent.parent / "shaders"
+RENDER_MODES = {"rgb": 0, "depth": 1, "alpha": 2, "centres": 3, "ellipsoids": 4}
+TEXTURE_WIDTH = 2048  # texels per row of the per-splat data textures
+COLORMAP_SIZE = 256
+
+
+class GLUnavailableError(RuntimeError):
+    """No OpenGL 3.3 core context could be created (no display, no EGL, or too old a driver)."""
+
+
+@dataclass
+class RenderLayers:
+    """Float images of one view, the layout of the engine's ``RenderOutput`` for a single camera."""
+
+    rgb: np.ndarray  # [H, W, 3] float32, composited over the background
+    alpha: np.ndarray  # [H, W, 1] float32, 1 - final transmittance
+    depth: np.ndarray  # [H, W, 1] float32, accumulated sum_i w_i z_i (divide by alpha for the mean depth)
+
+
+# ----------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class _Gaussians:
+    """Validated Gaussians: torch tensors on their original device (for sorting and SH)."""
+
+    means: Tensor  # [N, 3] float32
+    quats: Tensor  # [N, 4] wxyz
+    scales: Tensor  # [N, 3] linear
+    opacities: Tensor  # [N] in [0, 1]
+    sh: Tensor  # [N, K, 3]
+    sh_degree: int
+
+    @property
+    def count(self) -> int:
+        return int(self.means.shape[0])
+
+
+def _to_tensor(value: Any, name: str) -> Tensor:
+    if isinstance(value, Tensor):
+        return value.detach().to(torch.float32)
+    try:
+        return torch.as_tensor(np.asarray(value, dtype=np.float32))
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"set_gaussians: {name} is not a numeric array ({err})") from None
+
+
+def _check_shape(tensor: Tensor, shape: tuple[int | None, ...], name: str) -> None:
+    ok = tensor.ndim == len(shape) and all(s is None or s == t for s, t in zip(shape, tensor.shape))
+    if not ok:
+        expected = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise ValueError(f"set_gaussians: {name} must have shape {expected}, got {list(tensor.shape)}")
+
+
+def _validate_gaussians(means: Any, quats: Any, scales: Any, opacities: Any, sh: Any,
+                        sh_degree: int | None) -> _Gaussians:
+    tensors = {name: _to_tensor(value, name) for name, value in
+               (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities), ("sh", sh))}
+    num = tensors["means"].shape[0] if tensors["means"].ndim == 2 else -1
+    _check_shape(tensors["means"], (None, 3), "means")
+    _check_shape(tensors["quats"], (num, 4), "quats")
+    _check_shape(tensors["scales"], (num, 3), "scales")
+    _check_shape(tensors["opacities"], (num,), "opacities")
+    _check_shape(tensors["sh"], (num, None, 3), "sh")
+    max_degree = sh_degree_from_coeffs(tensors["sh"].shape[1])
+    degree = max_degree if sh_degree is None else int(sh_degree)
+    if not 0 <= degree <= max_degree:
+        raise ValueError(f"set_gaussians: sh_degree={sh_degree} but sh holds degree {max_degree}")
+    device = tensors["means"].device
+    for name, tensor in tensors.items():
+        if tensor.device != device:
+            raise ValueError(f"set_gaussians: {name} is on {tensor.device} but means is on {device}")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"set_gaussians: {name} contains NaN or inf")
+    return _Gaussians(sh_degree=degree, **tensors)
+
+
+def _camera_arrays(w2c: Any, K: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(w2c [4, 4], K [3, 3]) as float64 numpy; ValueError naming the bad argument."""
+    arrays = []
+    for value, shape, name in ((w2c, (4, 4), "w2c"), (K, (3, 3), "K")):
+        if isinstance(value, Tensor):
+            value = value.detach().cpu().numpy()
+        array = np.asarray(value, dtype=np.float64)
+        if array.shape != shape:
+            raise ValueError(f"render: {name} must have shape {list(shape)}, got {list(array.shape)}")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"render: {name} contains NaN or inf")
+        arrays.append(array)
+    return arrays[0], arrays[1]
+
+
+def _check_mode(mode: str) -> int:
+    if mode not in RENDER_MODES:
+        raise ValueError(f"render: unknown mode {mode!r}, expected one of {tuple(RENDER_MODES)}")
+    return RENDER_MODES[mode]
+
+
+def covariances_from_scales_quats(quats: Tensor, scales: Tensor) -> np.ndarray:
+    """Unique entries of ``S = R diag(s)^2 R^T`` [N, 6] float32 as (S00, S01, S02, S11, S12, S22).
+
+    quats: [N, 4] wxyz (normalised here); scales: [N, 3] linear. Computed in float64.
+    """
+    rotation = quat_to_rotmat(quats.detach().cpu().double())  # [N, 3, 3]
+    scaled = rotation * scales.detach().cpu().double()[:, None, :]  # R diag(s)
+    cov = scaled @ scaled.transpose(-1, -2)  # [N, 3, 3]
+    rows, cols = (0, 0, 0, 1, 1, 2), (0, 1, 2, 1, 2, 2)
+    return cov[:, rows, cols].numpy().astype(np.float32)
+
+
+def turbo_lut(size: int = COLORMAP_SIZE) -> np.ndarray:
+    """matplotlib's "turbo" colour map sampled at ``size`` points [size, 3] float32 (near = blue)."""
+    from matplotlib import colormaps  # matplotlib is only needed for the depth mode's table
+
+    return colormaps["turbo"](np.linspace(0.0, 1.0, size))[:, :3].astype(np.float32)
+
+
+def _apply_lut(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Linear interpolation of a [S, 3] table at ``values`` in [0, 1]; returns [..., 3]."""
+    position = np.clip(values, 0.0, 1.0) * (len(lut) - 1)
+    low = np.floor(position).astype(np.int64)
+    high = np.minimum(low + 1, len(lut) - 1)
+    frac = (position - low)[..., None]
+    return lut[low] * (1.0 - frac) + lut[high] * frac
+
+
+def _auto_depth_range(means: Tensor, w2c: np.ndarray) -> tuple[float, float]:
+    """1st-99th percentile of the view-space depth of the means in front of the camera."""
+    z = means.detach().cpu().double().numpy() @ w2c[2, :3] + w2c[2, 3]
+    z = z[z >= NEAR_PLANE]
+    if z.size == 0:
+        return NEAR_PLANE, 1.0
+    low, high = np.percentile(z, [1.0, 99.0])
+    return float(low), float(max(high, low + 1e-6))
+
+
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(rgb * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# GL context
+# ----------------------------------------------------------------------------------------------
+def create_gl_context(backend: str | None = None) -> Any:
+    """Standalone OpenGL >= 3.3 core context (moderngl).
+
+    backend: None tries GLX when ``DISPLAY`` is set (e.g. under ``xvfb-run``) and then EGL (headless
+    Mesa); "x11" or "egl" force one. Raises :class:`GLUnavailableError` with a one-line reason.
+    """
+    try:
+        import moderngl
+    except ImportError as err:
+        raise GLUnavailableError(f"moderngl is not installed ({err})") from None
+    if backend is None:
+        attempts = (["x11"] if os.environ.get("DISPLAY") else []) + ["egl"]
+    elif backend in ("x11", "egl"):
+        attempts = [backend]
+    else:
+        raise ValueError(f"create_gl_context: backend must be None, 'x11' or 'egl', got {backend!r}")
+    reasons = []
+    for attempt in attempts:
+        kwargs = {"backend": "egl"} if attempt == "egl" else {}
+        try:
+            return moderngl.create_standalone_context(require=330, **kwargs)
+        except Exception as err:  # glcontext raises plain Exception for every failure
+            reasons.append(f"{attempt}: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+    raise GLUnavailableError("no OpenGL 3.3 context (" + "; ".join(reasons) + ")")
+
+
+def _read_shader(name: str) -> str:
+    path = SHADER_DIR / name
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise GLUnavailableError(f"cannot read shader {path}: {err.strerror}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# GLSL renderer
+# ----------------------------------------------------------------------------------------------
+class SplatView:
+    """Offscreen GLSL splat renderer of a fixed ``width x height``.
+
+    Args:
+        width, height: image size in pixels.
+        resort_angle_deg: re-sort when the viewing direction turned by more than this since the last
+            sort (0 = sort every frame the direction changes at all).
+        point_radius: half size in pixels of the dots of the "centres" mode.
+        ellipse_sigma: the "ellipsoids" mode draws each splat's k-sigma ellipse (k = 1 or 2 typically).
+        ellipse_min_opacity: the "ellipsoids" mode hides splats below this opacity.
+        backend: None (auto), "x11" or "egl"; see :func:`create_gl_context`.
+    """
+
+    def __init__(self, width: int, height: int, resort_angle_deg: float = 1.0, point_radius: float = 1.5,
+                 ellipse_sigma: float = 2.0, ellipse_min_opacity: float = 0.1, backend: str | None = None) -> None:
+        if int(width) <= 0 or int(height) <= 0:
+            raise ValueError(f"SplatView: width and height must be positive, got {width}x{height}")
+        self.ctx = create_gl_context(backend)
+        import moderngl  # importable: create_gl_context succeeded
+
+        self.width, self.height = int(width), int(height)
+        self.resort_angle_deg = float(resort_angle_deg)
+        self.point_radius = float(point_radius)
+        self.ellipse_sigma = float(ellipse_sigma)
+        self.ellipse_min_opacity = float(ellipse_min_opacity)
+        self.sort_count = 0
+        self.color_update_count = 0
+        self.last_timings: dict[str, float] = {}
+        self._gl = moderngl
+        # Programs specialised per (fragment path, depth output), compiled on first use; compiling the
+        # default one now surfaces shader/driver problems as GLUnavailableError at construction.
+        self._programs: dict[tuple[int, bool], Any] = {}
+        try:
+            self._program_for(RENDER_MODES["rgb"], depth_layer=False)
+        except moderngl.Error as err:
+            self.ctx.release()
+            raise GLUnavailableError(f"splat shaders failed to compile: {str(err).strip().splitlines()[0]}") from None
+        size = (self.width, self.height)
+        self._color_target = self.ctx.texture(size, 4, dtype="f4")
+        self._depth_target = self.ctx.texture(size, 4, dtype="f4")
+        self._fbo_color = self.ctx.framebuffer(color_attachments=[self._color_target])
+        self._fbo_depth = self.ctx.framebuffer(color_attachments=[self._depth_target])
+        self._fbo_layers = self.ctx.framebuffer(color_attachments=[self._color_target, self._depth_target])
+        self._colormap = self.ctx.texture((COLORMAP_SIZE, 1), 3, turbo_lut().tobytes(), dtype="f4")
+        self._colormap.filter = (moderngl.LINEAR, moderngl.LINEAR)
+        self._colormap.repeat_x = self._colormap.repeat_y = False
+        self._data_textures: dict[str, Any] = {}
+        self._quad_indices: Any = None
+        self._vaos: dict[tuple[int, bool], Any] = {}
+        self._gaussians: _Gaussians | None = None
+        self._sorted_forward: np.ndarray | None = None
+        self._colored_campos: np.ndarray | None = None
+
+    def _program_for(self, mode: int, depth_layer: bool) -> Any:
+        """The program for a mode: fragment path pinned with STATIC_MODE (0 = splats, 3, 4), optional
+        depth output (DEPTH_LAYER). The vertex shader still reads ``u_mode`` (rgb/depth/alpha colour)."""
+        key = (0 if mode <= 2 else mode, depth_layer)
+        if key not in self._programs:
+            defines = f"#define STATIC_MODE {key[0]}\n" + ("#define DEPTH_LAYER\n" if depth_layer else "")
+            version, rest = _read_shader("splat.frag").split("\n", 1)  # #defines must follow #version
+            self._programs[key] = self.ctx.program(vertex_shader=_read_shader("splat.vert"),
+                                                   fragment_shader=f"{version}\n{defines}{rest}")
+        return self._programs[key]
+
+    def _vao_for(self, mode: int, depth_layer: bool) -> Any:
+        key = (0 if mode <= 2 else mode, depth_layer)
+        if key not in self._vaos:
+            self._vaos[key] = self.ctx.vertex_array(self._program_for(mode, depth_layer), [],
+                                                    index_buffer=self._quad_indices, index_element_size=4)
+        return self._vaos[key]
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def num_gaussians(self) -> int:
+        return 0 if self._gaussians is None else self._gaussians.count
+
+    @property
+    def renderer_name(self) -> str:
+        return f"GLSL ({self.ctx.info.get('GL_RENDERER', 'unknown')})"
+
+    def release(self) -> None:
+        """Free the GL objects and the context (the view is unusable afterwards)."""
+        if self.ctx is not None:
+            self.ctx.release()
+            self.ctx = None
+
+    def __enter__(self) -> "SplatView":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    # ------------------------------------------------------------------------------------------
+    def set_gaussians(self, means: Any, quats: Any, scales: Any, opacities: Any, sh: Any,
+                      sh_degree: int | None = None) -> None:
+        """Upload Gaussians (numpy or torch; CUDA tensors stay there for sorting and SH).
+
+        means [N, 3] world, quats [N, 4] wxyz, scales [N, 3] linear, opacities [N] in [0, 1],
+        sh [N, K, 3] with K = (degree + 1)^2; ``sh_degree`` is the active degree (None = all).
+        """
+        gaussians = _validate_gaussians(means, quats, scales, opacities, sh, sh_degree)
+        num = gaussians.count
+        rows = max(1, math.ceil(num / TEXTURE_WIDTH))
+        cols = TEXTURE_WIDTH if num > TEXTURE_WIDTH else max(num, 1)
+        centers = np.concatenate([gaussians.means.cpu().numpy(), gaussians.opacities.cpu().numpy()[:, None]], 1)
+        cov = covariances_from_scales_quats(gaussians.quats, gaussians.scales)  # [N, 6]
+        cov_b = np.concatenate([cov[:, 4:6], np.zeros((num, 2), np.float32)], 1)
+        for name, data in (("u_centers", centers), ("u_cov_a", cov[:, :4]), ("u_cov_b", cov_b),
+                           ("u_colors", np.zeros((num, 4), np.float32))):
+            self._upload_texture(name, data, cols, rows)
+        self._upload_order(np.arange(num, dtype=np.int32), cols, rows)
+        if self._quad_indices is not None:
+            for vao in self._vaos.values():
+                vao.release()
+            self._quad_indices.release()
+        # Quad k = vertices 4k .. 4k+3 = triangles (4k, 4k+1, 4k+2) and (4k+2, 4k+1, 4k+3).
+        corners = np.array([0, 1, 2, 2, 1, 3], dtype=np.uint32)
+        indices = (4 * np.arange(max(num, 1), dtype=np.uint32)[:, None] + corners).ravel()
+        self._quad_indices = self.ctx.buffer(indices.tobytes())
+        self._vaos = {}  # rebuilt lazily around the new index buffer
+        self._gaussians = gaussians
+        self._sorted_forward = None
+        self._colored_campos = None
+
+    def _upload_order(self, order: np.ndarray, cols: int, rows: int) -> None:
+        """Write the draw order (splat ids, farthest first) into the R32I texture ``u_order``."""
+        padded = np.zeros(rows * cols, np.int32)
+        padded[: len(order)] = order
+        texture = self._data_textures.get("u_order")
+        if texture is None or texture.size != (cols, rows):
+            if texture is not None:
+                texture.release()
+            texture = self.ctx.texture((cols, rows), 1, dtype="i4")
+            texture.filter = (self._gl.NEAREST, self._gl.NEAREST)
+            self._data_textures["u_order"] = texture
+        texture.write(padded.tobytes())
+
+    def _upload_texture(self, name: str, data: np.ndarray, cols: int, rows: int) -> None:
+        padded = np.zeros((rows * cols, 4), np.float32)
+        padded[: len(data)] = data
+        texture = self._data_textures.get(name)
+        if texture is None or texture.size != (cols, rows):
+            if texture is not None:
+                texture.release()
+            texture = self.ctx.texture((cols, rows), 4, dtype="f4")
+            # texelFetch ignores filtering, but the default mipmapped filter makes the texture incomplete.
+            texture.filter = (self._gl.NEAREST, self._gl.NEAREST)
+            self._data_textures[name] = texture
+        texture.write(padded.tobytes())
+
+    # ------------------------------------------------------------------------------------------
+    def _update_order(self, w2c: np.ndarray) -> None:
+        """Back-to-front order by view-space z, recomputed when the view direction turned enough."""
+        forward = w2c[2, :3] / np.linalg.norm(w2c[2, :3])  # camera +z in world coordinates
+        if self._sorted_forward is not None:
+            cos_turn = float(np.clip(forward @ self._sorted_forward, -1.0, 1.0))
+            if math.degrees(math.acos(cos_turn)) <= self.resort_angle_deg:
+                return
+        means = self._gaussians.means
+        key = means @ torch.as_tensor(forward, dtype=means.dtype, device=means.device)  # z up to a constant
+        order = torch.argsort(key, descending=True, stable=True)  # farthest first
+        size = self._data_textures["u_order"].size
+        self._upload_order(order.to(torch.int32).cpu().numpy(), size[0], size[1])
+        self._sorted_forward = forward
+        self.sort_count += 1
+
+    def _update_colors(self, w2c: np.ndarray) -> None:
+        """SH colours for the current camera centre (once for degree 0)."""
+        gaussians = self._gaussians
+        campos = -w2c[:3, :3].T @ w2c[:3, 3]
+        if self._colored_campos is not None and (gaussians.sh_degree == 0 or np.array_equal(campos, self._colored_campos)):
+            return
+        viewmat = torch.as_tensor(w2c, dtype=gaussians.means.dtype, device=gaussians.means.device)[None]
+        colors = sh_to_colors(gaussians.sh, gaussians.means, viewmat, gaussians.sh_degree)[0]  # [N, 3]
+        padded = torch.nn.functional.pad(colors, (0, 1)).cpu().numpy()
+        texture = self._data_textures["u_colors"]
+        self._upload_texture("u_colors", padded, texture.size[0], texture.size[1])
+        self._colored_campos = campos
+        self.color_update_count += 1
+
+    @staticmethod
+    def _set_uniform(program: Any, name: str, value: Any) -> None:
+        uniform = program.get(name, None)  # unused uniforms are compiled away
+        if uniform is None:
+            return
+        if isinstance(value, np.ndarray):
+            uniform.write(value.astype(np.float32).tobytes())
+        else:
+            uniform.value = value
+
+    def _draw(self, w2c: np.ndarray, K: np.ndarray, mode: int, fbo: Any, background: Sequence[float],
+              depth_range: tuple[float, float]) -> None:
+        if self.ctx is None:
+            raise RuntimeError("SplatView: render() after release()")
+        timings = {}
+        fbo.use()
+        fbo.clear(float(background[0]), float(background[1]), float(background[2]), 0.0)
+        if fbo is self._fbo_layers:  # the depth layer accumulates sum w z from 0
+            self._fbo_depth.clear(0.0, 0.0, 0.0, 0.0)
+            fbo.use()
+        if self.num_gaussians == 0:
+            self.last_timings = timings
+            return
+        start = time.perf_counter()
+        self._update_order(w2c)
+        timings["sort_ms"] = 1e3 * (time.perf_counter() - start)
+        start = time.perf_counter()
+        self._update_colors(w2c)
+        timings["color_ms"] = 1e3 * (time.perf_counter() - start)
+        start = time.perf_counter()
+        gl = self._gl
+        layers = fbo is self._fbo_layers
+        program = self._program_for(mode, layers)
+
+        def set_uniform(name: str, value: Any) -> None:
+            self._set_uniform(program, name, value)
+
+        self.ctx.disable(gl.DEPTH_TEST | gl.CULL_FACE)
+        self.ctx.enable(gl.BLEND)
+        self.ctx.blend_func = (gl.SRC_ALPHA, gl.ONE_MINUS_SRC_ALPHA, gl.ONE, gl.ONE_MINUS_SRC_ALPHA)
+        for unit, name in enumerate(("u_centers", "u_cov_a", "u_cov_b", "u_colors", "u_order")):
+            self._data_textures[name].use(location=unit)
+            set_uniform(name, unit)
+        self._colormap.use(location=5)
+        set_uniform("u_colormap", 5)
+        set_uniform("u_tex_width", self._data_textures["u_centers"].size[0])
+        set_uniform("u_w2c", w2c.T.copy())  # GLSL matrices are column-major
+        set_uniform("u_intrinsics", (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
+        set_uniform("u_viewport", (float(self.width), float(self.height)))
+        set_uniform("u_near", NEAR_PLANE)
+        set_uniform("u_mode", mode)
+        set_uniform("u_point_radius", self.point_radius)
+        set_uniform("u_ellipse_sigma", self.ellipse_sigma)
+        set_uniform("u_ellipse_min_opacity", self.ellipse_min_opacity)
+        set_uniform("u_depth_range", (float(depth_range[0]), float(depth_range[1])))
+        self._vao_for(mode, layers).render(gl.TRIANGLES, vertices=6 * self.num_gaussians)
+        timings["draw_ms"] = 1e3 * (time.perf_counter() - start)
+        self.last_timings = timings
+
+    def _read(self, texture: Any) -> np.ndarray:
+        """[H, W, 4] float32 in image order: framebuffer row i (from the bottom) is image row i."""
+        start = time.perf_counter()
+        data = np.frombuffer(texture.read(), dtype=np.float32).reshape(self.height, self.width, 4)
+        self.last_timings["read_ms"] = 1e3 * (time.perf_counter() - start)
+        return data
+
+    # ------------------------------------------------------------------------------------------
+    def render(self, w2c: Any, K: Any, mode: str = "rgb", background: Sequence[float] = (1.0, 1.0, 1.0),
+               depth_range: tuple[float, float] | None = None) -> np.ndarray:
+        """Render one view to ``uint8 [H, W, 3]`` (row 0 = image top).
+
+        w2c [4, 4] OpenCV world-to-camera, K [3, 3] pixels for this view's size. mode: "rgb", "depth"
+        (turbo colour map of view-space z over ``depth_range = (near, far)``; None = 1st-99th
+        percentile of the visible means' depths), "alpha" (grey accumulated alpha; background
+        ignored), "centres", "ellipsoids".
+        """
+        mode_id = _check_mode(mode)
+        w2c, K = _camera_arrays(w2c, K)
+        if mode == "alpha":
+            background = (0.0, 0.0, 0.0)
+        if mode == "depth" and depth_range is None and self._gaussians is not None:
+            depth_range = _auto_depth_range(self._gaussians.means, w2c)
+        self._draw(w2c, K, mode_id, self._fbo_color, background, depth_range or (NEAR_PLANE, 1.0))
+        return _to_uint8(self._read(self._color_target)[..., :3])
+
+    def render_layers(self, w2c: Any, K: Any, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderLayers:
+        """Float rgb / alpha / accumulated depth of one view (the engine renderer's outputs)."""
+        w2c, K = _camera_arrays(w2c, K)
+        self._draw(w2c, K, RENDER_MODES["rgb"], self._fbo_layers, background, (NEAR_PLANE, 1.0))
+        color = self._read(self._color_target)
+        depth = self._read(self._depth_target)
+        return RenderLayers(rgb=color[..., :3].copy(), alpha=color[..., 3:4].copy(), depth=depth[..., :1].copy())
+
+
+# ----------------------------------------------------------------------------------------------
+# Fallback through the engine renderer
+# ----------------------------------------------------------------------------------------------
+def _engine_backend() -> str:
+    """The numba "cpu" backend when present; the brute-force "reference" one otherwise (small scenes only)."""
+    return "cpu" if importlib.util.find_spec("sparseags.render.cpu") is not None else "reference"
+
+
+class EngineFallbackView:
+    """Same API as :class:`SplatView`, rendering through ``sparseags.render.render_gaussians``.
+
+    Used when no GL context can be made. Modes: "rgb" and "alpha" are the engine's outputs; "depth"
+    colour-maps the mean depth (accumulated depth / alpha) and composites it with alpha (the GLSL view
+    composites per-splat colours instead, so soft edges differ slightly); "centres" paints dots back to
+    front; "ellipsoids" renders with the opacity raised to ``0.99 exp(k^2 / 2)`` so that
+    ``min(0.99, o g)`` saturates exactly inside each k-sigma ellipse (no rim shading).
+    """
+
+    def __init__(self, width: int, height: int, point_radius: float = 1.5, ellipse_sigma: float = 2.0,
+                 ellipse_min_opacity: float = 0.1, backend: str | None = None) -> None:
+        if int(width) <= 0 or int(height) <= 0:
+            raise ValueError(f"EngineFallbackView: width and height must be positive, got {width}x{height}")
+        self.width, self.height = int(width), int(height)
+        self.point_radius = float(point_radius)
+        self.ellipse_sigma = float(ellipse_sigma)
+        self.ellipse_min_opacity = float(ellipse_min_opacity)
+        self.backend = backend or _engine_backend()
+        self.sort_count = 0  # the engine sorts internally every frame; kept for API parity
+        self.color_update_count = 0
+        self.last_timings: dict[str, float] = {}
+        self._gaussians: _Gaussians | None = None
+        self._lut = turbo_lut()
+
+    @property
+    def num_gaussians(self) -> int:
+        return 0 if self._gaussians is None else self._gaussians.count
+
+    @property
+    def renderer_name(self) -> str:
+        return f"engine ({self.backend})"
+
+    def release(self) -> None:
+        self._gaussians = None
+
+    def __enter__(self) -> "EngineFallbackView":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def set_gaussians(self, means: Any, quats: Any, scales: Any, opacities: Any, sh: Any,
+                      sh_degree: int | None = None) -> None:
+        """Same contract as :meth:`SplatView.set_gaussians`."""
+        self._gaussians = _validate_gaussians(means, quats, scales, opacities, sh, sh_degree)
+
+    def _render_engine(self, w2c: np.ndarray, K: np.ndarray, background: Sequence[float],
+                       opacities: Tensor | None = None) -> RenderLayers:
+        from sparseags.render import render_gaussians
+
+        g = self._gaussians
+        start = time.perf_counter()
+        if g is None or g.count == 0:
+            blank = np.zeros((self.height, self.width, 1), np.float32)
+            rgb = np.broadcast_to(np.asarray(background, np.float32), (self.height, self.width, 3)).copy()
+            return RenderLayers(rgb=rgb, alpha=blank, depth=blank.copy())
+        device, dtype = g.means.device, g.means.dtype
+        with torch.no_grad():
+            out = render_gaussians(
+                g.means, g.quats, g.scales, g.opacities if opacities is None else opacities, g.sh,
+                torch.as_tensor(w2c, dtype=dtype, device=device)[None],
+                torch.as_tensor(K, dtype=dtype, device=device)[None], self.width, self.height,
+                sh_degree=g.sh_degree, background=torch.as_tensor(background, dtype=dtype, device=device),
+                backend=self.backend)
+        self.color_update_count += 1
+        self.last_timings = {"draw_ms": 1e3 * (time.perf_counter() - start)}
+        return RenderLayers(rgb=out.rgb[0].cpu().numpy(), alpha=out.alpha[0].cpu().numpy(),
+                            depth=out.depth[0].cpu().numpy())
+
+    def _render_centres(self, w2c: np.ndarray, K: np.ndarray, background: Sequence[float]) -> np.ndarray:
+        g = self._gaussians
+        image = np.broadcast_to(np.asarray(background, np.float32), (self.height, self.width, 3)).copy()
+        if g is None or g.count == 0:
+            return image
+        viewmat = torch.as_tensor(w2c, dtype=g.means.dtype, device=g.means.device)[None]
+        colors = sh_to_colors(g.sh, g.means, viewmat, g.sh_degree)[0].cpu().numpy()
+        means = g.means.cpu().double().numpy()
+        cam = means @ w2c[:3, :3].T + w2c[:3, 3]
+        front = cam[:, 2] >= NEAR_PLANE
+        cam, colors = cam[front], colors[front]
+        order = np.argsort(-cam[:, 2], kind="stable")  # back to front: nearer dots overwrite farther ones
+        u = K[0, 0] * cam[order, 0] / cam[order, 2] + K[0, 2]
+        v = K[1, 1] * cam[order, 1] / cam[order, 2] + K[1, 2]
+        reach = int(math.ceil(self.point_radius))
+        pixels, ranks = [], []
+        for row_off in range(-reach, reach + 1):
+            for col_off in range(-reach, reach + 1):
+                # A dot covers the pixel centres within point_radius of the mean per axis, as the GL quad does.
+                cols = np.floor(u + col_off).astype(np.int64)
+                rows = np.floor(v + row_off).astype(np.int64)
+                inside = ((np.abs(cols + 0.5 - u) < self.point_radius) & (np.abs(rows + 0.5 - v) < self.point_radius)
+                          & (cols >= 0) & (cols < self.width) & (rows >= 0) & (rows < self.height))
+                pixels.append((rows * self.width + cols)[inside])
+                ranks.append(np.flatnonzero(inside))  # position in back-to-front order
+        pixels, ranks = np.concatenate(pixels), np.concatenate(ranks)
+        by_rank = np.argsort(-ranks, kind="stable")  # nearest first, so np.unique keeps the nearest dot
+        unique_pixels, first = np.unique(pixels[by_rank], return_index=True)
+        image.reshape(-1, 3)[unique_pixels] = colors[order[ranks[by_rank][first]]]
+        return image
+
+    def render(self, w2c: Any, K: Any, mode: str = "rgb", background: Sequence[float] = (1.0, 1.0, 1.0),
+               depth_range: tuple[float, float] | None = None) -> np.ndarray:
+        """Same contract as :meth:`SplatView.render`."""
+        _check_mode(mode)
+        w2c, K = _camera_arrays(w2c, K)
+        if mode == "rgb":
+            return _to_uint8(self._render_engine(w2c, K, background).rgb)
+        if mode == "alpha":
+            return _to_uint8(np.repeat(self._render_engine(w2c, K, (0.0, 0.0, 0.0)).alpha, 3, axis=-1))
+        if mode == "depth":
+            layers = self._render_engine(w2c, K, (0.0, 0.0, 0.0))
+            if depth_range is None:
+                depth_range = _auto_depth_range(self._gaussians.means, w2c) if self.num_gaussians else (NEAR_PLANE, 1.0)
+            mean_depth = layers.depth / np.maximum(layers.alpha, 1e-8)
+            t = (mean_depth[..., 0] - depth_range[0]) / max(depth_range[1] - depth_range[0], 1e-12)
+            rgb = _apply_lut(t, self._lut) * layers.alpha + (1.0 - layers.alpha) * np.asarray(background, np.float32)
+            return _to_uint8(rgb)
+        if mode == "centres":
+            return _to_uint8(self._render_centres(w2c, K, background))
+        g = self._gaussians
+        if g is None:
+            return _to_uint8(self._render_engine(w2c, K, background).rgb)
+        saturating = 0.99 * math.exp(0.5 * self.ellipse_sigma ** 2)
+        opacities = torch.where(g.opacities >= self.ellipse_min_opacity, torch.full_like(g.opacities, saturating),
+                                torch.zeros_like(g.opacities))
+        return _to_uint8(self._render_engine(w2c, K, background, opacities).rgb)
+
+    def render_layers(self, w2c: Any, K: Any, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderLayers:
+        """Same contract as :meth:`SplatView.render_layers`."""
+        w2c, K = _camera_arrays(w2c, K)
+        return self._render_engine(w2c, K, background)
+
+
+def make_orbit_renderer(width: int, height: int, prefer: str = "glsl", **kwargs: Any) -> SplatView | EngineFallbackView:
+    """The GLSL view when a GL 3.3 context can be made, else the engine renderer (one-line warning).
+
+    prefer: "glsl" (try GL first) or "engine" (always the fallback). ``kwargs`` go to the chosen class
+    (``point_radius``, ``ellipse_sigma``, ``ellipse_min_opacity``, and ``resort_angle_deg`` for GLSL).
+    """
+    if prefer not in ("glsl", "engine"):
+        raise ValueError(f"make_orbit_renderer: prefer must be 'glsl' or 'engine', got {prefer!r}")
+    if prefer == "glsl":
+        try:
+            return SplatView(width, height, **kwargs)
+        except GLUnavailableError as err:
+            logger.warning("orbit view: GLSL renderer unavailable (%s); using the engine renderer", err)
+    kwargs.pop("resort_angle_deg", None)
+    return EngineFallbackView(width, height, **kwargs)

@@ -1,0 +1,102 @@
+"""SparseAGS Studio command line: the debugger, the headless pipeline, scene tools and benchmarks.
+
+    python main.py                         the debugger on the demo scene (generated on first use)
+    python main.py gui --scene DIR         the debugger on a scene
+    python main.py demo [--out data/demo]  make the synthetic demo scene
+    python main.py validate --scene DIR    check a scene (exit 0, or one error line and exit 2)
+    python main.py run --scene DIR         the headless pipeline, artefacts in --out
+    python main.py eval --data DIR         evaluate over many scenes
+    python main.py bench render|prior|orbit
+
+Every command that runs the engine takes ``--config F`` and ``section.key=value`` overrides.
+Only argument parsing and dispatch live here; the commands are in ``sparseags/commands.py`` and
+``gui/app.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent
+DEFAULT_DEMO = REPO_ROOT / "data" / "demo"
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=None, help="YAML config file (default: configs/default.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. recon.iters=300")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="main.py", description="SparseAGS Studio")
+    sub = parser.add_subparsers(dest="command")
+
+    gui = sub.add_parser("gui", help="open the visual debugger")
+    gui.add_argument("--scene", default=None, help="scene folder (default: the demo scene)")
+    gui.add_argument("--out", default=None, help="output folder for exports and the decision log")
+    gui.add_argument("--script", default=None, help="YAML list of actions to run (scripted mode)")
+    gui.add_argument("--screenshot", default=None, help="save a screenshot after the script and exit")
+    _add_config_args(gui)
+
+    demo = sub.add_parser("demo", help="make the synthetic demo scene")
+    demo.add_argument("--out", default=str(DEFAULT_DEMO), help="output folder (default: data/demo)")
+    demo.add_argument("--seed", type=int, default=0)
+
+    validate = sub.add_parser("validate", help="check a scene folder")
+    validate.add_argument("--scene", required=True)
+    validate.add_argument("--resolution", type=int, default=256)
+
+    run = sub.add_parser("run", help="run the pipeline headless")
+    run.add_argument("--scene", default=str(DEFAULT_DEMO), help="scene folder (default: data/demo)")
+    run.add_argument("--init", default=None, help="initial-pose preset under <scene>/init/")
+    run.add_argument("--out", default=None, help="output folder (default: outputs/<scene name>)")
+    run.add_argument("--decisions", default=None, help="YAML/JSON log of manual decisions to replay")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(run)
+
+    evaluate = sub.add_parser("eval", help="evaluate over every scene under a folder")
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--init", nargs="*", default=None, help="init presets (default: the scene's cameras.json)")
+    evaluate.add_argument("--out", default=None)
+    evaluate.add_argument("--ray", nargs="?", const="local", default=None, help="spread scenes over Ray (local, or ray://host:port)")
+    _add_config_args(evaluate)
+
+    bench = sub.add_parser("bench", help="micro-benchmarks")
+    bench.add_argument("what", choices=["render", "prior", "orbit"])
+    bench.add_argument("--json", action="store_true", help="print one JSON list of rows")
+    bench.add_argument("--quick", action="store_true", help="small sizes only (smoke test)")
+    return parser
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    from sparseags import commands
+
+    if args.command in (None, "gui"):
+        return commands.cmd_gui(args)
+    handler = {
+        "demo": commands.cmd_demo,
+        "validate": commands.cmd_validate,
+        "run": commands.cmd_run,
+        "eval": commands.cmd_eval,
+        "bench": commands.cmd_bench,
+    }[args.command]
+    return handler(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from sparseags.errors import UserError
+
+    try:
+        return dispatch(args)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

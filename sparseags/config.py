@@ -1,0 +1,366 @@
+"""Typed configuration: YAML files in ``configs/`` loaded into nested dataclasses.
+
+A configuration is built in three layers, later ones winning:
+
+1. the dataclass defaults below (they equal ``configs/default.yaml``, the CPU-friendly defaults),
+2. a YAML file (``--config F``; partial files are fine, e.g. ``configs/paper.yaml``),
+3. ``key=value`` overrides from the command line, with dotted keys (``recon.iters=300``).
+
+Values are parsed with YAML rules (``true``, ``1e-3``, ``[1, 2]``) and type-checked against the field's
+annotation, so a typo in a key or a wrong type is a one-line :class:`ConfigError`, never a silent default.
+Every run writes its resolved configuration (including the seed) next to its outputs with
+:func:`save_config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+from sparseags.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration problem, described in one line."""
+
+
+@dataclass
+class SceneConfig:
+    # Side of the square images the engine works with; inputs are resampled and intrinsics scaled.
+    resolution: int = 256
+    # Initial-pose preset under <scene>/init/<name>.json; null = the scene's cameras.json.
+    init: Optional[str] = None
+
+
+@dataclass
+class RenderConfig:
+    # "auto" = gsplat on CUDA, our CPU rasterizer otherwise; or "cpu", "reference", "gsplat".
+    backend: str = "auto"
+
+
+@dataclass
+class ReconConfig:
+    """One joint Gaussians + poses reconstruction (SparseAGS stage 1, "MV-DreamGaussian")."""
+
+    # Optimisation steps (official: 500).
+    iters: int = 500
+    # Initial number of Gaussians (official: 25000 on GPU; fewer is plenty on the CPU).
+    num_pts: int = 4000
+    # "hull" = inside the visual hull carved from the masks (better for sparse views); "ball" = official.
+    init: Literal["hull", "ball"] = "hull"
+    # Radius of the initial ball (official 0.3), also the fallback when carving leaves too few voxels.
+    init_radius: float = 0.3
+    # Resolution of the voxel grid used for visual-hull carving.
+    hull_grid: int = 64
+    # Highest SH degree; the active degree grows by one every `sh_degree_interval` steps.
+    sh_degree: int = 3
+    sh_degree_interval: int = 100
+    # Adam learning rates (official values; xyz decays log-linearly from init to final over `iters`).
+    lr_position_init: float = 1.0e-3
+    lr_position_final: float = 2.0e-5
+    spatial_lr_scale: float = 10.0
+    lr_sh_dc: float = 1.0e-2
+    lr_sh_rest: float = 5.0e-4
+    lr_opacity: float = 5.0e-2
+    lr_scaling: float = 5.0e-3
+    lr_rotation: float = 5.0e-3
+    # Camera pose deltas xi in se(3), w2c = w2c_init @ exp(xi); constant Adam lr.
+    optimize_cameras: bool = True
+    lr_camera: float = 2.5e-4
+    # Loss weights, both warmed up linearly by s = step / iters (official 1e4 and 1e3).
+    lambda_rgb: float = 1.0e4
+    lambda_mask: float = 1.0e3
+    loss_warmup: bool = True
+    # Inlier views rendered per step (0 = all, as the official code).
+    views_per_step: int = 0
+    # Render resolution schedule: [[step_fraction, resolution], ...]; lower resolution early is cheap on CPU.
+    resolution_schedule: list = field(default_factory=lambda: [[0.0, 128], [0.5, 256]])
+    # Densification (official: every 100 steps from step 100, grad threshold 0.01, ...).
+    densify_from: int = 100
+    densify_until: int = 3000
+    densify_interval: int = 100
+    densify_grad_threshold: float = 0.01
+    percent_dense: float = 0.01
+    densify_extent: float = 4.0
+    prune_min_opacity: float = 0.01
+    prune_max_scale: float = 0.4
+    final_prune_max_scale: float = 0.1
+    # Upper bound on the number of Gaussians (keeps CPU runs bounded).
+    max_gaussians: int = 20000
+
+
+@dataclass
+class PriorConfig:
+    """6-DoF Zero123 score distillation."""
+
+    # "auto" = on when the checkpoint folder is complete and a GPU is present; true / false force it.
+    enabled: Union[bool, Literal["auto"]] = "auto"
+    # diffusers-format Zero123-XL folder and the 6-DoF fine-tune checkpoint (see checkpoints/README.md).
+    model_dir: str = "checkpoints/zero123-xl-diffusers"
+    ckpt_6dof: str = "checkpoints/zero123_6dof_23k.ckpt"
+    # Apply the prior every n reconstruction steps (1 on GPU; larger on CPU).
+    every_n_steps: int = 1
+    weight: float = 1.0
+    guidance_scale: float = 5.0
+    t_range: list = field(default_factory=lambda: [0.02, 0.98])
+    anneal_timestep: bool = True
+    invert_bg_prob: float = 0.5
+    # Novel-view render resolution schedule (official 128 / 256 / 512 at s < 0.3 / < 0.6 / else).
+    resolution_schedule: list = field(default_factory=lambda: [[0.0, 128], [0.3, 256], [0.6, 512]])
+    # Bounded auto-framing passes for the novel view (the official loop may spin forever).
+    max_framing_tries: int = 10
+
+
+@dataclass
+class LpipsConfig:
+    # Backbone: "vgg" (official outlier score) or "alex".
+    net: Literal["vgg", "alex"] = "vgg"
+    # Folder with offline backbone weights (vgg16_features.pth / alexnet_features.pth); empty = torchvision cache.
+    weights_dir: str = "../shared/weights/lpips"
+    # Reproduce the official quirk of feeding [0, 1] images instead of [-1, 1].
+    official_01_inputs: bool = False
+
+
+@dataclass
+class OutlierConfig:
+    # Leave-one-out: keep a removal only if the others' mean score drops by at least this much.
+    threshold: float = 0.05
+    # Score used to rank views: "lpips" (official) or "mse".
+    score: Literal["lpips", "mse"] = "lpips"
+    # Reconstruction steps for each leave-one-out round (0 = recon.iters).
+    round_iters: int = 0
+
+
+@dataclass
+class SearchConfig:
+    """Discrete sphere pose search + continuous refinement for outlier views."""
+
+    elevation_margin_deg: float = 20.0
+    elevation_step_deg: float = 15.0
+    n_azimuth: int = 24
+    radius_margin: float = 0.2
+    radius_step: float = 0.2
+    # Three refinement stages (official: 128 @ 5e-3, then 2 x 256 @ 1e-3 with jitter 0.1 and 0.01).
+    stage_steps: list = field(default_factory=lambda: [128, 256, 256])
+    stage_lr: list = field(default_factory=lambda: [5.0e-3, 1.0e-3, 1.0e-3])
+    stage_jitter: list = field(default_factory=lambda: [0.0, 0.1, 0.01])
+    lr_gamma: float = 0.99
+    replicate: int = 4
+    keep_fraction: float = 0.1
+    keep_min: int = 64
+    # Render resolution of each stage (official: 256 throughout).
+    stage_resolution: list = field(default_factory=lambda: [256, 256, 256])
+    # Candidates rendered per batch.
+    chunk: int = 64
+    # Arbitration's align-to-3D of the initial outlier pose (official: 64 jittered copies, 128 steps).
+    align_copies: int = 64
+    align_steps: int = 128
+
+
+@dataclass
+class PipelineConfig:
+    # Run the leave-one-out outlier test, pose search and arbitration.
+    outliers: bool = False
+    # Write mesh.glb / turntable.mp4 at the end of a headless run.
+    export_mesh: bool = True
+    export_video: bool = True
+    turntable_frames: int = 120
+    turntable_resolution: int = 256
+    mesh_resolution: int = 96
+
+
+@dataclass
+class GuiConfig:
+    # Engine work per frame, in milliseconds (the UI stays responsive).
+    frame_budget_ms: float = 50.0
+    view_size: int = 512
+    # "glsl" = moderngl splat shaders; "engine" = the engine's renderer.
+    orbit_renderer: Literal["glsl", "engine"] = "glsl"
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    # "auto" = cuda when available, else cpu.
+    device: str = "auto"
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    recon: ReconConfig = field(default_factory=ReconConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
+    lpips: LpipsConfig = field(default_factory=LpipsConfig)
+    outliers: OutlierConfig = field(default_factory=OutlierConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    gui: GuiConfig = field(default_factory=GuiConfig)
+
+
+# --------------------------------------------------------------------------------------------------
+# type checking of single values
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return `value` checked (and, for int -> float, widened) against annotation `tp`."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        errors = []
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"config key '{key}': {value!r} is not a valid {_type_name(tp)}")
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ConfigError(f"config key '{key}': {value!r} is not one of {list(typing.get_args(tp))}")
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config key '{key}': expected null, got {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-3" (no dot) as a string; accept what Python reads as a float.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+    if tp is list or origin is list:
+        if isinstance(value, list):
+            return value
+        raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+    raise ConfigError(f"config key '{key}': unsupported type {_type_name(tp)}")
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _apply_mapping(obj: Any, mapping: dict, prefix: str) -> None:
+    """Recursively set the fields of dataclass `obj` from a nested mapping, checking keys and types."""
+    types_by_name = _field_types(type(obj))
+    for name, value in mapping.items():
+        key = f"{prefix}{name}"
+        if name not in types_by_name:
+            known = ", ".join(sorted(types_by_name))
+            raise ConfigError(f"unknown config key '{key}' (known here: {known})")
+        current = getattr(obj, name)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{key}' is a section; give a mapping, not {value!r}")
+            _apply_mapping(current, value, key + ".")
+        else:
+            setattr(obj, name, _coerce(value, types_by_name[name], key))
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into (["a", "b", "c"], parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key=value (e.g. recon.iters=300)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': value is not valid YAML ({err.__class__.__name__})") from None
+    return key.split("."), value
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply ``key=value`` strings to `cfg` in place (and return it)."""
+    for text in overrides:
+        parts, value = parse_override(text)
+        nested: Any = value
+        for part in reversed(parts):
+            nested = {part: nested}
+        _apply_mapping(cfg, nested, "")
+    return cfg
+
+
+def load_yaml_file(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: invalid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of config sections")
+    return data
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file at `path` (if any), then `overrides` (``key=value`` strings)."""
+    cfg = Config()
+    if path is not None:
+        _apply_mapping(cfg, load_yaml_file(path), "")
+    apply_overrides(cfg, list(overrides or []))
+    return cfg
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> Path:
+    """Write the resolved config (with its seed) as YAML, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "# Resolved SparseAGS Studio configuration (defaults + file + overrides).\n"
+    text += yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_device(cfg: Config) -> str:
+    """The torch device string for `cfg.device` ("auto" -> cuda when available)."""
+    import torch
+
+    if cfg.device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'device': {cfg.device!r} requested but no CUDA device is available")
+    return cfg.device

@@ -1,0 +1,621 @@
+"""The whole SparseAGS procedure as one steppable state machine.
+
+    reconstruct (round 0) → leave-one-out test → pose search per outlier → arbitration → final
+
+* **reconstruct**: joint Gaussians + poses with every flagged view (:class:`sparseags.recon.Reconstruction`).
+* **loo**: :class:`sparseags.outliers.LeaveOneOut` (its round 0 *is* the reconstruction above).
+* **search**: :class:`sparseags.pose_search.PoseSearch` for every view the loop removed, rendering the
+  Gaussians of the accepted round (built without the outliers).
+* **arbitration** (official "final decision"): two full reconstructions with every view as an inlier,
+  (a) from the recovered poses and (b) from the initial outlier poses aligned to the inlier 3D; the
+  recovered poses are kept only if the mean score is not worse and every outlier improves in both
+  LPIPS and MSE.
+* **final**: the winning reconstruction is the result (``final_recon``).
+
+With ``pipeline.outliers = false`` the machine stops after the first reconstruction.
+
+Manual decisions are methods (:meth:`Pipeline.decide_outlier`, :meth:`Pipeline.apply_candidate`,
+:meth:`Pipeline.choose_arbitration`, :meth:`Pipeline.set_flag`); each rewinds the machine to the point
+the decision concerns and continues from there. Every decision is appended to :attr:`Pipeline.decisions`
+so that a run can be replayed headless (:meth:`Pipeline.queue_decisions`).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from sparseags.config import Config
+from sparseags.outliers import LeaveOneOut
+from sparseags.pose_search import PoseSearch, build_search_grid, white_background_target
+from sparseags.recon import Reconstruction
+from sparseags.scoring import score_views
+
+PHASES = ("reconstruct", "loo", "search", "arbitration", "done")
+
+
+class PipelineError(ValueError):
+    """A manual decision that does not fit the pipeline's state."""
+
+
+def gaussian_centre(recon: Reconstruction) -> np.ndarray:
+    """Opacity-weighted centre of the Gaussians (the official search looks at the mesh centroid)."""
+    g = recon.gaussians
+    with torch.no_grad():
+        w = g.opacities.detach().double().cpu()
+        means = g.means.detach().double().cpu()
+        return (means * w[:, None]).sum(0).numpy() / max(float(w.sum()), 1e-9)
+
+
+def frozen_render_fn(recon: Reconstruction) -> Callable:
+    """render_fn(w2c [C,4,4], K [C,3,3], w, h) -> rgb on white, with the Gaussians frozen (pose grads only)."""
+    g = recon.gaussians
+    tensors = [t.detach() for t in (g.means, g.splats["quats"], g.scales, g.opacities, g.sh)]
+    degree = g.active_sh_degree
+    backend = recon.backend
+    device = recon.device
+    white = torch.ones(3, device=device)
+
+    from sparseags.render import render_gaussians
+
+    def render(w2c: torch.Tensor, K: torch.Tensor, width: int, height: int) -> torch.Tensor:
+        out = render_gaussians(*tensors, w2c.to(device, torch.float32), K.to(device, torch.float32), width,
+                               height, sh_degree=degree, background=white, backend=backend)
+        return out.rgb.cpu()
+
+    return render
+
+
+@dataclass
+class Arbitration:
+    """Official final decision between recovered poses and aligned initial poses, as a steppable object."""
+
+    pipeline: "Pipeline"
+    base_w2c: np.ndarray  # [V, 4, 4] poses of the accepted round (inliers optimised)
+    outliers: list  # view indices
+    recovered: dict  # view index -> recovered w2c [4, 4]
+    stage: str = "align"  # align -> recon_recovered -> recon_initial -> decided
+    align_index: int = 0
+    aligner: Optional[PoseSearch] = None
+    aligned: dict = field(default_factory=dict)  # view index -> aligned initial w2c
+    recon_recovered: Optional[Reconstruction] = None
+    recon_initial: Optional[Reconstruction] = None
+    scores_recovered: Optional[dict] = None
+    scores_initial: Optional[dict] = None
+    auto_choice: Optional[str] = None
+    manual_choice: Optional[str] = None
+    reason: str = ""
+
+    @property
+    def choice(self) -> Optional[str]:
+        return self.manual_choice or self.auto_choice
+
+    @property
+    def done(self) -> bool:
+        return self.stage == "decided"
+
+    def poses_for(self, which: str) -> np.ndarray:
+        w2c = self.base_w2c.copy()
+        source = self.recovered if which == "recovered" else self.aligned
+        for view, pose in source.items():
+            w2c[view] = pose
+        return w2c
+
+    def step(self, budget: int = 1) -> dict:
+        p = self.pipeline
+        if self.stage == "align":
+            if self.align_index >= len(self.outliers):
+                self.stage = "recon_recovered"
+                return {"phase": "arbitration", "event": "aligned"}
+            view = self.outliers[self.align_index]
+            if self.aligner is None:
+                self.aligner = p.make_aligner(view, self.base_w2c)
+            event = self.aligner.step(budget)
+            if self.aligner.done:
+                self.aligned[view] = self.aligner.chosen_w2c()
+                self.aligner = None
+                self.align_index += 1
+            event.update(phase="arbitration", stage="align", view=p.scene.ids[view])
+            return event
+        if self.stage == "recon_recovered":
+            if self.recon_recovered is None:
+                self.recon_recovered = p.make_recon(np.ones(p.num_views, int), self.poses_for("recovered"),
+                                                    iters=p.arbitration_iters)
+            event = self.recon_recovered.step(budget)
+            if self.recon_recovered.done:
+                self.scores_recovered = p.score(self.recon_recovered)
+                self.stage = "recon_initial"
+            event.update(phase="arbitration", stage="recovered")
+            return event
+        if self.stage == "recon_initial":
+            if self.recon_initial is None:
+                self.recon_initial = p.make_recon(np.ones(p.num_views, int), self.poses_for("initial"),
+                                                  iters=p.arbitration_iters)
+            event = self.recon_initial.step(budget)
+            if self.recon_initial.done:
+                self.scores_initial = p.score(self.recon_initial)
+                self._decide()
+            event.update(phase="arbitration", stage="initial")
+            return event
+        return {"phase": "arbitration", "event": "done", "choice": self.choice}
+
+    def _decide(self) -> None:
+        key = self.pipeline.score_key
+        a, b = self.scores_recovered, self.scores_initial
+        mean_a, mean_b = float(np.mean(a[key])), float(np.mean(b[key]))
+        if mean_a > mean_b:
+            self.auto_choice, self.reason = "initial", f"mean {key} recovered {mean_a:.4f} > initial {mean_b:.4f}"
+        else:
+            lp = "lpips_norm" if "lpips_norm" in a else key
+            better = [bool(a[lp][v] < b[lp][v] and a["mse_norm"][v] < b["mse_norm"][v]) for v in self.outliers]
+            if all(better):
+                self.auto_choice = "recovered"
+                self.reason = f"mean {key} {mean_a:.4f} <= {mean_b:.4f} and every outlier improves"
+            else:
+                self.auto_choice = "initial"
+                self.reason = "not every outlier improves in both LPIPS and MSE"
+        self.stage = "decided"
+
+    def snapshot(self) -> dict:
+        def per_view(scores):
+            return None if scores is None else {k: np.asarray(v).tolist() for k, v in scores.items()}
+
+        return {
+            "stage": self.stage,
+            "outliers": list(self.outliers),
+            "recovered": {int(k): v.tolist() for k, v in self.recovered.items()},
+            "aligned": {int(k): v.tolist() for k, v in self.aligned.items()},
+            "scores_recovered": per_view(self.scores_recovered),
+            "scores_initial": per_view(self.scores_initial),
+            "auto_choice": self.auto_choice,
+            "manual_choice": self.manual_choice,
+            "choice": self.choice,
+            "reason": self.reason,
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "base_w2c": self.base_w2c.copy(), "outliers": list(self.outliers),
+            "recovered": copy.deepcopy(self.recovered), "stage": self.stage, "align_index": self.align_index,
+            "aligner": None if self.aligner is None else self.aligner.state_dict(),
+            "aligned": copy.deepcopy(self.aligned),
+            "recon_recovered": None if self.recon_recovered is None else self.recon_recovered.state_dict(),
+            "recon_initial": None if self.recon_initial is None else self.recon_initial.state_dict(),
+            "scores_recovered": copy.deepcopy(self.scores_recovered),
+            "scores_initial": copy.deepcopy(self.scores_initial),
+            "auto_choice": self.auto_choice, "manual_choice": self.manual_choice, "reason": self.reason,
+        }
+
+    @classmethod
+    def from_state(cls, pipeline: "Pipeline", state: dict) -> "Arbitration":
+        arb = cls(pipeline, np.asarray(state["base_w2c"]), list(state["outliers"]), dict(state["recovered"]))
+        arb.stage, arb.align_index = state["stage"], state["align_index"]
+        arb.aligned = dict(state["aligned"])
+        if state["aligner"] is not None:
+            view = arb.outliers[arb.align_index]
+            arb.aligner = pipeline.make_aligner(view, arb.base_w2c)
+            arb.aligner.load_state_dict(state["aligner"])
+        for name, poses in (("recon_recovered", "recovered"), ("recon_initial", "initial")):
+            if state[name] is not None:
+                recon = pipeline.make_recon(np.ones(pipeline.num_views, int), arb.poses_for(poses),
+                                            iters=pipeline.arbitration_iters)
+                recon.load_state_dict(state[name])
+                setattr(arb, name, recon)
+        arb.scores_recovered, arb.scores_initial = state["scores_recovered"], state["scores_initial"]
+        arb.auto_choice, arb.manual_choice, arb.reason = state["auto_choice"], state["manual_choice"], state["reason"]
+        return arb
+
+
+class Pipeline:
+    """reconstruct → leave-one-out → search → arbitration → done; see the module docstring."""
+
+    def __init__(self, scene: Any, cfg: Config, device: str | torch.device = "cpu", lpips_metric: Any = None,
+                 prior_hook_factory: Optional[Callable[[], Any]] = None):
+        self.scene = scene
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.lpips = lpips_metric
+        self.prior_hook_factory = prior_hook_factory
+        self.num_views = len(scene.ids)
+        self.initial_flags = np.asarray(scene.flags, dtype=np.int64).copy()
+        self.initial_w2c = np.asarray(scene.w2c_init, dtype=np.float64).copy()
+        self.score_key = "lpips_norm" if (cfg.outliers.score == "lpips" and lpips_metric is not None) else "mse_norm"
+        self.round_iters = cfg.outliers.round_iters or cfg.recon.iters
+        self.arbitration_iters = cfg.outliers.round_iters or cfg.recon.iters
+        self.decisions: list[dict] = []
+        self.pending: list[dict] = []
+        self.started = time.perf_counter()
+        self._reset()
+
+    # ---------------------------------------------------------------------------------------------
+    # construction helpers (also used by the phases)
+
+    def make_recon(self, flags: np.ndarray, w2c_init: np.ndarray, iters: Optional[int] = None) -> Reconstruction:
+        hook = self.prior_hook_factory() if self.prior_hook_factory is not None else None
+        return Reconstruction(self.scene, self.cfg, self.device, flags=np.asarray(flags),
+                              w2c_init=np.asarray(w2c_init), prior_hook=hook, iters=iters)
+
+    @torch.no_grad()
+    def score(self, recon: Reconstruction) -> dict:
+        """Per-view scores of a reconstruction at the scene resolution (all views, outliers too)."""
+        rgb, alpha = recon.render_views()
+        return score_views(rgb.clamp(0, 1).cpu(), alpha.cpu(), self.scene.images, self.scene.masks,
+                           lpips_metric=self.lpips, official=True)
+
+    def _loo_scores(self, recon: Reconstruction) -> np.ndarray:
+        scores = self.score(recon)
+        self.latest_scores = scores
+        return scores[self.score_key]
+
+    def _restore_recon(self, flags: np.ndarray, state: dict) -> Reconstruction:
+        recon = self.make_recon(flags, np.asarray(state["w2c_init"].double().numpy()), iters=int(state["iters"]))
+        recon.load_state_dict(state)
+        return recon
+
+    def make_search(self, view: int, base: Reconstruction) -> PoseSearch:
+        sc = self.cfg.search
+        inliers = np.flatnonzero(base.flags)
+        w2c = base.current_w2c().detach().double().cpu().numpy()
+        grid = build_search_grid(w2c[inliers], gaussian_centre(base),
+                                 elevation_margin_deg=sc.elevation_margin_deg,
+                                 elevation_step_deg=sc.elevation_step_deg, n_azimuth=sc.n_azimuth,
+                                 radius_margin=sc.radius_margin, radius_step=sc.radius_step)
+        lpips_fn = None
+        if self.lpips is not None:
+            metric = self.lpips
+            lpips_fn = lambda a, b: metric(a, b).cpu()  # noqa: E731 - tiny adapter
+        return PoseSearch(
+            render_fn=frozen_render_fn(base),
+            target_image=white_background_target(self.scene.images[view], self.scene.masks[view]),
+            K=np.asarray(self.scene.K[view]), grid=grid, stage_steps=list(sc.stage_steps),
+            stage_lr=list(sc.stage_lr), stage_jitter=list(sc.stage_jitter),
+            stage_resolution=list(sc.stage_resolution), lr_gamma=sc.lr_gamma, replicate=sc.replicate,
+            keep_fraction=sc.keep_fraction, keep_min=sc.keep_min, chunk=sc.chunk, lpips_fn=lpips_fn,
+            seed=self.cfg.seed + 1000 + view, view_id=self.scene.ids[view])
+
+    def make_aligner(self, view: int, base_w2c: np.ndarray) -> PoseSearch:
+        """Official align_to_mesh: copies of the initial pose, jittered, refined against the inlier 3D."""
+        sc = self.cfg.search
+        base = self.base_recon
+        copies = np.repeat(self.initial_w2c[view][None], sc.align_copies, axis=0)
+        grid = build_search_grid(base_w2c[np.flatnonzero(base.flags)], gaussian_centre(base))
+        grid.w2c = copies
+        grid.elevations_deg, grid.azimuths_deg, grid.radii = np.zeros(1), np.zeros(1), np.zeros(sc.align_copies)
+        return PoseSearch(
+            render_fn=frozen_render_fn(base),
+            target_image=white_background_target(self.scene.images[view], self.scene.masks[view]),
+            K=np.asarray(self.scene.K[view]), grid=grid, stage_steps=[sc.align_steps], stage_lr=[5e-3],
+            stage_jitter=[1e-3], stage_resolution=[sc.stage_resolution[-1]], lr_gamma=0.9, replicate=1,
+            keep_fraction=1.0, keep_min=sc.align_copies, chunk=sc.chunk, lpips_fn=None,
+            seed=self.cfg.seed + 2000 + view, view_id=self.scene.ids[view])
+
+    # ---------------------------------------------------------------------------------------------
+    # state machine
+
+    def _reset(self) -> None:
+        self.phase = "reconstruct"
+        self.total_steps = 0
+        self.recon: Optional[Reconstruction] = self.make_recon(self.initial_flags, self.initial_w2c)
+        self.loo: Optional[LeaveOneOut] = None
+        self.base_recon: Optional[Reconstruction] = None
+        self.searches: dict[int, PoseSearch] = {}
+        self.search_order: list[int] = []
+        self.search_index = 0
+        self.arbitration: Optional[Arbitration] = None
+        self.final_recon: Optional[Reconstruction] = None
+        self.latest_scores: Optional[dict] = None
+
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
+
+    def step(self, budget: int = 1) -> dict:
+        """Advance the current phase by up to `budget` units (optimiser iterations) and return its event."""
+        if self.phase == "done":
+            return {"phase": "done"}
+        handler = {"reconstruct": self._step_reconstruct, "loo": self._step_loo, "search": self._step_search,
+                   "arbitration": self._step_arbitration}[self.phase]
+        event = handler(budget)
+        self.total_steps += 1
+        self._apply_pending()
+        event.setdefault("phase", self.phase)
+        event["pipeline_phase"] = self.phase
+        return event
+
+    def run_until(self, phase: str, max_calls: int = 10**7, budget: int = 10) -> None:
+        """Step until the machine reaches `phase` (or finishes)."""
+        if phase not in PHASES:
+            raise PipelineError(f"unknown phase {phase!r}; phases are {', '.join(PHASES)}")
+        for _ in range(max_calls):
+            if self.phase == phase or self.done:
+                return
+            self.step(budget)
+
+    def _step_reconstruct(self, budget: int) -> dict:
+        assert self.recon is not None
+        if not self.recon.done:
+            return self.recon.step(budget)
+        if not self.cfg.pipeline.outliers:
+            self.latest_scores = self.score(self.recon)
+            self._finish(self.recon)
+            return {"event": "reconstructed"}
+        self.loo = LeaveOneOut(lambda f, w: self.make_recon(f, w, iters=self.round_iters), self._loo_scores,
+                               self.initial_flags, self.initial_w2c, threshold=self.cfg.outliers.threshold)
+        self.loo.start_with(self.recon)
+        self.phase = "loo"
+        return {"event": "reconstructed"}
+
+    def _step_loo(self, budget: int) -> dict:
+        assert self.loo is not None
+        if not self.loo.done:
+            event = self.loo.step(budget)
+            self.recon = self.loo.recon if self.loo.recon is not None else self.recon
+            return event
+        final = self.loo.rounds[self.loo.final_round]
+        self.base_recon = self._restore_recon(final.flags, final.recon_state)
+        self.recon = self.base_recon
+        self.search_order = self.loo.outliers
+        self.search_index = 0
+        self.searches = {}
+        if not self.search_order:
+            self.latest_scores = self.score(self.base_recon)
+            self._finish(self.base_recon)
+            return {"event": "no_outliers"}
+        self.phase = "search"
+        return {"event": "outliers", "outliers": [self.scene.ids[v] for v in self.search_order]}
+
+    def _step_search(self, budget: int) -> dict:
+        if self.search_index >= len(self.search_order):
+            recovered = {v: self.searches[v].chosen_w2c() for v in self.search_order}
+            base_w2c = self.base_recon.current_w2c().detach().double().cpu().numpy()
+            self.arbitration = Arbitration(self, base_w2c, list(self.search_order), recovered)
+            self.phase = "arbitration"
+            return {"event": "searched"}
+        view = self.search_order[self.search_index]
+        if view not in self.searches:
+            self.searches[view] = self.make_search(view, self.base_recon)
+        search = self.searches[view]
+        event = search.step(budget)
+        if search.done:
+            self.search_index += 1
+        return event
+
+    def _step_arbitration(self, budget: int) -> dict:
+        arb = self.arbitration
+        assert arb is not None
+        if not arb.done:
+            event = arb.step(budget)
+            active = arb.recon_initial or arb.recon_recovered
+            if active is not None:
+                self.recon = active
+            return event
+        chosen = arb.recon_recovered if arb.choice == "recovered" else arb.recon_initial
+        self.latest_scores = arb.scores_recovered if arb.choice == "recovered" else arb.scores_initial
+        self._finish(chosen)
+        return {"event": "arbitrated", "choice": arb.choice}
+
+    def _finish(self, recon: Reconstruction) -> None:
+        self.final_recon = recon
+        self.recon = recon
+        self.phase = "done"
+
+    # ---------------------------------------------------------------------------------------------
+    # manual decisions
+
+    def _log(self, entry: dict) -> None:
+        entry = dict(entry, phase=self.phase, total_steps=self.total_steps,
+                     elapsed_s=round(time.perf_counter() - self.started, 3))
+        self.decisions.append(entry)
+
+    def set_flag(self, view: int, flag: int) -> None:
+        """Mark a view as inlier (1) or outlier (0) by hand; the pipeline restarts with the new flags."""
+        if not 0 <= view < self.num_views:
+            raise PipelineError(f"view index {view} out of range 0..{self.num_views - 1}")
+        flags = self.initial_flags.copy()
+        flags[view] = int(bool(flag))
+        if flags.sum() < 2:
+            raise PipelineError("at least 2 views must stay inliers")
+        self.initial_flags = flags
+        self._log({"action": "set_flag", "view": self.scene.ids[view], "flag": int(bool(flag))})
+        self._reset()
+
+    def decide_outlier(self, accept: bool, round_index: Optional[int] = None) -> None:
+        """Accept or reject the leave-one-out verdict of round `round_index` (default: the latest one)."""
+        if self.loo is None:
+            raise PipelineError("no leave-one-out verdict yet")
+        decided = [r.index for r in self.loo.rounds if r.index > 0 and r.scores is not None]
+        if not decided:
+            raise PipelineError("no leave-one-out verdict yet")
+        index = decided[-1] if round_index is None else int(round_index)
+        if index not in decided:
+            raise PipelineError(f"round {index} has no verdict (rounds with a verdict: {decided})")
+        self.loo.override(index, accept)
+        # Everything after the leave-one-out phase was built on the old decision.
+        self.phase = "loo"
+        self.searches, self.search_order, self.search_index = {}, [], 0
+        self.arbitration, self.final_recon, self.base_recon = None, None, None
+        if self.loo.recon is not None:
+            self.recon = self.loo.recon
+        candidate = self.loo.rounds[index].candidate
+        self._log({"action": "accept_outlier" if accept else "reject_outlier", "round": index,
+                   "view": None if candidate is None else self.scene.ids[candidate]})
+
+    def apply_candidate(self, view: int, rank_position: int) -> None:
+        """Use candidate `rank_position` of the search for `view` instead of the automatic winner."""
+        search = self.searches.get(view)
+        if search is None or not search.done:
+            raise PipelineError(f"the search for view {self.scene.ids[view]} has not finished")
+        search.apply_candidate(rank_position)
+        if self.phase in ("arbitration", "done") and self.arbitration is not None:
+            # The arbitration compared the old choice: run it again with the new one.
+            self.arbitration, self.final_recon = None, None
+            self.phase = "search"
+        self._log({"action": "apply_candidate", "view": self.scene.ids[view], "rank": int(rank_position)})
+
+    def choose_arbitration(self, choice: str) -> None:
+        """Overrule the final decision: "recovered" or "initial" poses."""
+        if choice not in ("recovered", "initial"):
+            raise PipelineError(f"arbitration choice must be 'recovered' or 'initial', not {choice!r}")
+        if self.arbitration is None or not self.arbitration.done:
+            raise PipelineError("the arbitration has not decided yet")
+        self.arbitration.manual_choice = choice
+        if self.phase == "done":
+            arb = self.arbitration
+            chosen = arb.recon_recovered if choice == "recovered" else arb.recon_initial
+            self.latest_scores = arb.scores_recovered if choice == "recovered" else arb.scores_initial
+            self._finish(chosen)
+        self._log({"action": "choose_arbitration", "choice": choice})
+
+    # ---------------------------------------------------------------------------------------------
+    # replay of logged decisions
+
+    def queue_decisions(self, entries: list[dict]) -> None:
+        """Decisions to apply as soon as the pipeline reaches the point each one concerns."""
+        for entry in entries:
+            action = entry.get("action")
+            if action not in ("set_flag", "accept_outlier", "reject_outlier", "apply_candidate",
+                              "choose_arbitration"):
+                raise PipelineError(f"unknown decision action {action!r}")
+        self.pending.extend(dict(e) for e in entries)
+        self._apply_pending()
+
+    def _view_index(self, view_id: Any) -> int:
+        ids = list(self.scene.ids)
+        if str(view_id) not in ids:
+            raise PipelineError(f"decision names view {view_id!r}, which the scene does not have")
+        return ids.index(str(view_id))
+
+    def _ready(self, entry: dict) -> bool:
+        action = entry["action"]
+        if action == "set_flag":
+            return True
+        if action in ("accept_outlier", "reject_outlier"):
+            return self.loo is not None and any(
+                r.index == entry.get("round") and r.scores is not None for r in self.loo.rounds)
+        if action == "apply_candidate":
+            search = self.searches.get(self._view_index(entry["view"]))
+            return search is not None and search.done
+        return self.arbitration is not None and self.arbitration.done
+
+    def _apply_pending(self) -> None:
+        while self.pending and self._ready(self.pending[0]):
+            entry = self.pending.pop(0)
+            action = entry["action"]
+            if action == "set_flag":
+                self.set_flag(self._view_index(entry["view"]), int(entry["flag"]))
+            elif action in ("accept_outlier", "reject_outlier"):
+                self.decide_outlier(action == "accept_outlier", entry.get("round"))
+            elif action == "apply_candidate":
+                self.apply_candidate(self._view_index(entry["view"]), int(entry["rank"]))
+            else:
+                self.choose_arbitration(entry["choice"])
+
+    # ---------------------------------------------------------------------------------------------
+    # display and checkpoints
+
+    def phase_label(self) -> str:
+        if self.phase == "reconstruct":
+            return "reconstruction round 0"
+        if self.phase == "loo" and self.loo is not None:
+            candidate = self.loo.pending_candidate()
+            running = len(self.loo.rounds) - 1
+            if candidate is None:
+                return f"leave-one-out: reconstruction round {running}"
+            return f"leave-one-out round {running}: without view {self.scene.ids[candidate]}"
+        if self.phase == "search" and self.search_order:
+            index = min(self.search_index, len(self.search_order) - 1)
+            return f"pose search for view {self.scene.ids[self.search_order[index]]}"
+        if self.phase == "arbitration" and self.arbitration is not None:
+            return f"arbitration ({self.arbitration.stage})"
+        return "final"
+
+    def current_flags(self) -> np.ndarray:
+        if self.recon is not None:
+            return np.asarray(self.recon.flags).copy()
+        return self.initial_flags.copy()
+
+    def active_search(self) -> Optional[PoseSearch]:
+        if not self.search_order:
+            return None
+        index = min(self.search_index, len(self.search_order) - 1)
+        return self.searches.get(self.search_order[index])
+
+    def snapshot(self, with_recon: bool = True) -> dict:
+        return {
+            "phase": self.phase,
+            "phase_label": self.phase_label(),
+            "total_steps": self.total_steps,
+            "ids": list(self.scene.ids),
+            "flags": self.current_flags().tolist(),
+            "initial_flags": self.initial_flags.tolist(),
+            "score_key": self.score_key,
+            "scores": None if self.latest_scores is None else {
+                k: np.asarray(v).tolist() for k, v in self.latest_scores.items()},
+            "recon": self.recon.snapshot() if (with_recon and self.recon is not None) else None,
+            "loo": None if self.loo is None else self.loo.snapshot(),
+            "searches": {self.scene.ids[v]: s.snapshot() for v, s in self.searches.items()},
+            "search_order": [self.scene.ids[v] for v in self.search_order],
+            "arbitration": None if self.arbitration is None else self.arbitration.snapshot(),
+            "decisions": copy.deepcopy(self.decisions),
+            "done": self.done,
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "phase": self.phase,
+            "total_steps": self.total_steps,
+            "initial_flags": self.initial_flags.copy(),
+            "recon0": self.recon.state_dict() if (self.phase == "reconstruct" and self.recon is not None) else None,
+            "loo": None if self.loo is None else self.loo.state_dict(),
+            "search_order": list(self.search_order),
+            "search_index": self.search_index,
+            "searches": {v: s.state_dict() for v, s in self.searches.items()},
+            "arbitration": None if self.arbitration is None else self.arbitration.state_dict(),
+            "final": self._final_state(),
+            "decisions": copy.deepcopy(self.decisions),
+            "pending": copy.deepcopy(self.pending),
+            "latest_scores": copy.deepcopy(self.latest_scores),
+        }
+
+    def _final_state(self) -> Optional[dict]:
+        if self.final_recon is None:
+            return None
+        return {"flags": np.asarray(self.final_recon.flags).copy(), "recon": self.final_recon.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.initial_flags = np.asarray(state["initial_flags"]).copy()
+        self._reset()
+        self.phase = state["phase"]
+        self.total_steps = state["total_steps"]
+        self.decisions = copy.deepcopy(state["decisions"])
+        self.pending = copy.deepcopy(state["pending"])
+        self.latest_scores = copy.deepcopy(state["latest_scores"])
+        if state["recon0"] is not None:
+            self.recon.load_state_dict(state["recon0"])
+        if state["loo"] is not None:
+            self.loo = LeaveOneOut(lambda f, w: self.make_recon(f, w, iters=self.round_iters), self._loo_scores,
+                                   self.initial_flags, self.initial_w2c, threshold=self.cfg.outliers.threshold)
+            self.loo.load_state_dict(state["loo"])
+            if self.loo.recon is not None:
+                self.recon = self.loo.recon
+            if self.loo.done and self.phase != "loo":
+                final = self.loo.rounds[self.loo.final_round]
+                self.base_recon = self._restore_recon(final.flags, final.recon_state)
+                self.recon = self.base_recon
+        self.search_order = list(state["search_order"])
+        self.search_index = state["search_index"]
+        self.searches = {}
+        for view, search_state in state["searches"].items():
+            search = self.make_search(view, self.base_recon)
+            search.load_state_dict(search_state)
+            self.searches[view] = search
+        if state["arbitration"] is not None:
+            self.arbitration = Arbitration.from_state(self, state["arbitration"])
+        if state["final"] is not None:
+            self.final_recon = self._restore_recon(state["final"]["flags"], state["final"]["recon"])
+            self.recon = self.final_recon

@@ -1,0 +1,385 @@
+"""Render-and-compare pose search for one outlier view, as a steppable object.
+
+SparseAGS ``render_and_compare`` (docs/reference/sparseags.md, section 6), re-built on the Gaussians:
+
+1. **Hypotheses** on a sphere around the object (``target`` = opacity-weighted centre of the Gaussians):
+   elevations from ``min − margin`` to ``max + margin`` of the inlier cameras in ``step`` increments
+   (kiui sign, clipped to ±89.9°), ``n_azimuth`` azimuths over [−180°, 180°), radii from
+   ``min − margin`` to ``max + margin`` in ``radius_step`` increments, looking at the target, no roll.
+2. **Three refinement stages.** Each candidate pose gets an se(3) residual ξ, applied on the camera side
+   (``w2c = exp(ξ) @ w2c_candidate``; the official code right-multiplies its OpenGL camera-to-world,
+   which is the same family up to the fixed OpenGL/OpenCV axis flip), optimised with Adam on the
+   full-image RGB MSE against the input composited on white (alpha ≤ 0.9 → white), learning rate
+   decayed ×γ per step. Stage A refines every hypothesis; stages B and C keep the best
+   ``max(keep_fraction·K, keep_min)``, replicate each ``replicate`` times with ξ ~ N(0, σ²) (σ = 0.1,
+   then 0.01) and refine again.
+3. **Ranking**: final candidates are scored by MSE and LPIPS; the winner minimises rank(MSE) + rank(LPIPS).
+
+The state exposes the whole grid (initial and stage-A MSE per elevation × azimuth × radius) for the
+debugger's heatmap, the top candidates with their renders, and lets the user apply any candidate.
+Stage A in the official code uses a centred principal point; we keep the view's own intrinsics in every
+stage (the principal points of our inputs are within a few pixels of the centre).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sparseags.cameras import c2w_gl_to_w2c, orbit_camera, scale_intrinsics, se3_exp, undo_orbit_camera
+
+# render_fn(w2c [C, 4, 4], K [C, 3, 3], width, height) -> rgb [C, H, W, 3] on white, differentiable in w2c
+RenderFn = Callable[[Tensor, Tensor, int, int], Tensor]
+# lpips_fn(a [B, 3, H, W], b [B, 3, H, W]) in [0, 1] -> [B]
+LpipsFn = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass
+class SearchGrid:
+    """The discrete hypotheses: ``poses[e, a, r]`` looks at ``target`` from (elevation e, azimuth a, radius r)."""
+
+    elevations_deg: np.ndarray  # [E] kiui sign (negative = above)
+    azimuths_deg: np.ndarray  # [A]
+    radii: np.ndarray  # [R]
+    target: np.ndarray  # [3]
+    w2c: np.ndarray  # [E * A * R, 4, 4] OpenCV, in (e, a, r) row-major order
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return len(self.elevations_deg), len(self.azimuths_deg), len(self.radii)
+
+
+def _arange_inclusive_start(start: float, stop: float, step: float) -> np.ndarray:
+    """np.arange(start, stop, step) with `stop` excluded robustly against float noise, never empty."""
+    count = int(np.floor((stop - start) / step - 1e-6)) + 1
+    return start + step * np.arange(max(count, 1))
+
+
+def build_search_grid(inlier_w2c: np.ndarray, target: np.ndarray, *, elevation_margin_deg: float = 20.0,
+                      elevation_step_deg: float = 15.0, n_azimuth: int = 24, radius_margin: float = 0.2,
+                      radius_step: float = 0.2) -> SearchGrid:
+    """The official hypothesis grid around `target`, ranges taken from the inlier cameras (OpenCV w2c)."""
+    inlier_w2c = np.asarray(inlier_w2c, dtype=np.float64)
+    c2w = np.linalg.inv(inlier_w2c)
+    centres = c2w[:, :3, 3]
+    offsets = centres - target
+    radius = np.linalg.norm(offsets, axis=-1)
+    elev = -np.degrees(np.arcsin(np.clip(offsets[:, 1] / radius, -1.0, 1.0)))
+    elevations = _arange_inclusive_start(max(elev.min() - elevation_margin_deg, -89.9),
+                                         min(elev.max() + elevation_margin_deg, 89.9), elevation_step_deg)
+    azimuths = np.arange(n_azimuth) * (360.0 / n_azimuth) - 180.0
+    radii = _arange_inclusive_start(radius.min() - radius_margin, radius.max() + radius_margin, radius_step)
+    radii = radii[radii > 0.05]
+    e, a, r = np.meshgrid(elevations, azimuths, radii, indexing="ij")
+    c2w_gl = orbit_camera(e.ravel(), a.ravel(), r.ravel(), torch.as_tensor(target, dtype=torch.float64))
+    w2c = c2w_gl_to_w2c(c2w_gl).numpy()
+    return SearchGrid(elevations, azimuths, radii, np.asarray(target, dtype=np.float64), w2c)
+
+
+def white_background_target(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The official comparison target: pixels with alpha ≤ 0.9 become white. [H, W, 3] float32."""
+    keep = (mask > 0.9)[..., None]
+    return np.where(keep, image, 1.0).astype(np.float32)
+
+
+def rank_sum(mse: np.ndarray, lpips: Optional[np.ndarray]) -> np.ndarray:
+    """rank(MSE) + rank(LPIPS) with ranks 1..K (argsort of argsort, ties by index); MSE ranks alone without LPIPS."""
+    total = np.argsort(np.argsort(mse, kind="stable"), kind="stable") + 1
+    if lpips is not None:
+        total = total + np.argsort(np.argsort(lpips, kind="stable"), kind="stable") + 1
+    return total.astype(np.int64)
+
+
+@dataclass
+class PoseSearch:
+    """Steppable search for one view. ``step(budget)`` runs `budget` optimiser iterations of one chunk."""
+
+    render_fn: RenderFn
+    target_image: np.ndarray  # [H, W, 3] white-background comparison target at the view's resolution
+    K: np.ndarray  # [3, 3] the view's intrinsics at the target image's resolution
+    grid: SearchGrid
+    stage_steps: list = field(default_factory=lambda: [128, 256, 256])
+    stage_lr: list = field(default_factory=lambda: [5e-3, 1e-3, 1e-3])
+    stage_jitter: list = field(default_factory=lambda: [0.0, 0.1, 0.01])
+    stage_resolution: list = field(default_factory=lambda: [256, 256, 256])
+    lr_gamma: float = 0.99
+    replicate: int = 4
+    keep_fraction: float = 0.1
+    keep_min: int = 64
+    chunk: int = 64
+    lpips_fn: Optional[LpipsFn] = None
+    seed: int = 0
+    view_id: str = ""
+    top_k: int = 8
+
+    def __post_init__(self) -> None:
+        self.generator = torch.Generator().manual_seed(int(self.seed))
+        self.stage = 0
+        self.candidates = torch.as_tensor(self.grid.w2c, dtype=torch.float32)  # [M, 4, 4]
+        self.origin = np.arange(len(self.grid.w2c))  # grid cell each candidate descends from
+        self.final_mse = np.full(len(self.candidates), np.nan)
+        self.initial_mse_grid = np.full(len(self.grid.w2c), np.nan)
+        self.stage_a_mse_grid = np.full(len(self.grid.w2c), np.nan)
+        self.chunk_start = 0
+        self.iteration = 0
+        self.xi: Optional[Tensor] = None
+        self.optimizer: Optional[torch.optim.Adam] = None
+        self.finished = False
+        self.ranking: Optional[dict] = None
+        self.chosen: Optional[int] = None
+        self.manual_choice: Optional[int] = None
+        self.steps_done = 0
+        self._targets: dict[int, Tensor] = {}
+
+    # ---------------------------------------------------------------------------------------------
+    # helpers
+
+    @property
+    def done(self) -> bool:
+        return self.finished
+
+    def _resolution(self) -> int:
+        return int(self.stage_resolution[min(self.stage, len(self.stage_resolution) - 1)])
+
+    def _target(self, resolution: int) -> Tensor:
+        if resolution not in self._targets:
+            image = torch.as_tensor(self.target_image).permute(2, 0, 1)[None]
+            if image.shape[-1] != resolution:
+                image = torch.nn.functional.interpolate(image, size=(resolution, resolution), mode="area")
+            self._targets[resolution] = image[0].permute(1, 2, 0).contiguous()
+        return self._targets[resolution]
+
+    def _K(self, resolution: int) -> Tensor:
+        size = self.target_image.shape[1]
+        return scale_intrinsics(torch.as_tensor(self.K, dtype=torch.float32), resolution / size, resolution / size)
+
+    def _chunk_slice(self) -> slice:
+        return slice(self.chunk_start, min(self.chunk_start + self.chunk, len(self.candidates)))
+
+    def _per_candidate_mse(self, w2c: Tensor, resolution: int) -> Tensor:
+        K = self._K(resolution).expand(len(w2c), 3, 3)
+        rgb = self.render_fn(w2c, K, resolution, resolution)  # [C, H, W, 3]
+        return ((rgb - self._target(resolution)) ** 2).mean(dim=(1, 2, 3))
+
+    def _start_chunk(self) -> None:
+        rows = self._chunk_slice()
+        count = rows.stop - rows.start
+        sigma = float(self.stage_jitter[self.stage])
+        xi = torch.randn(count, 6, generator=self.generator) * (sigma if sigma > 0 else 1e-6)
+        self.xi = xi.requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.xi], lr=float(self.stage_lr[self.stage]))
+        self.iteration = 0
+
+    # ---------------------------------------------------------------------------------------------
+    # stepping
+
+    def step(self, budget: int = 1) -> dict:
+        if self.finished:
+            return {"phase": "search", "event": "done", "view": self.view_id}
+        if self.stage >= len(self.stage_steps):
+            self._rank()
+            return {"phase": "search", "event": "ranked", "view": self.view_id, "chosen": self.chosen}
+        if self.xi is None:
+            self._start_chunk()
+        resolution = self._resolution()
+        rows = self._chunk_slice()
+        base = self.candidates[rows]
+        last = None
+        for _ in range(max(1, int(budget))):
+            w2c = se3_exp(self.xi) @ base
+            mse = self._per_candidate_mse(w2c, resolution)
+            if self.iteration == 0 and self.stage == 0:
+                self.initial_mse_grid[self.origin[rows]] = mse.detach().numpy()
+            self.optimizer.zero_grad(set_to_none=True)
+            mse.sum().backward()  # candidates are independent: the sum gives each its own gradient
+            self.optimizer.step()
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.lr_gamma
+            self.iteration += 1
+            self.steps_done += 1
+            last = mse.detach()
+            if self.iteration >= int(self.stage_steps[self.stage]):
+                self._finish_chunk(rows, resolution)
+                break
+        return {"phase": "search", "view": self.view_id, "stage": self.stage, "chunk_start": rows.start,
+                "iteration": self.iteration, "best_mse": None if last is None else float(last.min())}
+
+    def _finish_chunk(self, rows: slice, resolution: int) -> None:
+        with torch.no_grad():
+            refined = se3_exp(self.xi.detach()) @ self.candidates[rows]
+            mse = self._per_candidate_mse(refined, resolution).numpy()
+        self.candidates[rows] = refined
+        self.final_mse[rows] = mse
+        if self.stage == 0:
+            self.stage_a_mse_grid[self.origin[rows]] = mse
+        self.xi = None
+        self.optimizer = None
+        self.chunk_start = rows.stop
+        if self.chunk_start >= len(self.candidates):
+            self._next_stage()
+
+    def _next_stage(self) -> None:
+        self.stage += 1
+        self.chunk_start = 0
+        if self.stage >= len(self.stage_steps):
+            return
+        keep = max(int(math.floor(self.keep_fraction * len(self.candidates))), int(self.keep_min))
+        keep = min(keep, len(self.candidates))
+        best = np.argsort(self.final_mse, kind="stable")[:keep]
+        self.candidates = self.candidates[torch.as_tensor(best)].repeat_interleave(self.replicate, dim=0)
+        self.origin = np.repeat(self.origin[best], self.replicate)
+        self.final_mse = np.full(len(self.candidates), np.nan)
+
+    def _rank(self) -> None:
+        resolution = int(self.stage_resolution[-1])
+        mse_all, lpips_all, renders = [], [], []
+        with torch.no_grad():
+            for start in range(0, len(self.candidates), self.chunk):
+                w2c = self.candidates[start:start + self.chunk]
+                K = self._K(resolution).expand(len(w2c), 3, 3)
+                rgb = self.render_fn(w2c, K, resolution, resolution)
+                target = self._target(resolution)
+                mse_all.append(((rgb - target) ** 2).mean(dim=(1, 2, 3)))
+                if self.lpips_fn is not None:
+                    a = rgb.permute(0, 3, 1, 2)
+                    b = target.permute(2, 0, 1)[None].expand_as(a)
+                    lpips_all.append(self.lpips_fn(a, b).reshape(-1))
+                renders.append(rgb)
+        mse = torch.cat(mse_all).numpy()
+        lpips = torch.cat(lpips_all).numpy() if lpips_all else None
+        total = rank_sum(mse, lpips)
+        order = np.argsort(total, kind="stable")
+        renders_all = torch.cat(renders)
+        self.ranking = {"mse": mse, "lpips": lpips, "rank_total": total, "order": order,
+                        "top_renders": renders_all[torch.as_tensor(order[: self.top_k])].numpy()}
+        self.chosen = int(order[0])
+        self.finished = True
+
+    # ---------------------------------------------------------------------------------------------
+    # results and manual choice
+
+    def apply_candidate(self, rank_position: int) -> None:
+        """Choose the candidate at `rank_position` of the final ranking (0 = the automatic winner)."""
+        if self.ranking is None:
+            raise ValueError("the search has not ranked its candidates yet")
+        order = self.ranking["order"]
+        if not 0 <= rank_position < len(order):
+            raise ValueError(f"candidate {rank_position} does not exist (0..{len(order) - 1})")
+        self.manual_choice = int(order[rank_position])
+
+    @property
+    def choice(self) -> Optional[int]:
+        return self.manual_choice if self.manual_choice is not None else self.chosen
+
+    def chosen_w2c(self) -> np.ndarray:
+        """The chosen candidate's pose (OpenCV w2c, float64)."""
+        if self.choice is None:
+            raise ValueError("no candidate chosen yet")
+        return self.candidates[self.choice].double().numpy()
+
+    def cell_of(self, w2c: np.ndarray) -> tuple[float, float, float]:
+        """(elevation_deg, azimuth_deg, radius) of a pose around this search's target (kiui sign)."""
+        c2w = np.linalg.inv(np.asarray(w2c, dtype=np.float64))
+        c2w_gl = c2w @ np.diag([1.0, -1.0, -1.0, 1.0])
+        elev, azim, radius = undo_orbit_camera(torch.as_tensor(c2w_gl), torch.as_tensor(self.grid.target))
+        return float(elev), float(azim), float(radius)
+
+    def heatmap(self, which: str = "refined") -> np.ndarray:
+        """Best (lowest) MSE per (elevation, azimuth) over radii: [E, A]; "coarse" = before refinement."""
+        values = self.initial_mse_grid if which == "coarse" else self.stage_a_mse_grid
+        grid = values.reshape(self.grid.shape)
+        with np.errstate(all="ignore"):
+            return np.where(np.all(np.isnan(grid), axis=-1), np.nan, np.nanmin(np.where(np.isnan(grid), np.inf, grid), axis=-1))
+
+    def snapshot(self) -> dict:
+        top = []
+        if self.ranking is not None:
+            for position, index in enumerate(self.ranking["order"][: self.top_k]):
+                top.append({
+                    "rank_position": position,
+                    "index": int(index),
+                    "mse": float(self.ranking["mse"][index]),
+                    "lpips": None if self.ranking["lpips"] is None else float(self.ranking["lpips"][index]),
+                    "rank_total": int(self.ranking["rank_total"][index]),
+                    "cell": self.cell_of(self.candidates[index].double().numpy()),
+                    "render": self.ranking["top_renders"][position],
+                })
+        total_iters = self._total_iterations()
+        return {
+            "phase": "search",
+            "view": self.view_id,
+            "stage": self.stage,
+            "n_stages": len(self.stage_steps),
+            "n_candidates": len(self.candidates),
+            "progress": min(1.0, self.steps_done / max(1, total_iters)),
+            "elevations_deg": self.grid.elevations_deg.copy(),
+            "azimuths_deg": self.grid.azimuths_deg.copy(),
+            "radii": self.grid.radii.copy(),
+            "grid_coarse": self.initial_mse_grid.reshape(self.grid.shape).copy(),
+            "grid_refined": self.stage_a_mse_grid.reshape(self.grid.shape).copy(),
+            "top": top,
+            "chosen": self.choice,
+            "chosen_cell": None if self.choice is None else self.cell_of(self.chosen_w2c()),
+            "manual": self.manual_choice is not None,
+            "done": self.finished,
+        }
+
+    def _total_iterations(self) -> int:
+        """Optimiser iterations of the whole search (one iteration = one chunk step)."""
+        n = len(self.grid.w2c)
+        total = 0
+        for stage, steps in enumerate(self.stage_steps):
+            if stage > 0:
+                n = min(max(int(math.floor(self.keep_fraction * n)), int(self.keep_min)), n) * self.replicate
+            total += math.ceil(n / self.chunk) * int(steps)
+        return total
+
+    # ---------------------------------------------------------------------------------------------
+    # checkpointing
+
+    def state_dict(self) -> dict:
+        return {
+            "generator": self.generator.get_state(),
+            "stage": self.stage,
+            "candidates": self.candidates.clone(),
+            "origin": self.origin.copy(),
+            "final_mse": self.final_mse.copy(),
+            "initial_mse_grid": self.initial_mse_grid.copy(),
+            "stage_a_mse_grid": self.stage_a_mse_grid.copy(),
+            "chunk_start": self.chunk_start,
+            "iteration": self.iteration,
+            "xi": None if self.xi is None else self.xi.detach().clone(),
+            "optimizer": None if self.optimizer is None else self.optimizer.state_dict(),
+            "finished": self.finished,
+            "ranking": self.ranking,
+            "chosen": self.chosen,
+            "manual_choice": self.manual_choice,
+            "steps_done": self.steps_done,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.stage = state["stage"]
+        self.candidates = state["candidates"].clone()
+        self.origin = state["origin"].copy()
+        self.final_mse = state["final_mse"].copy()
+        self.initial_mse_grid = state["initial_mse_grid"].copy()
+        self.stage_a_mse_grid = state["stage_a_mse_grid"].copy()
+        self.chunk_start = state["chunk_start"]
+        self.iteration = state["iteration"]
+        self.xi = None
+        self.optimizer = None
+        if state["xi"] is not None:
+            self.xi = state["xi"].clone().requires_grad_(True)
+            self.optimizer = torch.optim.Adam([self.xi], lr=float(self.stage_lr[self.stage]))
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.finished = state["finished"]
+        self.ranking = state["ranking"]
+        self.chosen = state["chosen"]
+        self.manual_choice = state["manual_choice"]
+        self.steps_done = state["steps_done"]

@@ -1,0 +1,487 @@
+"""Joint 3D Gaussians + camera pose reconstruction (SparseAGS stage 1, "MV-DreamGaussian") as a steppable object.
+
+Conventions (docs/ARCHITECTURE.md): OpenCV world-to-camera ``w2c``, pixel intrinsics ``K``. Every inlier
+view (flag 1) gets a twist ``xi = [rho, phi]`` and is rendered at ``w2c = w2c_init @ se3_exp(xi)``, as the
+official code (all inliers optimised, no gauge anchor). Outliers (flag 0) keep ``w2c_init``, take no part
+in the loss and can still be rendered and scored.
+
+Step numbering: ``step`` counts completed optimisation steps (0-based). The official loop increments its
+counter *before* using it, so our step k is official step k + 1, and every schedule below uses k + 1:
+
+* ``step_ratio = (k + 1) / iters``: the loss warm-up weight (official ``step/iters``; it is never 0, so the
+  first step is not a no-op) and the resolution schedule;
+* xyz learning rate: log-linear from ``lr_position_init`` to ``lr_position_final`` (times
+  ``spatial_lr_scale``) at ``t = (k + 1) / iters``;
+* active SH degree ``min(sh_degree, (k + 1) // sh_degree_interval)``;
+* densification statistics are gathered for ``densify_from <= k + 1 <= densify_until`` and densify/prune
+  runs when ``(k + 1) % densify_interval == 0`` (after the optimiser step).
+
+Densification statistics come from the known-view renders' screen-space gradients. The official code
+uses the last novel-view (SDS) render, which exists only with the prior; known views are the only
+renders every configuration has.
+
+Randomness (initialisation, the xi initial values, view sampling, splitting, and whatever the prior hook
+draws) comes from one ``torch.Generator`` seeded with ``cfg.seed``, never from the global RNG, and its
+state is part of :meth:`Reconstruction.state_dict`, so an interrupted and resumed run equals an
+uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .cameras import se3_exp
+from .config import Config
+from .gaussians import GaussianModel
+from .render import RenderOutput, render_gaussians
+
+STATE_VERSION = 1
+CAMERA_GROUP = "cameras"
+
+
+class ReconError(ValueError):
+    """Inputs a reconstruction cannot start from (one line naming the problem)."""
+
+
+@runtime_checkable
+class PriorHook(Protocol):
+    """A loss added to the reconstruction objective (e.g. Zero123 SDS on a novel view).
+
+    ``loss`` is called every ``cfg.prior.every_n_steps`` steps, renders what it needs through
+    :meth:`Reconstruction.render` and returns an already weighted scalar (or None to skip). It must draw
+    random numbers only from `generator` for runs to be reproducible. An optional ``stats() -> dict``
+    method is merged into the step event.
+    """
+
+    def loss(self, recon: "Reconstruction", step: int, step_ratio: float,
+             generator: torch.Generator) -> Tensor | None: ...
+
+
+def resolution_at(schedule: list, step_ratio: float) -> int:
+    """Resolution of the last ``[fraction, resolution]`` entry with ``fraction <= step_ratio``."""
+    entries = sorted((float(frac), int(res)) for frac, res in schedule)
+    if not entries:
+        raise ReconError("recon.resolution_schedule is empty; give [[0.0, resolution], ...]")
+    chosen = entries[0][1]
+    for frac, res in entries:
+        if frac <= step_ratio:
+            chosen = res
+    return chosen
+
+
+def xyz_learning_rate(step: int, iters: int, lr_init: float, lr_final: float) -> float:
+    """Official ``get_expon_lr_func`` (no delay): log-linear from lr_init at 0 to lr_final at `iters`."""
+    t = min(max(step / max(iters, 1), 0.0), 1.0)
+    return math.exp(math.log(lr_init) * (1.0 - t) + math.log(lr_final) * t)
+
+
+def _resample(images: Tensor, height: int, width: int) -> Tensor:
+    """[V, H, W, C] -> [V, height, width, C]: area averaging when shrinking, bilinear when enlarging."""
+    if images.shape[1:3] == (height, width):
+        return images
+    channels_first = images.permute(0, 3, 1, 2)
+    if height <= images.shape[1] and width <= images.shape[2]:
+        out = F.interpolate(channels_first, size=(height, width), mode="area")
+    else:
+        out = F.interpolate(channels_first, size=(height, width), mode="bilinear", align_corners=False)
+    return out.permute(0, 2, 3, 1).contiguous()
+
+
+class Reconstruction:
+    """One reconstruction run, advanced by :meth:`step` (see the module docstring for conventions).
+
+    Args:
+        scene: a :class:`sparseags.scene.Scene` (or an object with ``ids, images, masks, K, w2c_init,
+            flags, w2c_gt``).
+        cfg: the configuration; ``cfg.recon`` holds every number used here, ``cfg.render.backend`` the
+            renderer, ``cfg.seed`` the seed, ``cfg.prior.every_n_steps`` how often the hook runs.
+        device: torch device for the parameters and renders.
+        flags: [V] override of ``scene.flags`` (1 inlier, 0 outlier).
+        w2c_init: [V, 4, 4] override of ``scene.w2c_init`` (e.g. poses from a previous round).
+        gaussians: start from a copy of these Gaussians instead of initialising.
+        prior_hook: a :class:`PriorHook` or None.
+        iters: override of ``cfg.recon.iters``.
+    """
+
+    def __init__(
+        self,
+        scene: Any,
+        cfg: Config,
+        device: torch.device | str = "cpu",
+        flags: Any = None,
+        w2c_init: Any = None,
+        gaussians: GaussianModel | None = None,
+        prior_hook: PriorHook | None = None,
+        iters: int | None = None,
+    ):
+        self.cfg = cfg
+        self.rc = cfg.recon
+        self.device = torch.device(device)
+        self.backend = cfg.render.backend
+        self.iters = int(iters if iters is not None else self.rc.iters)
+        if self.iters < 1:
+            raise ReconError(f"recon: iters must be >= 1, got {self.iters}")
+        self.prior_hook = prior_hook
+        self.generator = torch.Generator().manual_seed(int(cfg.seed))
+
+        self.ids = list(scene.ids)
+        n_views = len(self.ids)
+        images = np.asarray(scene.images, dtype=np.float32)
+        masks = np.asarray(scene.masks, dtype=np.float32)
+        if images.ndim != 4 or images.shape[0] != n_views or images.shape[-1] != 3:
+            raise ReconError(f"recon: scene images must be [V={n_views}, H, W, 3], got {list(images.shape)}")
+        if masks.shape != images.shape[:3]:
+            raise ReconError(f"recon: scene masks {list(masks.shape)} do not match images {list(images.shape[:3])}")
+        self.height, self.width = images.shape[1:3]
+        white = images * masks[..., None] + (1.0 - masks[..., None])
+        self._images = torch.as_tensor(white, device=self.device)  # [V, H, W, 3] white background
+        self._masks = torch.as_tensor(masks, device=self.device)  # [V, H, W]
+        self._raw_images = images
+        self._K = torch.as_tensor(np.asarray(scene.K), dtype=torch.float32, device=self.device)  # [V, 3, 3]
+        w2c = np.asarray(scene.w2c_init if w2c_init is None else
+                         (w2c_init.detach().cpu().numpy() if isinstance(w2c_init, Tensor) else w2c_init))
+        flags_np = np.asarray(scene.flags if flags is None else flags).astype(np.int64).reshape(-1)
+        for name, array, shape in (("K", self._K, (n_views, 3, 3)), ("w2c_init", w2c, (n_views, 4, 4)),
+                                   ("flags", flags_np, (n_views,))):
+            if tuple(array.shape) != shape:
+                raise ReconError(f"recon: {name} must have shape {list(shape)}, got {list(array.shape)}")
+        self.w2c_init = torch.as_tensor(w2c, dtype=torch.float32, device=self.device)  # [V, 4, 4]
+        gt = getattr(scene, "w2c_gt", None)
+        self.w2c_gt = None if gt is None else np.asarray(gt, dtype=np.float64)
+        self._set_flags(flags_np)
+
+        if gaussians is not None:
+            self.gaussians = gaussians.clone().to(self.device)
+        else:
+            self.gaussians = self._initial_gaussians()
+        self.gaussians.set_active_sh_degree(0)
+        self.xi = nn.Parameter((torch.randn(self.n_inliers, 6, generator=self.generator) * 1e-6).to(self.device))
+        self.optimizer = self._build_optimizer()
+
+        self.step_count = 0
+        self.history: dict[str, list[float]] = {"step": [], "rgb": [], "mask": [], "prior": [], "total": []}
+        self.camera_tracks: list[Tensor] = []  # per completed step: [V, 4, 4] float32 (CPU)
+        self.last_densify: dict[str, int] | None = None
+        self._target_cache: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+
+    # ------------------------------------------------------------------------------------------
+    # setup
+    # ------------------------------------------------------------------------------------------
+    def _set_flags(self, flags: np.ndarray) -> None:
+        self.flags = flags.copy()
+        self.inlier_indices = np.nonzero(self.flags)[0]
+        if len(self.inlier_indices) == 0:
+            raise ReconError("recon: no inlier views (every flag is 0)")
+        self._inlier_index_t = torch.as_tensor(self.inlier_indices, device=self.device)
+
+    @property
+    def n_inliers(self) -> int:
+        return len(self.inlier_indices)
+
+    def _initial_gaussians(self) -> GaussianModel:
+        rc = self.rc
+        if rc.init == "ball":
+            return GaussianModel.init_ball(rc.num_pts, rc.init_radius, rc.sh_degree, self.generator, device=self.device)
+        sel = self.inlier_indices
+        masks = self._masks.cpu().numpy()[sel]
+        return GaussianModel.init_visual_hull(
+            masks, self._raw_images[sel], self.w2c_init.cpu().double().numpy()[sel], self._K.cpu().double().numpy()[sel],
+            rc.num_pts, rc.sh_degree, self.generator, grid=rc.hull_grid, fallback_radius=rc.init_radius,
+            device=self.device)
+
+    def _build_optimizer(self) -> torch.optim.Adam:
+        """One Adam(eps=1e-15) with the official groups; the xyz lr is set every step."""
+        rc, splats = self.rc, self.gaussians.splats
+        groups = [
+            {"params": [splats["means"]], "lr": rc.lr_position_init * rc.spatial_lr_scale, "name": "means"},
+            {"params": [splats["sh0"]], "lr": rc.lr_sh_dc, "name": "sh0"},
+            {"params": [splats["shN"]], "lr": rc.lr_sh_rest, "name": "shN"},
+            {"params": [splats["opacity_logits"]], "lr": rc.lr_opacity, "name": "opacity_logits"},
+            {"params": [splats["log_scales"]], "lr": rc.lr_scaling, "name": "log_scales"},
+            {"params": [splats["quats"]], "lr": rc.lr_rotation, "name": "quats"},
+        ]
+        if rc.optimize_cameras:
+            groups.append({"params": [self.xi], "lr": rc.lr_camera, "name": CAMERA_GROUP})
+        return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
+
+    # ------------------------------------------------------------------------------------------
+    # poses and rendering
+    # ------------------------------------------------------------------------------------------
+    def current_w2c(self) -> Tensor:
+        """[V, 4, 4] current poses: ``w2c_init @ se3_exp(xi)`` for inliers, ``w2c_init`` for outliers.
+
+        Differentiable w.r.t. ``xi``.
+        """
+        inlier_w2c = self.w2c_init[self._inlier_index_t] @ se3_exp(self.xi)  # [I, 4, 4]
+        return self.w2c_init.index_copy(0, self._inlier_index_t, inlier_w2c)
+
+    def set_view_pose(self, index: int, w2c: Any) -> None:
+        """Place view `index` at `w2c` [4, 4] (OpenCV): it becomes its new ``w2c_init``.
+
+        For an inlier its twist is reset to 0 together with its Adam moments, so the next steps
+        refine from the new pose.
+        """
+        if not 0 <= index < len(self.ids):
+            raise ReconError(f"recon: view index {index} out of range 0..{len(self.ids) - 1}")
+        w2c = torch.as_tensor(np.asarray(w2c.detach().cpu() if isinstance(w2c, Tensor) else w2c),
+                              dtype=torch.float32, device=self.device)
+        if w2c.shape != (4, 4):
+            raise ReconError(f"recon: set_view_pose expects a [4, 4] matrix, got {list(w2c.shape)}")
+        with torch.no_grad():
+            self.w2c_init[index] = w2c
+            rows = np.nonzero(self.inlier_indices == index)[0]
+            if len(rows):
+                row = int(rows[0])
+                self.xi[row] = 0.0
+                state = self.optimizer.state.get(self.xi, {})
+                for key in ("exp_avg", "exp_avg_sq"):
+                    if key in state:
+                        state[key][row] = 0.0
+
+    def render(self, w2c: Tensor, K: Tensor, width: int, height: int,
+               background: Tensor | None = None) -> RenderOutput:
+        """Render the current Gaussians: w2c [C, 4, 4] OpenCV, K [C, 3, 3] pixels; differentiable."""
+        g = self.gaussians
+        return render_gaussians(
+            g.means, g.splats["quats"], g.scales, g.opacities, g.sh,
+            w2c.to(self.device, torch.float32), K.to(self.device, torch.float32), width, height,
+            sh_degree=g.active_sh_degree, background=background, backend=self.backend)
+
+    def _size_at(self, resolution: int) -> tuple[int, int]:
+        """(height, width) for a target resolution = the width in pixels (scene images are square)."""
+        return max(1, round(self.height * resolution / self.width)), int(resolution)
+
+    def targets_at(self, resolution: int) -> tuple[Tensor, Tensor, Tensor]:
+        """White-background images [V, h, w, 3], masks [V, h, w] and K [V, 3, 3] at `resolution`."""
+        if resolution not in self._target_cache:
+            height, width = self._size_at(resolution)
+            images = _resample(self._images, height, width)
+            masks = _resample(self._masks[..., None], height, width)[..., 0]
+            K = self._K.clone()
+            K[:, 0, :] *= width / self.width
+            K[:, 1, :] *= height / self.height
+            self._target_cache[resolution] = (images, masks, K)
+        return self._target_cache[resolution]
+
+    @torch.no_grad()
+    def render_views(self, resolution: int | None = None, white_background: bool = True) -> tuple[Tensor, Tensor]:
+        """All V views (outliers too) at the current poses: rgb [V, h, w, 3], alpha [V, h, w].
+
+        `resolution` defaults to the scene's.
+        """
+        resolution = self.width if resolution is None else int(resolution)
+        height, width = self._size_at(resolution)
+        _, _, K = self.targets_at(resolution)
+        background = torch.ones(3, device=self.device) if white_background else None
+        out = self.render(self.current_w2c(), K, width, height, background)
+        return out.rgb, out.alpha[..., 0]
+
+    # ------------------------------------------------------------------------------------------
+    # optimisation
+    # ------------------------------------------------------------------------------------------
+    @property
+    def step_ratio(self) -> float:
+        """(k + 1) / iters for the next step k (the official 1-based ratio)."""
+        return min(1.0, (self.step_count + 1) / self.iters)
+
+    @property
+    def done(self) -> bool:
+        return self.step_count >= self.iters
+
+    def current_resolution(self) -> int:
+        return resolution_at(self.rc.resolution_schedule, self.step_ratio)
+
+    def step(self, budget: int = 1) -> dict:
+        """Run up to `budget` optimisation steps; returns the event of the last one.
+
+        Event keys: step (completed steps), iters, loss, loss_rgb, loss_mask, loss_prior, n_gaussians,
+        ms_per_step (mean over the steps run now), sh_degree, resolution, done, densify (counts when a
+        densification ran in this call, else None), plus the prior hook's stats.
+        """
+        event: dict = {}
+        durations = []
+        densify = None
+        for _ in range(max(0, int(budget))):
+            if self.done:
+                break
+            start = time.perf_counter()
+            event = self._one_step()
+            durations.append(time.perf_counter() - start)
+            densify = event.pop("densify") or densify
+        if not event:
+            last = {key: values[-1] for key, values in self.history.items()} if self.history["step"] else {}
+            event = {"loss": last.get("total", float("nan")), "loss_rgb": last.get("rgb", float("nan")),
+                     "loss_mask": last.get("mask", float("nan")), "loss_prior": last.get("prior", float("nan")),
+                     "sh_degree": self.gaussians.active_sh_degree, "resolution": self.current_resolution()}
+        event.update({"step": self.step_count, "iters": self.iters, "n_gaussians": self.gaussians.num_gaussians,
+                      "ms_per_step": 1000.0 * float(np.mean(durations)) if durations else 0.0,
+                      "done": self.done, "densify": densify})
+        return event
+
+    def _sample_views(self) -> Tensor:
+        """Inlier view indices rendered this step: all, or `views_per_step` drawn by the generator."""
+        count = self.rc.views_per_step
+        if count <= 0 or count >= self.n_inliers:
+            return self._inlier_index_t
+        pick = torch.randperm(self.n_inliers, generator=self.generator)[:count].sort().values
+        return self._inlier_index_t[pick.to(self.device)]
+
+    def _one_step(self) -> dict:
+        rc = self.rc
+        k = self.step_count
+        official_step = k + 1
+        step_ratio = self.step_ratio
+        self.optimizer.param_groups[0]["lr"] = xyz_learning_rate(
+            official_step, self.iters, rc.lr_position_init * rc.spatial_lr_scale,
+            rc.lr_position_final * rc.spatial_lr_scale)
+        self.gaussians.set_active_sh_degree(official_step // max(1, rc.sh_degree_interval))
+
+        resolution = self.current_resolution()
+        height, width = self._size_at(resolution)
+        images, masks, K = self.targets_at(resolution)
+        views = self._sample_views()
+        w2c = self.current_w2c()[views]
+        out = self.render(w2c, K[views], width, height, torch.ones(3, device=self.device))
+        weight = step_ratio if rc.loss_warmup else 1.0
+        mse_rgb = ((out.rgb - images[views]) ** 2).mean(dim=(1, 2, 3))  # [C]
+        mse_mask = ((out.alpha[..., 0] - masks[views]) ** 2).mean(dim=(1, 2))  # [C]
+        loss_rgb = rc.lambda_rgb * weight * mse_rgb.sum()
+        loss_mask = rc.lambda_mask * weight * mse_mask.sum()
+        loss = loss_rgb + loss_mask
+
+        loss_prior = torch.zeros((), device=self.device)
+        hook_stats: dict = {}
+        every = max(1, int(self.cfg.prior.every_n_steps))
+        if self.prior_hook is not None and k % every == 0:
+            prior = self.prior_hook.loss(self, k, step_ratio, self.generator)
+            if prior is not None:
+                loss_prior = prior
+                loss = loss + prior
+            stats = getattr(self.prior_hook, "stats", None)
+            if callable(stats):
+                hook_stats = dict(stats())
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        in_window = rc.densify_from <= official_step <= rc.densify_until
+        if in_window and out.means2d.grad is not None:
+            self.gaussians.add_densification_stats(out.means2d.grad, out.visible, width, height)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+        densify = None
+        if in_window and official_step % max(1, rc.densify_interval) == 0:
+            densify = self.gaussians.densify_and_prune(
+                self.optimizer, self.generator, grad_threshold=rc.densify_grad_threshold,
+                percent_dense=rc.percent_dense, extent=rc.densify_extent, min_opacity=rc.prune_min_opacity,
+                max_scale=rc.prune_max_scale, max_gaussians=rc.max_gaussians)
+            densify["step"] = official_step
+            self.last_densify = densify
+
+        self.step_count += 1
+        if self.done:
+            pruned = self.gaussians.prune(self.optimizer, rc.prune_min_opacity, rc.final_prune_max_scale)
+            densify = {**(densify or {}), "n_final_pruned": pruned, "n_after": self.gaussians.num_gaussians}
+        with torch.no_grad():
+            self.camera_tracks.append(self.current_w2c().detach().cpu())
+        record = {"rgb": loss_rgb.item(), "mask": loss_mask.item(), "prior": float(loss_prior.detach()),
+                  "total": loss.item()}
+        self.history["step"].append(float(self.step_count))
+        for key, value in record.items():
+            self.history[key].append(value)
+        return {"loss": record["total"], "loss_rgb": record["rgb"], "loss_mask": record["mask"],
+                "loss_prior": record["prior"], "sh_degree": self.gaussians.active_sh_degree,
+                "resolution": resolution, "densify": densify, **hook_stats}
+
+    # ------------------------------------------------------------------------------------------
+    # display
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def snapshot(self, resolution: int | None = None) -> dict:
+        """Plain numpy / python data for display.
+
+        `resolution` defaults to the current training resolution (cheap while the run is live). Per-view
+        lists cover every view (outliers included): ``mse`` = MSE of the white-background render against
+        the white-background target, ``mse_mask`` = MSE(alpha, mask), and the weighted ``loss_rgb`` /
+        ``loss_mask`` terms as the current step would weight them.
+        """
+        resolution = self.current_resolution() if resolution is None else int(resolution)
+        images, masks, _ = self.targets_at(resolution)
+        rgb, alpha = self.render_views(resolution)
+        mse = ((rgb - images) ** 2).mean(dim=(1, 2, 3))
+        mse_mask = ((alpha - masks) ** 2).mean(dim=(1, 2))
+        weight = self.step_ratio if self.rc.loss_warmup else 1.0
+        tracks = torch.stack(self.camera_tracks).numpy() if self.camera_tracks else None
+        return {
+            "step": self.step_count,
+            "iters": self.iters,
+            "done": self.done,
+            "ids": list(self.ids),
+            "flags": self.flags.copy(),
+            "resolution": resolution,
+            "targets": images.cpu().numpy(),
+            "masks": masks.cpu().numpy(),
+            "renders": rgb.clamp(0.0, 1.0).cpu().numpy(),
+            "alphas": alpha.cpu().numpy(),
+            "mse": mse.cpu().tolist(),
+            "mse_mask": mse_mask.cpu().tolist(),
+            "loss_rgb": (self.rc.lambda_rgb * weight * mse).cpu().tolist(),
+            "loss_mask": (self.rc.lambda_mask * weight * mse_mask).cpu().tolist(),
+            "w2c": self.current_w2c().double().cpu().numpy(),
+            "w2c_init": self.w2c_init.double().cpu().numpy(),
+            "w2c_gt": None if self.w2c_gt is None else self.w2c_gt.copy(),
+            "n_gaussians": self.gaussians.num_gaussians,
+            "sh_degree": self.gaussians.active_sh_degree,
+            "last_densify": None if self.last_densify is None else dict(self.last_densify),
+            "history": {key: list(values) for key, values in self.history.items()},
+            "camera_tracks": tracks,
+        }
+
+    # ------------------------------------------------------------------------------------------
+    # checkpoint
+    # ------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Everything needed to continue exactly: Gaussians (any size), xi, Adam, step, RNG, history."""
+        return {
+            "version": STATE_VERSION,
+            "ids": list(self.ids),
+            "iters": self.iters,
+            "step": self.step_count,
+            "flags": self.flags.copy(),
+            "w2c_init": self.w2c_init.detach().cpu().clone(),
+            "gaussians": {k: v.cpu() for k, v in self.gaussians.tensors().items()},
+            "active_sh_degree": self.gaussians.active_sh_degree,
+            "xi": self.xi.detach().cpu().clone(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "generator": self.generator.get_state(),
+            "history": {key: list(values) for key, values in self.history.items()},
+            "camera_tracks": [t.clone() for t in self.camera_tracks],
+            "last_densify": None if self.last_densify is None else dict(self.last_densify),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a :meth:`state_dict` taken from a run on the same scene and configuration."""
+        if state.get("version") != STATE_VERSION:
+            raise ReconError(f"recon: checkpoint version {state.get('version')!r}, expected {STATE_VERSION}")
+        if list(state["ids"]) != self.ids:
+            raise ReconError("recon: checkpoint views do not match the scene's view ids")
+        self.iters = int(state["iters"])
+        self.step_count = int(state["step"])
+        self._set_flags(np.asarray(state["flags"], dtype=np.int64))
+        self.w2c_init = state["w2c_init"].to(self.device, torch.float32).clone()
+        self.gaussians = GaussianModel.from_tensors(state["gaussians"], state["active_sh_degree"], device=self.device)
+        self.xi = nn.Parameter(state["xi"].to(self.device).clone())
+        self.optimizer = self._build_optimizer()
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        self.history = {key: list(values) for key, values in state["history"].items()}
+        self.camera_tracks = [t.clone() for t in state["camera_tracks"]]
+        self.last_densify = state["last_densify"]

@@ -1,0 +1,193 @@
+"""Leave-one-out loop decisions on hand-made score sequences (no rendering involved)."""
+
+import numpy as np
+import pytest
+
+from sparseags.outliers import LeaveOneOut, max_removals, removal_accepted
+
+
+@pytest.mark.parametrize("n, expected", [(2, 1), (4, 1), (5, 1), (6, 2), (7, 3), (8, 4), (12, 4), (16, 4)])
+def test_max_removals_official_rule(n, expected):
+    assert max_removals(n) == expected
+
+
+def test_removal_accepted_needs_a_drop_of_at_least_the_threshold():
+    assert removal_accepted(0.30, 0.25, 0.05)          # drop of exactly 0.05
+    assert removal_accepted(0.30, 0.10, 0.05)
+    assert not removal_accepted(0.30, 0.26, 0.05)      # too small a drop
+    assert not removal_accepted(0.30, 0.35, 0.05)      # got worse
+
+
+class FakeRecon:
+    """A 'reconstruction' that takes `steps` steps and then exposes the scores the test scripted."""
+
+    def __init__(self, flags, w2c_init, scores, steps=2):
+        self.flags = flags
+        self.w2c_init = w2c_init
+        self.scores = np.asarray(scores, dtype=float)
+        self.steps = steps
+        self.count = 0
+
+    @property
+    def done(self):
+        return self.count >= self.steps
+
+    def step(self, budget=1):
+        self.count = min(self.steps, self.count + budget)
+        return {"step": self.count}
+
+    def current_w2c(self):
+        # pretend optimisation moves every inlier camera by +1 in the [0, 3] entry
+        out = self.w2c_init.copy()
+        out[self.flags == 1, 0, 3] += 1.0
+        return out
+
+    def state_dict(self):
+        return {"count": self.count}
+
+    def load_state_dict(self, state):
+        self.count = state["count"]
+
+
+def scripted(score_table):
+    """make_recon that looks up the scores by the set of removed views."""
+    made = []
+
+    def make_recon(flags, w2c_init):
+        removed = tuple(int(i) for i in np.flatnonzero(flags == 0))
+        recon = FakeRecon(flags, w2c_init, score_table[removed])
+        made.append((removed, w2c_init.copy()))
+        return recon
+
+    return make_recon, made
+
+
+def run_to_end(loop, budget=5):
+    for _ in range(1000):
+        if loop.done:
+            return
+        loop.step(budget)
+    raise AssertionError("loop did not finish")
+
+
+def eye(v):
+    return np.tile(np.eye(4), (v, 1, 1))
+
+
+def test_clear_outlier_is_removed_and_loop_stops_when_next_removal_does_not_help():
+    v = 6
+    table = {
+        (): [0.10, 0.12, 0.11, 0.60, 0.13, 0.12],           # view 3 is bad
+        (3,): [0.05, 0.06, 0.05, 0.70, 0.06, 0.07],         # others improve a lot: mean 0.058
+        (3, 5): [0.05, 0.06, 0.05, 0.70, 0.06, 0.50],       # removing 5 does not help
+    }
+    make_recon, made = scripted(table)
+    loop = LeaveOneOut(make_recon, lambda r: r.scores, np.ones(v, int), eye(v))
+    run_to_end(loop)
+    assert loop.outliers == [3]
+    assert loop.result_flags.tolist() == [1, 1, 1, 0, 1, 1]
+    snap = loop.snapshot()
+    r1 = snap["rounds"][1]
+    assert r1["candidate"] == 3 and r1["auto_accept"] is True
+    assert snap["rounds"][0]["mean_without_next"] == pytest.approx(np.mean([0.10, 0.12, 0.11, 0.13, 0.12]))
+    assert snap["rounds"][2]["candidate"] == 5 and snap["rounds"][2]["auto_accept"] is False
+    assert snap["final_round"] == 1
+    # round 1 started from round 0's optimised poses (inliers moved by +1), not from the initial ones
+    assert made[1][1][0, 0, 3] == pytest.approx(1.0)
+
+
+def test_no_outlier_when_removal_barely_helps():
+    v = 8
+    table = {
+        (): [0.10, 0.11, 0.12, 0.13, 0.14, 0.15, 0.16, 0.20],
+        (7,): [0.09, 0.10, 0.11, 0.12, 0.13, 0.14, 0.15, 0.30],  # drop 0.01 < 0.05
+    }
+    make_recon, _ = scripted(table)
+    loop = LeaveOneOut(make_recon, lambda r: r.scores, np.ones(v, int), eye(v))
+    run_to_end(loop)
+    assert loop.outliers == []
+    assert loop.final_round == 0
+
+
+def test_at_most_max_removals_for_five_views():
+    v = 5  # max 1 removal even though a second removal would help
+    table = {
+        (): [0.1, 0.1, 0.9, 0.1, 0.8],
+        (2,): [0.05, 0.05, 0.9, 0.05, 0.8],   # mean over inliers 0.2375 vs before 0.275: no!
+    }
+    # make the first removal clearly good
+    table[(2,)] = [0.02, 0.02, 0.9, 0.02, 0.2]
+    make_recon, made = scripted(table)
+    loop = LeaveOneOut(make_recon, lambda r: r.scores, np.ones(v, int), eye(v))
+    run_to_end(loop)
+    assert loop.outliers == [2]
+    assert len(made) == 2  # round 0 and round 1 only
+
+
+def test_already_flagged_views_are_never_candidates():
+    v = 6
+    flags = np.array([1, 1, 0, 1, 1, 1])
+    table = {
+        (2,): [0.1, 0.1, 0.99, 0.5, 0.1, 0.1],
+        (2, 3): [0.05, 0.05, 0.99, 0.9, 0.05, 0.05],
+        (0, 2, 3): [0.05, 0.05, 0.99, 0.9, 0.05, 0.05],
+    }
+    make_recon, _ = scripted(table)
+    loop = LeaveOneOut(make_recon, lambda r: r.scores, flags, eye(v))
+    run_to_end(loop)
+    assert loop.snapshot()["rounds"][1]["candidate"] == 3
+    assert loop.outliers == [3]  # view 2 was flagged by the user, not by the loop
+
+
+def test_manual_reject_reverts_and_manual_accept_continues():
+    v = 6
+    table = {
+        (): [0.10, 0.12, 0.11, 0.60, 0.13, 0.12],
+        (3,): [0.05, 0.06, 0.05, 0.70, 0.06, 0.07],
+        (3, 5): [0.05, 0.06, 0.05, 0.70, 0.06, 0.50],
+    }
+    make_recon, _ = scripted(table)
+    loop = LeaveOneOut(make_recon, lambda r: r.scores, np.ones(v, int), eye(v))
+    run_to_end(loop)
+    assert loop.outliers == [3]
+
+    loop.override(1, accept=False)           # the user says view 3 is fine after all
+    assert loop.done and loop.outliers == [] and loop.final_round == 0
+
+    loop.override(1, accept=True)            # ... changes their mind: the loop continues from there
+    assert not loop.done
+    run_to_end(loop)
+    assert loop.outliers == [3]
+
+    loop.override(2, accept=True)            # force the removal of view 5 as well (max 2 for 6 views)
+    assert loop.done
+    assert sorted(loop.outliers) == [3, 5]
+    decisions = [entry for entry in loop.log if "manual_accept" in entry]
+    assert [(d["round"], d["manual_accept"]) for d in decisions] == [(1, False), (1, True), (2, True)]
+
+
+def test_override_of_unknown_round_is_an_error():
+    make_recon, _ = scripted({(): [0.1, 0.2, 0.3], (2,): [0.1, 0.1, 0.3]})
+    loop = LeaveOneOut(make_recon, lambda r: r.scores, np.ones(3, int), eye(3))
+    with pytest.raises(ValueError):
+        loop.override(1, accept=True)
+
+
+def test_checkpoint_resume_mid_round_gives_same_result():
+    v = 6
+    table = {
+        (): [0.10, 0.12, 0.11, 0.60, 0.13, 0.12],
+        (3,): [0.05, 0.06, 0.05, 0.70, 0.06, 0.07],
+        (3, 5): [0.05, 0.06, 0.05, 0.70, 0.06, 0.50],
+    }
+    make_recon, _ = scripted(table)
+    loop = LeaveOneOut(make_recon, lambda r: r.scores, np.ones(v, int), eye(v))
+    for _ in range(4):
+        loop.step(1)
+    state = loop.state_dict()
+    resumed = LeaveOneOut(make_recon, lambda r: r.scores, np.ones(v, int), eye(v))
+    resumed.load_state_dict(state)
+    run_to_end(resumed, budget=1)
+    run_to_end(loop, budget=1)
+    assert resumed.snapshot()["rounds"] == loop.snapshot()["rounds"]
+    assert resumed.outliers == loop.outliers == [3]
