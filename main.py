@@ -16,8 +16,13 @@ Only argument parsing and dispatch live here; the commands are in ``sparseags/co
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+# torch's OpenMP threads busy-wait by default; on a busy machine (the GUI thread, numba's threads) that
+# costs up to 10x on small tensor operations. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_DEMO = REPO_ROOT / "data" / "demo"

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from sparseags.render.projection import NEAR_PLANE, quat_to_rotmat
-from sparseags.render.sh import sh_degree_from_coeffs, sh_to_colors
+from sparseags.render.sh import SH_C0, SH_C1, SH_C2, SH_C3, sh_degree_from_coeffs, sh_to_colors
 
 __all__ = [
     "GLUnavailableError",
@@ -48,6 +48,7 @@ __all__ = [
     "create_gl_context",
     "covariances_from_scales_quats",
     "make_orbit_renderer",
+    "sh_colors_numpy",
     "turbo_lut",
 ]
 
@@ -163,6 +164,33 @@ def covariances_from_scales_quats(quats: Tensor, scales: Tensor) -> np.ndarray:
     return cov[:, rows, cols].numpy().astype(np.float32)
 
 
+def sh_colors_numpy(sh: np.ndarray, means: np.ndarray, campos: np.ndarray, degree: int) -> np.ndarray:
+    """``SH(normalize(mean - campos)) + 0.5`` clamped at 0, [N, 3] float32: numpy twin of
+    :func:`sparseags.render.sh.sh_to_colors` (same constants and basis order, checked in the tests).
+
+    Used for CPU data because numpy's single-threaded elementwise ops are ~10x faster here than
+    torch's OpenMP kernels when llvmpipe's render threads and other processes share the cores.
+    sh: [N, K, 3], means: [N, 3], campos: [3].
+    """
+    colors = SH_C0 * sh[:, 0, :]
+    if degree > 0:
+        dirs = means - campos
+        dirs = dirs / np.maximum(np.linalg.norm(dirs, axis=-1, keepdims=True), 1e-12)
+        x, y, z = dirs[:, 0:1], dirs[:, 1:2], dirs[:, 2:3]
+        terms = [-SH_C1 * y, SH_C1 * z, -SH_C1 * x]
+        if degree > 1:
+            xx, yy, zz = x * x, y * y, z * z
+            terms += [SH_C2[0] * x * y, SH_C2[1] * y * z, SH_C2[2] * (2.0 * zz - xx - yy), SH_C2[3] * x * z,
+                      SH_C2[4] * (xx - yy)]
+        if degree > 2:
+            terms += [SH_C3[0] * y * (3.0 * xx - yy), SH_C3[1] * x * y * z, SH_C3[2] * y * (4.0 * zz - xx - yy),
+                      SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy), SH_C3[4] * x * (4.0 * zz - xx - yy),
+                      SH_C3[5] * z * (xx - yy), SH_C3[6] * x * (xx - 3.0 * yy)]
+        for k, term in enumerate(terms, start=1):
+            colors = colors + term * sh[:, k, :]
+    return np.maximum(colors + 0.5, 0.0).astype(np.float32)
+
+
 def turbo_lut(size: int = COLORMAP_SIZE) -> np.ndarray:
     """matplotlib's "turbo" colour map sampled at ``size`` points [size, 3] float32 (near = blue)."""
     from matplotlib import colormaps  # matplotlib is only needed for the depth mode's table
@@ -262,6 +290,7 @@ class SplatView:
         self.color_update_count = 0
         self.last_timings: dict[str, float] = {}
         self._gl = moderngl
+        self._gl_renderer = str(self.ctx.info.get("GL_RENDERER", "unknown"))  # queried while current
         # Programs specialised per (fragment path, depth output), compiled on first use; compiling the
         # default one now surfaces shader/driver problems as GLUnavailableError at construction.
         self._programs: dict[tuple[int, bool], Any] = {}
@@ -283,6 +312,8 @@ class SplatView:
         self._quad_indices: Any = None
         self._vaos: dict[tuple[int, bool], Any] = {}
         self._gaussians: _Gaussians | None = None
+        self._means_np: np.ndarray | None = None
+        self._sh_np: np.ndarray | None = None
         self._sorted_forward: np.ndarray | None = None
         self._colored_campos: np.ndarray | None = None
 
@@ -311,7 +342,14 @@ class SplatView:
 
     @property
     def renderer_name(self) -> str:
-        return f"GLSL ({self.ctx.info.get('GL_RENDERER', 'unknown')})"
+        return f"GLSL ({self._gl_renderer})"
+
+    def _current(self) -> Any:
+        """Context manager making our context current and restoring the previous one afterwards, so
+        several views, and the GUI toolkit's own GL context on the same thread, can coexist."""
+        if self.ctx is None:
+            raise RuntimeError("SplatView: used after release()")
+        return self.ctx
 
     def release(self) -> None:
         """Free the GL objects and the context (the view is unusable afterwards)."""
@@ -334,6 +372,10 @@ class SplatView:
         sh [N, K, 3] with K = (degree + 1)^2; ``sh_degree`` is the active degree (None = all).
         """
         gaussians = _validate_gaussians(means, quats, scales, opacities, sh, sh_degree)
+        with self._current():
+            self._upload_gaussians(gaussians)
+
+    def _upload_gaussians(self, gaussians: _Gaussians) -> None:
         num = gaussians.count
         rows = max(1, math.ceil(num / TEXTURE_WIDTH))
         cols = TEXTURE_WIDTH if num > TEXTURE_WIDTH else max(num, 1)
@@ -354,6 +396,10 @@ class SplatView:
         self._quad_indices = self.ctx.buffer(indices.tobytes())
         self._vaos = {}  # rebuilt lazily around the new index buffer
         self._gaussians = gaussians
+        on_cpu = gaussians.means.device.type == "cpu"
+        # numpy copies for sorting and SH on the CPU (torch, possibly on a GPU, is used otherwise)
+        self._means_np = gaussians.means.numpy() if on_cpu else None
+        self._sh_np = gaussians.sh.numpy() if on_cpu else None
         self._sorted_forward = None
         self._colored_campos = None
 
@@ -391,11 +437,15 @@ class SplatView:
             cos_turn = float(np.clip(forward @ self._sorted_forward, -1.0, 1.0))
             if math.degrees(math.acos(cos_turn)) <= self.resort_angle_deg:
                 return
-        means = self._gaussians.means
-        key = means @ torch.as_tensor(forward, dtype=means.dtype, device=means.device)  # z up to a constant
-        order = torch.argsort(key, descending=True, stable=True)  # farthest first
+        if self._means_np is not None:
+            key = self._means_np @ forward.astype(np.float32)  # view-space z up to a constant
+            order = np.argsort(-key, kind="stable").astype(np.int32)  # farthest first
+        else:
+            means = self._gaussians.means
+            key = means @ torch.as_tensor(forward, dtype=means.dtype, device=means.device)
+            order = torch.argsort(key, descending=True, stable=True).to(torch.int32).cpu().numpy()
         size = self._data_textures["u_order"].size
-        self._upload_order(order.to(torch.int32).cpu().numpy(), size[0], size[1])
+        self._upload_order(order, size[0], size[1])
         self._sorted_forward = forward
         self.sort_count += 1
 
@@ -405,9 +455,12 @@ class SplatView:
         campos = -w2c[:3, :3].T @ w2c[:3, 3]
         if self._colored_campos is not None and (gaussians.sh_degree == 0 or np.array_equal(campos, self._colored_campos)):
             return
-        viewmat = torch.as_tensor(w2c, dtype=gaussians.means.dtype, device=gaussians.means.device)[None]
-        colors = sh_to_colors(gaussians.sh, gaussians.means, viewmat, gaussians.sh_degree)[0]  # [N, 3]
-        padded = torch.nn.functional.pad(colors, (0, 1)).cpu().numpy()
+        if self._means_np is not None:
+            colors = sh_colors_numpy(self._sh_np, self._means_np, campos.astype(np.float32), gaussians.sh_degree)
+        else:
+            viewmat = torch.as_tensor(w2c, dtype=gaussians.means.dtype, device=gaussians.means.device)[None]
+            colors = sh_to_colors(gaussians.sh, gaussians.means, viewmat, gaussians.sh_degree)[0].cpu().numpy()
+        padded = np.concatenate([colors, np.zeros((len(colors), 1), np.float32)], axis=1)
         texture = self._data_textures["u_colors"]
         self._upload_texture("u_colors", padded, texture.size[0], texture.size[1])
         self._colored_campos = campos
@@ -425,8 +478,6 @@ class SplatView:
 
     def _draw(self, w2c: np.ndarray, K: np.ndarray, mode: int, fbo: Any, background: Sequence[float],
               depth_range: tuple[float, float]) -> None:
-        if self.ctx is None:
-            raise RuntimeError("SplatView: render() after release()")
         timings = {}
         fbo.use()
         fbo.clear(float(background[0]), float(background[1]), float(background[2]), 0.0)
@@ -495,15 +546,17 @@ class SplatView:
             background = (0.0, 0.0, 0.0)
         if mode == "depth" and depth_range is None and self._gaussians is not None:
             depth_range = _auto_depth_range(self._gaussians.means, w2c)
-        self._draw(w2c, K, mode_id, self._fbo_color, background, depth_range or (NEAR_PLANE, 1.0))
-        return _to_uint8(self._read(self._color_target)[..., :3])
+        with self._current():
+            self._draw(w2c, K, mode_id, self._fbo_color, background, depth_range or (NEAR_PLANE, 1.0))
+            return _to_uint8(self._read(self._color_target)[..., :3])
 
     def render_layers(self, w2c: Any, K: Any, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderLayers:
         """Float rgb / alpha / accumulated depth of one view (the engine renderer's outputs)."""
         w2c, K = _camera_arrays(w2c, K)
-        self._draw(w2c, K, RENDER_MODES["rgb"], self._fbo_layers, background, (NEAR_PLANE, 1.0))
-        color = self._read(self._color_target)
-        depth = self._read(self._depth_target)
+        with self._current():
+            self._draw(w2c, K, RENDER_MODES["rgb"], self._fbo_layers, background, (NEAR_PLANE, 1.0))
+            color = self._read(self._color_target)
+            depth = self._read(self._depth_target)
         return RenderLayers(rgb=color[..., :3].copy(), alpha=color[..., 3:4].copy(), depth=depth[..., :1].copy())
 
 

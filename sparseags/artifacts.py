@@ -7,14 +7,13 @@ Every writer is atomic (temporary file + rename), so a failed export never destr
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
 
+from sparseags.atomic import atomic_write_text
 from sparseags.cameras import rotation_angle_deg
 from sparseags.gaussians import sh0_to_rgb
 from sparseags.recon import Reconstruction
@@ -30,13 +29,7 @@ def final_w2c(recon: Reconstruction) -> np.ndarray:
 
 
 def write_json(path: Path, data: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(data, indent=2))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -266,17 +259,24 @@ def outlier_report(pipeline: Any) -> dict:
     return report
 
 
+def _inlier_pair(recon: Reconstruction, est: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Estimated and GT poses of the views the reconstruction used (an outlier's pose would bend the fit)."""
+    inliers = np.flatnonzero(recon.flags)
+    return est[inliers], np.asarray(gt)[inliers]
+
+
 @torch.no_grad()
 def novel_view_metrics(recon: Reconstruction, scene: Any, est: np.ndarray, lpips_metric: Any) -> dict:
     """PSNR / SSIM / LPIPS of held-out views rendered at their GT poses mapped into the estimated frame.
 
-    The frame is aligned by a similarity (Umeyama on camera centres) from the estimated input cameras to
-    their ground truth; each novel GT camera is mapped through its inverse. Images are compared on white.
+    The frame is aligned by a similarity (Umeyama on camera centres) from the estimated input cameras the
+    reconstruction used (its inliers) to their ground truth; each novel GT camera is mapped through its
+    inverse. Images are compared on white.
     """
     from sparseags.metrics import align_poses_similarity, psnr, ssim, transform_cameras_to_pred_frame
 
     novel = scene.novel
-    s, R, t = align_poses_similarity(est, scene.w2c_gt)
+    s, R, t = align_poses_similarity(*_inlier_pair(recon, est, scene.w2c_gt))
     w2c = transform_cameras_to_pred_frame(torch.as_tensor(novel.w2c), s, R, t).float()
     size = novel.images.shape[1]
     out = recon.render(w2c, torch.as_tensor(novel.K).float(), size, size, torch.ones(3, device=recon.device))
@@ -300,7 +300,7 @@ def mesh_f1(recon: Reconstruction, scene: Any, est: np.ndarray, resolution: int)
         mesh = extract_recon_mesh(recon, resolution)
     except MeshError:
         return None
-    s, R, t = (np.asarray(v, dtype=np.float64) for v in align_poses_similarity(est, scene.w2c_gt))
+    s, R, t = (np.asarray(v, dtype=np.float64) for v in align_poses_similarity(*_inlier_pair(recon, est, scene.w2c_gt)))
     mesh.vertices = (float(s) * (R @ np.asarray(mesh.vertices).T)).T + t
     m = mesh_metrics(mesh, scene.mesh_path, num_points=30000)
     return {"f1_0.01": m.f1, "chamfer": m.chamfer, "precision": m.precision, "recall": m.recall}

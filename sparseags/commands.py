@@ -84,9 +84,21 @@ def cmd_gui(args: argparse.Namespace) -> int:
     )
 
 
+def _split_overrides(values: list[str] | None) -> tuple[list[str], list[str]]:
+    """(plain values, key=value items): argparse lets `--init a b k=v` swallow trailing overrides."""
+    values = list(values or [])
+    return [v for v in values if "=" not in v], [v for v in values if "=" in v]
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from sparseags.evaluate import run_evaluation
 
+    if args.init is not None:
+        args.init, moved = _split_overrides(args.init)
+        args.overrides = list(args.overrides or []) + moved
+    if args.ray is not None and "=" in args.ray:
+        args.overrides = list(args.overrides or []) + [args.ray]
+        args.ray = "local"
     cfg = load_run_config(args)
     out = Path(args.out) if args.out else REPO_ROOT / "outputs" / "eval"
     return run_evaluation(Path(args.data), out, cfg, presets=args.init, ray_address=args.ray)

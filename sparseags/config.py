@@ -25,6 +25,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from sparseags.atomic import atomic_write_text
 from sparseags.errors import UserError
 
 
@@ -344,15 +345,9 @@ def config_to_dict(cfg: Config) -> dict:
 
 def save_config(cfg: Config, path: str | os.PathLike) -> Path:
     """Write the resolved config (with its seed) as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "# Resolved SparseAGS Studio configuration (defaults + file + overrides).\n"
     text += yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)
 
 
 def resolve_device(cfg: Config) -> str:

@@ -18,22 +18,21 @@ The world frame is written as it is (our scenes: +y up); nerfstudio re-orients w
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from sparseags import cameras
+from sparseags.atomic import atomic_output, atomic_write_bytes
 from sparseags.errors import UserError
-from sparseags.scene import CameraRecord, write_cameras_json
+from sparseags.scene import CameraRecord, cameras_to_json_text
 
 __all__ = [
     "ExportError",
@@ -71,34 +70,6 @@ class CameraSet:
     widths: np.ndarray  # [V] int
     heights: np.ndarray  # [V] int
     names: list[str]  # image file names / paths as written in the file
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Atomic writes
-# ----------------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``path`` (same suffix, so writers that pick a format by extension work);
-    on success it is renamed over ``path``, on any error it is removed and ``path`` is left untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file + fsync + ``os.replace``)."""
-    with atomic_output(path) as tmp:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -181,7 +152,8 @@ def write_sparseags_cameras(path: str | os.PathLike, ids: Sequence[str], w2c: An
             raise ExportError(f"{len(extras)} extra entries for {len(ids)} cameras", path)
     records = [CameraRecord(id=i, w2c=w, K=k, flag=f, filepath=p, extra=dict(e))
                for i, w, k, f, p, e in zip(ids, w2c_np, K_np, flags, filepaths, extras)]
-    write_cameras_json(path, records)
+    # scene.py's text (the format lives there) through our writer, which reports OS errors as ExportError.
+    atomic_write_bytes(path, cameras_to_json_text(records).encode("utf-8"))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -213,8 +185,9 @@ def write_colmap_text(folder: str | os.PathLike, ids: Sequence[str], w2c: Any, K
                    "#   POINTS2D[] as (X, Y, POINT3D_ID)",
                    f"# Number of images: {count}, mean observations per image: 0"]
     for index, (name, pose, intr, quat) in enumerate(zip(names, w2c_np, K_np, quats), start=1):
-        fx, fy, cx, cy = intr[0, 0], intr[1, 1], intr[0, 2], intr[1, 2]
-        camera_lines.append(f"{index} PINHOLE {width} {height} {fx!r} {fy!r} {cx!r} {cy!r}")
+        # repr of a Python float: the shortest text that reads back to the same double.
+        params = " ".join(repr(float(v)) for v in (intr[0, 0], intr[1, 1], intr[0, 2], intr[1, 2]))
+        camera_lines.append(f"{index} PINHOLE {width} {height} {params}")
         numbers = " ".join(repr(float(v)) for v in (*quat, *pose[:3, 3]))
         image_lines.append(f"{index} {numbers} {index} {name}")
         image_lines.append("")  # no 2D points

@@ -78,8 +78,13 @@ def resolution_at(schedule: list, step_ratio: float) -> int:
 
 
 def xyz_learning_rate(step: int, iters: int, lr_init: float, lr_final: float) -> float:
-    """Official ``get_expon_lr_func`` (no delay): log-linear from lr_init at 0 to lr_final at `iters`."""
+    """Official ``get_expon_lr_func`` (no delay): log-linear from lr_init at 0 to lr_final at `iters`.
+
+    A zero end point (e.g. frozen positions) has no logarithm; the interpolation is then linear.
+    """
     t = min(max(step / max(iters, 1), 0.0), 1.0)
+    if lr_init <= 0.0 or lr_final <= 0.0:
+        return lr_init * (1.0 - t) + lr_final * t
     return math.exp(math.log(lr_init) * (1.0 - t) + math.log(lr_final) * t)
 
 
@@ -132,6 +137,7 @@ class Reconstruction:
         self.prior_hook = prior_hook
         self.generator = torch.Generator().manual_seed(int(cfg.seed))
 
+        self.scene = scene  # the input scene as given (read-only here)
         self.ids = list(scene.ids)
         n_views = len(self.ids)
         images = np.asarray(scene.images, dtype=np.float32)
@@ -163,7 +169,11 @@ class Reconstruction:
         else:
             self.gaussians = self._initial_gaussians()
         self.gaussians.set_active_sh_degree(0)
-        self.xi = nn.Parameter((torch.randn(self.n_inliers, 6, generator=self.generator) * 1e-6).to(self.device))
+        # Official init randn·1e-6 (drawn even when poses are frozen, so the random stream is the same).
+        xi = torch.randn(self.n_inliers, 6, generator=self.generator) * 1e-6
+        if not self.rc.optimize_cameras:
+            xi.zero_()
+        self.xi = nn.Parameter(xi.to(self.device), requires_grad=self.rc.optimize_cameras)  # [I, 6] [rho, phi]
         self.optimizer = self._build_optimizer()
 
         self.step_count = 0
@@ -465,10 +475,15 @@ class Reconstruction:
             "history": {key: list(values) for key, values in self.history.items()},
             "camera_tracks": [t.clone() for t in self.camera_tracks],
             "last_densify": None if self.last_densify is None else dict(self.last_densify),
+            # The prior's own state (e.g. its principal-point pool), so that a resumed run is exact.
+            "prior_hook": self.prior_hook.state_dict() if hasattr(self.prior_hook, "state_dict") else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore a :meth:`state_dict` taken from a run on the same scene and configuration."""
+        """Restore a :meth:`state_dict` taken from a run on the same scene and configuration.
+
+        ``self.gaussians``, ``self.xi`` and ``self.optimizer`` are replaced by new objects.
+        """
         if state.get("version") != STATE_VERSION:
             raise ReconError(f"recon: checkpoint version {state.get('version')!r}, expected {STATE_VERSION}")
         if list(state["ids"]) != self.ids:
@@ -478,10 +493,12 @@ class Reconstruction:
         self._set_flags(np.asarray(state["flags"], dtype=np.int64))
         self.w2c_init = state["w2c_init"].to(self.device, torch.float32).clone()
         self.gaussians = GaussianModel.from_tensors(state["gaussians"], state["active_sh_degree"], device=self.device)
-        self.xi = nn.Parameter(state["xi"].to(self.device).clone())
+        self.xi = nn.Parameter(state["xi"].to(self.device).clone(), requires_grad=self.rc.optimize_cameras)
         self.optimizer = self._build_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.history = {key: list(values) for key, values in state["history"].items()}
         self.camera_tracks = [t.clone() for t in state["camera_tracks"]]
         self.last_densify = state["last_densify"]
+        if state.get("prior_hook") is not None and hasattr(self.prior_hook, "load_state_dict"):
+            self.prior_hook.load_state_dict(state["prior_hook"])

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import numbers
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -39,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from sparseags import cameras
+from sparseags.atomic import atomic_write_text
 from sparseags.errors import UserError
 
 __all__ = [
@@ -282,21 +282,6 @@ def _record_to_json(record: CameraRecord) -> dict[str, Any]:
     return entry
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temp file beside ``path`` and rename it over ``path`` (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-
-
 def cameras_to_json_text(records: Mapping[str, CameraRecord] | Iterable[CameraRecord]) -> str:
     """The text :func:`write_cameras_json` writes (SparseAGS format, 1-space indent like the bench)."""
     items = records.values() if isinstance(records, Mapping) else records
@@ -313,7 +298,7 @@ def write_cameras_json(path: str | os.PathLike, records: Mapping[str, CameraReco
 
     ``K`` is written as-is: pass intrinsics in pixels of the image files the cameras refer to.
     """
-    _atomic_write_bytes(Path(path), cameras_to_json_text(records).encode("utf-8"))
+    atomic_write_text(path, cameras_to_json_text(records))
 
 
 # ----------------------------------------------------------------------------------------------------------

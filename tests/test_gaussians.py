@@ -271,12 +271,33 @@ def test_visual_hull_tolerates_one_bad_view_and_falls_back_to_ball():
     w2c, K = ring_cameras(5, size, size, distance=2.0)
     masks = _sphere_masks(w2c, K, size, center, radius)
     masks[2] = 0.0  # one view whose mask (or pose) disagrees with all others
-    strict, _, _ = carve_visual_hull(masks, w2c, K, grid=24, max_missed_views=0)
-    robust, _, _ = carve_visual_hull(masks, w2c, K, grid=24)  # default: 1 miss allowed with >= 4 views
-    assert len(strict) == 0 and len(robust) > 50
+    strict = carve_visual_hull(masks, w2c, K, grid=24, max_missed_views=0)
+    robust = carve_visual_hull(masks, w2c, K, grid=24)  # default: 1 miss allowed with >= 4 views
+    assert len(strict.points) == 0 and len(robust.points) > 50
+    assert robust.min_votes == 4 and robust.coverage > 0.9
     gen = torch.Generator().manual_seed(0)
     empty = np.zeros_like(masks)
     model = GaussianModel.init_visual_hull(empty, np.zeros((5, size, size, 3), np.float32), w2c, K, 100, 0, gen,
                                            grid=16, fallback_radius=0.25)
     assert model.num_gaussians == 100
     assert model.means.norm(dim=-1).max() <= 0.25 + 1e-5  # ball around the look-at point (origin)
+
+
+def test_split_samples_follow_the_rotated_covariance():
+    """Children are drawn from N(mean, R diag(s)² Rᵀ): a 90° turn about z swaps the x and y spreads."""
+    n = 400
+    half_turn = math.sqrt(0.5)
+    model = GaussianModel(
+        means=torch.zeros(n, 3),
+        quats=torch.tensor([half_turn, 0.0, 0.0, half_turn]).expand(n, 4),  # 90° about +z: x -> y
+        log_scales=torch.log(torch.tensor([0.2, 0.05, 0.01])).expand(n, 3),
+        opacity_logits=torch.full((n,), 2.0),
+        sh0=torch.zeros(n, 1, 3),
+        shN=torch.zeros(n, 0, 3),
+    )
+    model.grad_accum = torch.ones(n)
+    model.denom = torch.ones(n)
+    counts = model.densify_and_prune(None, torch.Generator().manual_seed(0), 0.01, 0.01, 4.0, 0.01, 1.0, 10_000)
+    assert counts["n_split"] == n and model.num_gaussians == 2 * n
+    std = model.means.detach().std(dim=0)
+    assert torch.allclose(std, torch.tensor([0.05, 0.2, 0.01]), rtol=0.15), std

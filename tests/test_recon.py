@@ -73,6 +73,7 @@ def test_schedules():
     assert xyz_learning_rate(0, 500, 1e-2, 2e-4) == pytest.approx(1e-2)
     assert xyz_learning_rate(250, 500, 1e-2, 2e-4) == pytest.approx(math.sqrt(1e-2 * 2e-4))
     assert xyz_learning_rate(500, 500, 1e-2, 2e-4) == pytest.approx(2e-4)
+    assert xyz_learning_rate(250, 500, 0.0, 0.0) == 0.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -99,7 +100,7 @@ def test_steps_reduce_the_loss_and_first_step_is_not_a_noop(small):
 def test_pose_gradients_pull_a_perturbed_camera_back(medium):
     """Gaussians frozen at the truth, camera 2 rotated by ~4.5 deg: pose-only steps must undo it."""
     scene, gt = medium
-    cfg = _config(32, loss_warmup=False, densify_from=10 ** 6, lr_position_init=1e-12, lr_position_final=1e-12,
+    cfg = _config(32, loss_warmup=False, densify_from=10 ** 6, lr_position_init=0.0, lr_position_final=0.0,
                   lr_sh_dc=0.0, lr_sh_rest=0.0, lr_opacity=0.0, lr_scaling=0.0, lr_rotation=0.0, lr_camera=1e-2)
     w2c_true = torch.as_tensor(scene.w2c_init, dtype=torch.float32)
     w2c_start = w2c_true.clone()
@@ -174,7 +175,7 @@ def test_densify_keeps_optimizer_consistent_and_final_prune(small):
     event = recon.step(5)
     assert recon.done and event["step"] == 4
     assert event["densify"]["n_final_pruned"] >= 5
-    assert float(recon.gaussians.scales.max()) <= 0.1
+    assert float(recon.gaussians.scales.detach().max()) <= 0.1
     assert recon.step(1)["step"] == 4  # done: no more work
 
 
@@ -191,14 +192,15 @@ def test_outlier_views_do_not_influence_the_gaussians_but_render(small):
     corrupted.masks = scene.masks.copy()
     corrupted.masks[3] = 1.0 - scene.masks[3]
     runs = [Reconstruction(s, cfg, flags=flags, iters=20) for s in (scene, corrupted)]
-    control = Reconstruction(corrupted, cfg, iters=20)  # same corruption, but view 3 is an inlier
-    for recon in (*runs, control):
+    # Control: with view 3 an inlier, the same corruption must change the result.
+    controls = [Reconstruction(s, cfg, iters=20) for s in (scene, corrupted)]
+    for recon in (*runs, *controls):
         recon.step(3)
-    a, b, c = (_params(r) for r in (*runs, control))
+    a, b, c, d = (_params(r) for r in (*runs, *controls))
     for name in ("means", "sh0", "opacity_logits", "xi"):
         assert torch.equal(a[name], b[name]), name
     assert a["xi"].shape == (4, 6)
-    assert not torch.equal(a["sh0"], c["sh0"]) or a["sh0"].shape != c["sh0"].shape
+    assert not torch.equal(c["sh0"], d["sh0"])
     rgb, alpha = runs[0].render_views()
     assert rgb.shape == (NUM_VIEWS, 24, 24, 3)
     assert float(alpha[3].sum()) > 1.0  # the outlier is rendered

@@ -10,7 +10,7 @@ Heavy imports (diffusers, transformers) happen inside the functions that need th
 """
 
 from .ckpt_6dof import LoadReport, apply_6dof_weights, attention_block_prefixes, ldm_attention_key_map
-from .hook import Zero123PriorHook, prior_status
+from .hook import Zero123PriorHook, make_prior_hook_factory, prior_status
 from .sampling import NovelView, NovelViewSampler, PrincipalPointPool
 from .weights import PriorWeightsError, check_weights, weights_problem
 from .zero123 import Zero123Guidance
@@ -39,6 +39,7 @@ __all__ = [
     "attention_block_prefixes",
     "check_weights",
     "ldm_attention_key_map",
+    "make_prior_hook_factory",
     "prior_status",
     "weights_problem",
 ]

@@ -19,16 +19,14 @@ SD-1.x SpatialTransformer and diffusers' Transformer2DModel use the same names (
 ``attnK.{to_q,to_k,to_v,to_out.0}``, ``proj_out``), which is why diffusers' own conversion script
 (``renew_attention_paths``) leaves them unchanged; only the block prefix is rewritten.
 
-Run ``python -m sparseags.prior.ckpt_6dof SRC.ckpt DST.safetensors --trust-pickle`` once to extract
+Run ``python -m sparseags.prior.convert_ckpt SRC.ckpt DST.safetensors --trust-pickle`` once to extract
 the used subset of a checkpoint that ``torch.load(weights_only=True)`` refuses (see :func:`read_state_dict`).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from ..atomic import atomic_output
 from .weights import PriorWeightsError
 
 if TYPE_CHECKING:
@@ -111,8 +110,8 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, T
 
     ``.ckpt`` files are read with ``torch.load(weights_only=True)``, which refuses arbitrary pickled
     objects; a Lightning checkpoint that stores such objects needs ``trust_pickle=True`` (only for
-    files from a source you trust, since unpickling can run code) or a one-off extraction with this
-    module's command line.
+    files from a source you trust, since unpickling can run code) or a one-off extraction with
+    ``python -m sparseags.prior.convert_ckpt``.
     """
     path = Path(path)
     if path.suffix == ".safetensors":
@@ -124,7 +123,7 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, T
     except pickle.UnpicklingError:
         raise PriorWeightsError(
             f"{path}: torch.load(weights_only=True) refused a pickled object; if you trust the file run "
-            f"'python -m sparseags.prior.ckpt_6dof {path} {path.with_suffix('.safetensors')} --trust-pickle' "
+            f"'python -m sparseags.prior.convert_ckpt {path} {path.with_suffix('.safetensors')} --trust-pickle' "
             "and point prior.ckpt_6dof at the .safetensors file") from None
     except (RuntimeError, OSError, EOFError) as err:
         raise PriorWeightsError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0]})") from None
@@ -231,36 +230,6 @@ def save_safetensors_atomic(tensors: Mapping[str, Tensor], path: str | Path) -> 
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(dict(tensors), tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_output(path) as tmp:
+        save_file(dict(tensors), str(tmp))
     return path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m sparseags.prior.ckpt_6dof",
-        description="Extract the attention blocks and cc_projection of a 6-DoF Zero123 .ckpt into a .safetensors file.")
-    parser.add_argument("src", type=Path)
-    parser.add_argument("dst", type=Path)
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow arbitrary pickled objects in SRC (only for files from a trusted source)")
-    args = parser.parse_args(argv)
-    try:
-        used = extract_used_weights(read_state_dict(args.src, trust_pickle=args.trust_pickle))
-    except PriorWeightsError as err:
-        print(f"error: {err}")
-        return 2
-    save_safetensors_atomic(used, args.dst)
-    print(f"wrote {len(used)} tensors to {args.dst}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

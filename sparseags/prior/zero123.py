@@ -322,7 +322,8 @@ class Zero123Guidance:
             noise = _randn(tuple(latents.shape), generator, self.device, self.dtype)
             t_batch = torch.full((2 * num_views,), t, device=self.device, dtype=torch.long)
             noisy = self.scheduler.add_noise(latents.detach(), noise, t_batch[:1])
-            camera = self.camera_embedding(target_c2w_gl, cond.c2w_gl, target_focal, cond.focals)  # [V, 18]
+            target = torch.as_tensor(target_c2w_gl, dtype=torch.float64).to(self.device)
+            camera = self.camera_embedding(target, cond.c2w_gl, target_focal, cond.focals)  # [V, 18]
             context = self.projection(torch.cat([cond.clip_embeds, camera.to(self.dtype)], dim=-1))  # [V, D]
             # Interleave per view: [cond_v, uncond_v]; uncond = zero context (after projection), zero latent.
             contexts = torch.stack([context, torch.zeros_like(context)], dim=1).flatten(0, 1)[:, None]  # [2V, 1, D]

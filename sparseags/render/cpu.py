@@ -86,8 +86,9 @@ class _RasterizeTiles(torch.autograd.Function):
         num_cameras, num = depths_np.shape
         grads = torch.from_numpy(kernels.reduce_isect_grads(isect_grads, isect_ids, tile_offsets, num_cameras, num))
         grads = grads.to(device=ctx.device, dtype=grad_rgb.dtype)  # [C, N, 10]
-        # rgb = ... + T_final · background
-        grad_backgrounds = torch.einsum("chw,chwk->ck", torch.from_numpy(final_t).to(grad_rgb), grad_rgb)
+        grad_backgrounds = None
+        if ctx.needs_input_grad[5]:  # rgb = ... + T_final · background
+            grad_backgrounds = torch.einsum("chw,chwk->ck", torch.from_numpy(final_t).to(grad_rgb), grad_rgb)
         return (grads[..., 0:2], grads[..., 2:5], grads[..., 5:8], grads[..., 8].sum(0), grads[..., 9],
                 grad_backgrounds, None, None, None)
 

@@ -105,16 +105,57 @@ def bin_tiles(rects, depth_order, tiles_x, tiles_y):
 
 
 @njit(cache=True, inline="always")
-def _fragment_alpha(dx, dy, a, b, c, opacity):
-    """Alpha of one fragment, or -1 when skipped (outside the 3σ ellipse or below 1/255)."""
+def _sigma_limit(opacity):
+    """Largest ½dᵀΣ⁻¹d a composited fragment can have: the 3σ ellipse, or where o·e^-σ hits 1/255.
+
+    Used only to pre-clip pixel spans (with a margin); the per-pixel test stays the exact rule.
+    """
+    if opacity * 255.0 <= 1e-30:
+        return 0.0
+    return min(MAX_MAHALANOBIS_HALF, math.log(opacity * 255.0) + 1e-5)
+
+
+@njit(cache=True, inline="always")
+def _row_span(dy, mx, a, b, c, sigma_limit, x0, x1):
+    """Pixel columns [lo, hi] of row offset dy (= row centre - mean y) where ½dᵀΣ⁻¹d ≤ sigma_limit.
+
+    Solves a·dx² + 2b·dy·dx + c·dy² − 2·limit ≤ 0 for dx = px + 0.5 − mx, widened by a small margin
+    and clipped to [x0, x1]; lo > hi when the row misses the ellipse.
+    """
+    disc = b * b * dy * dy - a * (c * dy * dy - 2.0 * sigma_limit)
+    if disc < 0.0:
+        return 1, 0
+    root = math.sqrt(disc)
+    centre = mx - 0.5 - b * dy / a
+    lo = max(x0, np.int64(math.ceil(centre - root / a - RECT_MARGIN)))
+    hi = min(x1, np.int64(math.floor(centre + root / a + RECT_MARGIN)))
+    return lo, hi
+
+
+@njit(cache=True, inline="always")
+def _row_start(lo, dy, mx, a, b, c):
+    """Incremental evaluation of g = exp(-σ) along a row, σ(dx) = ½(a dx² + c dy²) + b dx dy.
+
+    Stepping dx -> dx + 1 adds Δ = a dx + a/2 + b dy to σ, and Δ itself grows by a, so
+    g(dx + 1) = g(dx)·exp(-Δ) and exp(-Δ) is multiplied by exp(-a): three exps per row instead of
+    one per pixel. Forward and backward run the identical sequence, so they make identical
+    per-pixel decisions. Returns (σ, Δ, g, exp(-Δ)) at column `lo`.
+    """
+    dx = lo + 0.5 - mx
     sigma = 0.5 * (a * dx * dx + c * dy * dy) + b * dx * dy
+    step = a * dx + 0.5 * a + b * dy
+    return sigma, step, math.exp(-sigma), math.exp(-step)
+
+
+@njit(cache=True, inline="always")
+def _alpha(sigma, gauss, opacity):
+    """Alpha of one fragment, or -1 when skipped (outside the 3σ ellipse or below 1/255)."""
     if sigma > MAX_MAHALANOBIS_HALF:
-        return -1.0, 0.0
-    gauss = math.exp(-sigma)
+        return -1.0
     alpha = min(MAX_ALPHA, opacity * gauss)
     if alpha < MIN_ALPHA:
-        return -1.0, gauss
-    return alpha, gauss
+        return -1.0
+    return alpha
 
 
 @njit(parallel=True, cache=True)
@@ -142,7 +183,11 @@ def rasterize_forward(means2d, conics, colors, opacities, depths, backgrounds, r
         px1 = min(px0 + TILE_SIZE, width) - 1
         py1 = min(py0 + TILE_SIZE, height) - 1
         trans = np.ones(TILE_PIXELS, dtype=np.float64)
-        accum = np.zeros((TILE_PIXELS, NUM_FEATURES), dtype=np.float64)
+        acc_r = np.zeros(TILE_PIXELS, dtype=np.float64)
+        acc_g = np.zeros(TILE_PIXELS, dtype=np.float64)
+        acc_b = np.zeros(TILE_PIXELS, dtype=np.float64)
+        acc_w = np.zeros(TILE_PIXELS, dtype=np.float64)
+        acc_z = np.zeros(TILE_PIXELS, dtype=np.float64)
         used = np.zeros(TILE_PIXELS, dtype=np.int32)
         done = np.zeros(TILE_PIXELS, dtype=np.bool_)
         alive = (px1 - px0 + 1) * (py1 - py0 + 1)
@@ -163,14 +208,26 @@ def rasterize_forward(means2d, conics, colors, opacities, depths, backgrounds, r
             green = np.float64(colors[cam, g, 1])
             blue = np.float64(colors[cam, g, 2])
             z = np.float64(depths[cam, g])
+            sigma_limit = _sigma_limit(opacity)
+            step_growth = math.exp(-a)
             for py in range(y0, y1 + 1):
                 dy = py + 0.5 - my
                 row = (py - py0) * TILE_SIZE - px0
-                for px in range(x0, x1 + 1):
+                lo, hi = _row_span(dy, mx, a, b, c, sigma_limit, x0, x1)
+                if lo > hi:
+                    continue
+                sigma, step, gauss, ratio = _row_start(lo, dy, mx, a, b, c)
+                for px in range(lo, hi + 1):
+                    sigma_px = sigma
+                    gauss_px = gauss
+                    sigma += step
+                    step += a
+                    gauss *= ratio
+                    ratio *= step_growth
                     p = row + px
                     if done[p]:
                         continue
-                    alpha, gauss = _fragment_alpha(px + 0.5 - mx, dy, a, b, c, opacity)
+                    alpha = _alpha(sigma_px, gauss_px, opacity)
                     if alpha < 0.0:
                         continue
                     next_t = trans[p] * (1.0 - alpha)
@@ -179,11 +236,11 @@ def rasterize_forward(means2d, conics, colors, opacities, depths, backgrounds, r
                         alive -= 1
                         continue
                     weight = alpha * trans[p]
-                    accum[p, 0] += weight * red
-                    accum[p, 1] += weight * green
-                    accum[p, 2] += weight * blue
-                    accum[p, 3] += weight
-                    accum[p, 4] += weight * z
+                    acc_r[p] += weight * red
+                    acc_g[p] += weight * green
+                    acc_b[p] += weight * blue
+                    acc_w[p] += weight
+                    acc_z[p] += weight * z
                     trans[p] = next_t
                     used[p] = e - start + 1
             if alive == 0:
@@ -191,10 +248,11 @@ def rasterize_forward(means2d, conics, colors, opacities, depths, backgrounds, r
         for py in range(py0, py1 + 1):
             for px in range(px0, px1 + 1):
                 p = (py - py0) * TILE_SIZE + px - px0
-                for ch in range(3):
-                    out_rgb[cam, py, px, ch] = accum[p, ch] + trans[p] * backgrounds[cam, ch]
-                out_alpha[cam, py, px] = accum[p, 3]
-                out_depth[cam, py, px] = accum[p, 4]
+                out_rgb[cam, py, px, 0] = acc_r[p] + trans[p] * backgrounds[cam, 0]
+                out_rgb[cam, py, px, 1] = acc_g[p] + trans[p] * backgrounds[cam, 1]
+                out_rgb[cam, py, px, 2] = acc_b[p] + trans[p] * backgrounds[cam, 2]
+                out_alpha[cam, py, px] = acc_w[p]
+                out_depth[cam, py, px] = acc_z[p]
                 out_t[cam, py, px] = trans[p]
                 out_used[cam, py, px] = used[p]
     return out_rgb, out_alpha, out_depth, out_t, out_used
@@ -259,6 +317,8 @@ def rasterize_backward(means2d, conics, colors, opacities, depths, backgrounds, 
             blue = np.float64(colors[cam, g, 2])
             z = np.float64(depths[cam, g])
             rank = e - start
+            sigma_limit = _sigma_limit(opacity)
+            step_growth = math.exp(-a)
             g_mx = 0.0
             g_my = 0.0
             g_a = 0.0
@@ -272,12 +332,22 @@ def rasterize_backward(means2d, conics, colors, opacities, depths, backgrounds, 
             for py in range(y0, y1 + 1):
                 dy = py + 0.5 - my
                 row = (py - py0) * TILE_SIZE - px0
-                for px in range(x0, x1 + 1):
+                lo, hi = _row_span(dy, mx, a, b, c, sigma_limit, x0, x1)
+                if lo > hi:
+                    continue
+                sigma, step, gauss, ratio = _row_start(lo, dy, mx, a, b, c)
+                for px in range(lo, hi + 1):
+                    sigma_px = sigma
+                    gauss_px = gauss
+                    sigma += step
+                    step += a
+                    gauss *= ratio
+                    ratio *= step_growth
                     p = row + px
                     if rank >= used[p]:
                         continue
                     dx = px + 0.5 - mx
-                    alpha, gauss = _fragment_alpha(dx, dy, a, b, c, opacity)
+                    alpha = _alpha(sigma_px, gauss_px, opacity)
                     if alpha < 0.0:
                         continue
                     inv_one_minus = 1.0 / (1.0 - alpha)
@@ -294,8 +364,8 @@ def rasterize_backward(means2d, conics, colors, opacities, depths, backgrounds, 
                     g_g += weight * go_g
                     g_bl += weight * go_b
                     g_z += weight * go_z
-                    if opacity * gauss <= MAX_ALPHA:  # clamped alpha has zero gradient
-                        g_o += gauss * d_alpha
+                    if opacity * gauss_px <= MAX_ALPHA:  # clamped alpha has zero gradient
+                        g_o += gauss_px * d_alpha
                         d_sigma = -alpha * d_alpha
                         g_a += 0.5 * dx * dx * d_sigma
                         g_b += dx * dy * d_sigma

@@ -18,6 +18,6 @@ class RenderOutput:
     rgb: Tensor  # [C, H, W, 3]
     alpha: Tensor  # [C, H, W, 1]
     depth: Tensor  # [C, H, W, 1]
-    means2d: Tensor  # [C, N, 2] pixels; retain_grad() set when it requires grad
+    means2d: Tensor  # [C, N, 2] pixels (meaningful where visible); retain_grad() set when it requires grad
     radii: Tensor  # [C, N] int32, 0 = not visible
     visible: Tensor  # [C, N] bool

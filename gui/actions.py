@@ -1,0 +1,206 @@
+"""What the debugger's buttons do to the pipeline. Every function here runs on the engine thread
+(through :meth:`gui.engine.EngineWorker.call`, ``swap`` or ``start_task``) and never touches DearPyGui.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+from sparseags import artifacts
+from sparseags.config import Config, config_to_dict
+from sparseags.errors import UserError
+
+__all__ = [
+    "CheckpointError", "OverlayData", "TurntableProgress", "export_cameras", "export_gaussians", "export_mesh",
+    "load_checkpoint", "overlay_data", "rebuilt", "save_checkpoint", "turntable_job", "write_decisions",
+]
+
+CHECKPOINT_FORMAT = "sparseags-gui-checkpoint/1"
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file that cannot be used."""
+
+
+def rebuilt(pipeline: Any, seed: Optional[int] = None) -> Any:
+    """A fresh pipeline on the same scene (same LPIPS model and prior), optionally with a new seed."""
+    from sparseags.pipeline import Pipeline
+
+    cfg: Config = copy.deepcopy(pipeline.cfg)
+    if seed is not None:
+        cfg.seed = int(seed)
+    fresh = Pipeline(pipeline.scene, cfg, device=pipeline.device, lpips_metric=pipeline.lpips,
+                     prior_hook_factory=pipeline.prior_hook_factory)
+    # Keep the hand-edited flags (and their log entries, so decisions.json still replays them); the
+    # other decisions concerned the discarded run. Pipeline has no public "restart with flags" yet.
+    fresh.initial_flags = np.asarray(pipeline.initial_flags).copy()
+    fresh._reset()
+    fresh.decisions = [dict(d) for d in pipeline.decisions if d.get("action") == "set_flag"]
+    return fresh
+
+
+def _atomic_path(path: Path) -> tuple[int, str]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+
+def save_checkpoint(pipeline: Any, path: Path, scene_dir: Path) -> Path:
+    """``torch.save`` of the pipeline state, its config and scene folder, written atomically."""
+    path = Path(path)
+    payload = {"format": CHECKPOINT_FORMAT, "scene_dir": str(scene_dir), "config": config_to_dict(pipeline.cfg),
+               "pipeline": pipeline.state_dict()}
+    fd, tmp = _atomic_path(path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(pipeline: Any, path: Path) -> Any:
+    """A pipeline restored from a checkpoint written by :func:`save_checkpoint` (same scene required)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a SparseAGS Studio debugger checkpoint")
+    state = payload["pipeline"]
+    if len(state["initial_flags"]) != pipeline.num_views:
+        raise CheckpointError(f"{path}: made for {len(state['initial_flags'])} views, the scene has "
+                              f"{pipeline.num_views}")
+    fresh = rebuilt(pipeline, seed=int(payload["config"].get("seed", pipeline.cfg.seed)))
+    fresh.load_state_dict(state)
+    return fresh
+
+
+def write_decisions(pipeline: Any, out_dir: Path) -> Path:
+    """decisions.json in the run's output folder (replayable with ``main.py run --decisions``)."""
+    return artifacts.write_json(Path(out_dir) / "decisions.json", {"decisions": list(pipeline.decisions)})
+
+
+def export_gaussians(pipeline: Any, out_dir: Path) -> Path:
+    return artifacts.export_gaussians(pipeline.recon, Path(out_dir) / "gaussians.ply")
+
+
+def export_mesh(pipeline: Any, out_dir: Path) -> Path:
+    return artifacts.export_mesh(pipeline.recon, Path(out_dir) / "mesh.glb", pipeline.cfg.pipeline.mesh_resolution)
+
+
+def export_cameras(pipeline: Any, out_dir: Path) -> list[Path]:
+    return artifacts.export_cameras(pipeline.recon, pipeline.scene, Path(out_dir))
+
+
+@dataclass(frozen=True)
+class OverlayData:
+    """Inputs and renders of every view at the tile size, with the scores shown under each tile."""
+
+    version_key: tuple
+    targets: np.ndarray  # [V, h, w, 3] white-background inputs
+    renders: np.ndarray  # [V, h, w, 3] renders at the current poses on white
+    mse: list  # [V] live MSE at the tile size
+    scores: Optional[dict]  # per-view scores of the full-resolution scorer (mse, lpips, ... ) or None
+    scores_step: Optional[int]  # the reconstruction step the scores belong to
+
+
+@torch.no_grad()
+def overlay_data(pipeline: Any, size: int, rescore: bool, cache: dict) -> Optional[OverlayData]:
+    """Per-view tiles for the overlay strip. `rescore` runs :meth:`Pipeline.score` (LPIPS: slower)."""
+    recon = pipeline.recon
+    if recon is None:
+        return None
+    key = (id(pipeline), id(recon), recon.step_count, pipeline.total_steps)
+    size = int(min(size, recon.width))
+    images, _, K = recon.targets_at(size)
+    height, width = images.shape[1:3]
+    out = recon.render(recon.current_w2c(), K, width, height, torch.ones(3, device=recon.device))
+    renders = out.rgb.clamp(0, 1).cpu().numpy()
+    targets = images.cpu().numpy()
+    mse = ((renders - targets) ** 2).mean(axis=(1, 2, 3)).tolist()
+    scores, scores_step = cache.get("scores"), cache.get("scores_step")
+    if cache.get("scores_key") != (id(pipeline), id(recon)):
+        scores, scores_step = None, None
+    if rescore or scores is None:
+        if rescore:
+            scores = {k: np.asarray(v, float) for k, v in pipeline.score(recon).items()}
+            scores_step = recon.step_count
+        elif pipeline.latest_scores is not None:
+            scores = {k: np.asarray(v, float) for k, v in pipeline.latest_scores.items()}
+            scores_step = None
+        cache.update(scores=scores, scores_step=scores_step, scores_key=(id(pipeline), id(recon)))
+    return OverlayData(key, targets, renders, mse, scores, scores_step)
+
+
+@dataclass
+class TurntableProgress:
+    """Shared with the UI thread: plain ints written by the engine thread."""
+
+    done: int = 0
+    total: int = 0
+    path: str = ""
+
+
+def turntable_job(pipeline: Any, path: Path, frames: int, elevation_deg: float, radius: Optional[float],
+                  resolution: int, progress: TurntableProgress, fps: int = 30) -> Iterator[None]:
+    """Render a turntable of the *current* Gaussians (frozen at the start) into an mp4, one frame per item.
+
+    elevation_deg uses the kiui sign (negative = above); radius None = the input cameras' mean distance.
+    The video is written to a temporary file beside `path` and renamed when complete.
+    """
+    import imageio.v2 as imageio
+
+    from sparseags.export import turntable_cameras
+    from sparseags.render import render_gaussians
+
+    recon = pipeline.recon
+    if recon is None:
+        raise ValueError("no reconstruction to record")
+    if frames < 1 or resolution < 16:
+        raise ValueError(f"turntable needs frames >= 1 and resolution >= 16, got {frames} and {resolution}")
+    g = recon.gaussians
+    frozen = [t.detach().clone() for t in (g.means, g.splats["quats"], g.scales, g.opacities, g.sh)]
+    degree, backend, device = g.active_sh_degree, recon.backend, recon.device
+    centre, mean_radius = artifacts.object_centre_and_radius(recon)
+    scene = pipeline.scene
+    fovy = float(np.degrees(2 * np.arctan(0.5 * scene.resolution / float(np.asarray(scene.K)[0, 1, 1]))))
+    size = int(resolution) + int(resolution) % 2  # yuv420p needs even sizes
+    w2c, K = turntable_cameras(int(frames), float(elevation_deg), float(radius or mean_radius), tuple(centre),
+                               fovy, size)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".mp4")
+    os.close(fd)
+    progress.done, progress.total, progress.path = 0, int(frames), str(path)
+    writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
+                                macro_block_size=1, quality=8)
+    try:
+        white = torch.ones(3, device=device)
+        for index in range(int(frames)):
+            with torch.no_grad():
+                out = render_gaussians(*frozen, w2c[index:index + 1].to(device), K[index:index + 1].to(device),
+                                       size, size, sh_degree=degree, background=white, backend=backend)
+            frame = (out.rgb[0].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
+            writer.append_data(frame)
+            progress.done = index + 1
+            yield None
+        writer.close()
+        os.replace(tmp, path)
+    except BaseException:
+        writer.close()
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,385 @@
+"""SparseAGS Studio debugger: the DearPyGui window that drives the pipeline live.
+
+Layout (viewport 1600 x 1000): the orbit view (512 x 512) with its options on the left; the controls
+(stepping, phase, timing, loss curves, seed, scene, checkpoints, export, turntable) next to it; per-view
+score bars with the outlier decisions top right; the pose-search heatmap with the top candidates below
+them; the input-vs-render strip along the bottom.
+
+Threads: the pipeline lives on the engine thread (:mod:`gui.engine`), stepped in slices of at most
+``cfg.gui.frame_budget_ms``; this (main) thread is the only one that calls DearPyGui. Callbacks are
+queued by DearPyGui and run here (``manual_callback_management``), once per frame.
+
+Entry point: :func:`run_app` (``python main.py gui``; ``python main.py`` opens the demo scene).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import tempfile
+import threading
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import dearpygui.dearpygui as dpg
+import numpy as np
+
+from gui import actions
+from gui.engine import EngineWorker
+from gui.handles import Text
+from gui.panels.controls import ControlsPanel
+from gui.panels.export import ExportPanel
+from gui.panels.lpips_bars import LpipsBarsPanel, bar_model
+from gui.panels.orbit_view import OrbitViewPanel
+from gui.panels.outliers import OutliersPanel
+from gui.panels.overlays import OverlayStrip
+from gui.panels.search_heatmap import SearchHeatmapPanel, searched_view_for
+from gui.script import ScriptError, ScriptRunner, load_script
+from gui.state import PendingJobs, Timing, UiState, one_line
+from sparseags.config import Config
+from sparseags.errors import UserError
+
+__all__ = ["DebuggerApp", "run_app", "default_out_dir", "LAYOUT"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VIEWPORT = (1600, 1000)
+# window name -> (x, y, width, height) in viewport pixels
+LAYOUT = {
+    "orbit": (0, 0, 532, 640),
+    "controls": (532, 0, 440, 640),
+    "scores": (972, 0, 628, 330),
+    "search": (972, 330, 628, 310),
+    "overlays": (0, 640, 1600, 360),
+}
+FONT_SIZE = 15
+STATUS_COLOURS = {False: (170, 230, 170), True: (255, 110, 100)}
+
+
+class DisplayUnavailableError(UserError):
+    """No display to open the window on."""
+
+
+def default_out_dir(scene_dir: Path) -> Path:
+    """outputs/<scene>_gui under the repository."""
+    return REPO_ROOT / "outputs" / f"{Path(scene_dir).resolve().name}_gui"
+
+
+def _font_path() -> Optional[Path]:
+    """DejaVu Sans shipped with matplotlib (always installed here): readable at 15 px, unlike the default."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+    return path if path.is_file() else None
+
+
+def _apply_theme() -> None:
+    with dpg.theme() as theme:
+        with dpg.theme_component(dpg.mvAll):
+            dpg.add_theme_style(dpg.mvStyleVar_FrameRounding, 4, category=dpg.mvThemeCat_Core)
+            dpg.add_theme_style(dpg.mvStyleVar_WindowPadding, 8, 6, category=dpg.mvThemeCat_Core)
+            dpg.add_theme_style(dpg.mvStyleVar_ItemSpacing, 6, 5, category=dpg.mvThemeCat_Core)
+            dpg.add_theme_color(dpg.mvThemeCol_WindowBg, (30, 32, 38), category=dpg.mvThemeCat_Core)
+            dpg.add_theme_color(dpg.mvThemeCol_Button, (52, 78, 120), category=dpg.mvThemeCat_Core)
+            dpg.add_theme_color(dpg.mvThemeCol_ButtonHovered, (72, 108, 165), category=dpg.mvThemeCat_Core)
+            dpg.add_theme_color(dpg.mvThemeCol_ButtonActive, (95, 140, 210), category=dpg.mvThemeCat_Core)
+    dpg.bind_theme(theme)
+
+
+class DebuggerApp:
+    """The window, its panels and the frame loop (see the module docstring).
+
+    Args:
+        scene_dir: the scene folder (SparseAGS layout).
+        cfg: the resolved configuration (``cfg.gui`` holds the frame budget, view size, orbit renderer).
+        out_dir: where exports, checkpoints and decisions.json go (default outputs/<scene>_gui).
+    """
+
+    def __init__(self, scene_dir: Path, cfg: Config, out_dir: Optional[Path] = None) -> None:
+        self.scene_dir = Path(scene_dir)
+        self.cfg = cfg
+        self.explicit_out = out_dir is not None
+        self.out_dir = Path(out_dir) if out_dir is not None else default_out_dir(self.scene_dir)
+        self.ui = UiState()
+        self.timing = Timing()
+        self.jobs = PendingJobs(self.report)
+        self.worker: Optional[EngineWorker] = None
+        self.screenshot_error: Optional[str] = None
+        self._applied_version = -1
+        self._window_ready = False
+
+    # ------------------------------------------------------------------------------------------
+    # construction
+    def start_engine(self) -> None:
+        from sparseags.headless import build_pipeline
+
+        print(f"loading {self.scene_dir} ...", file=sys.stderr)
+        pipeline = build_pipeline(self.scene_dir, self.cfg)
+        self.worker = EngineWorker(pipeline, frame_budget_ms=self.cfg.gui.frame_budget_ms).start()
+
+    def build_window(self) -> None:
+        dpg.create_context()
+        dpg.configure_app(manual_callback_management=True)
+        font = _font_path()
+        if font is not None:
+            with dpg.font_registry():
+                dpg.bind_font(dpg.add_font(str(font), FONT_SIZE))
+        _apply_theme()
+        self.textures = dpg.add_texture_registry()
+        windows = {}
+        for name, (x, y, width, height) in LAYOUT.items():
+            windows[name] = dpg.add_window(pos=(x, y), width=width, height=height, no_title_bar=True, no_move=True,
+                                           no_resize=True, no_collapse=True, no_close=True,
+                                           horizontal_scrollbar=name == "overlays")
+        self.windows = windows
+        size = int(self.cfg.gui.view_size)
+        self.orbit = OrbitViewPanel(self, windows["orbit"], size)
+        self.status = Text("", parent=windows["orbit"], wrap=LAYOUT["orbit"][2] - 16)
+        self.controls = ControlsPanel(self, windows["controls"], LAYOUT["controls"][2])
+        dpg.add_separator(parent=windows["controls"])
+        self.export = ExportPanel(self, windows["controls"])
+        self.bars = LpipsBarsPanel(self, windows["scores"], LAYOUT["scores"][2] - 16, 165)
+        self.outliers = OutliersPanel(self, windows["scores"])
+        self.heatmap = SearchHeatmapPanel(self, windows["search"], (300, 240))
+        self.overlays = OverlayStrip(self, windows["overlays"])
+        with dpg.handler_registry():
+            dpg.add_mouse_wheel_handler(callback=lambda s, a: self.orbit.on_wheel(a))
+            dpg.add_key_press_handler(dpg.mvKey_Spacebar, callback=lambda: self.controls.toggle_run())
+        dpg.create_viewport(title="SparseAGS Studio - debugger", width=VIEWPORT[0], height=VIEWPORT[1],
+                            resizable=False)
+        dpg.setup_dearpygui()
+        dpg.show_viewport()
+        self._window_ready = True
+
+    # ------------------------------------------------------------------------------------------
+    # messages and selection
+    def report(self, message: str, is_error: bool = False) -> None:
+        self.ui.status, self.ui.status_is_error = message, is_error
+        if self._window_ready:
+            self.status.set(message, colour=STATUS_COLOURS[is_error])
+        if is_error:
+            print(f"debugger: {message}", file=sys.stderr)
+
+    def select_view(self, index: int, snap: bool = False) -> None:
+        self.ui.selected_view = int(index)
+        if snap:
+            self.orbit.snap_to(int(index))
+
+    # ------------------------------------------------------------------------------------------
+    # decisions (each returns the engine future; decisions.json is rewritten after each)
+    def decide_outlier(self, accept: bool, round_index: Optional[int] = None) -> Future:
+        view = self.worker.view
+        if round_index is None and view is not None:
+            model = bar_model(view)
+            round_index = None if model is None else model.verdict_round
+        out_dir = self.out_dir
+
+        def apply(pipeline: Any) -> None:
+            pipeline.decide_outlier(accept, round_index=round_index)
+            actions.write_decisions(pipeline, out_dir)
+
+        label = "accept outlier" if accept else "reject outlier"
+        return self.jobs.add(self.worker.call(apply), label, lambda _: self.report(f"{label}: logged", False))
+
+    def apply_candidate(self, view_index: Optional[int], rank_position: int) -> Future:
+        view = self.worker.view
+        if view_index is None and view is not None:
+            view_index = searched_view_for(view, self.ui.selected_view)
+        if view_index is None:
+            future: Future = Future()
+            future.set_exception(ScriptError("apply candidate: no pose search yet"))
+            return self.jobs.add(future, "apply candidate")
+        out_dir = self.out_dir
+
+        def apply(pipeline: Any) -> None:
+            pipeline.apply_candidate(view_index, rank_position)
+            actions.write_decisions(pipeline, out_dir)
+
+        return self.jobs.add(self.worker.call(apply), "apply candidate",
+                             lambda _: self.report(f"candidate #{rank_position} applied to view {view_index}", False))
+
+    def set_flag(self, index: int, flag: int) -> Future:
+        out_dir = self.out_dir
+
+        def apply(pipeline: Any) -> None:
+            pipeline.set_flag(index, flag)
+            actions.write_decisions(pipeline, out_dir)
+
+        return self.jobs.add(self.worker.call(apply), f"set flag of view {index}",
+                             lambda _: self.report(f"view {index} flag -> {flag}; pipeline restarted", False))
+
+    def open_scene(self, scene_dir: Path) -> Future:
+        from sparseags.headless import build_pipeline
+
+        cfg = self.cfg
+
+        def opened(_: Any) -> None:
+            self.scene_dir = Path(scene_dir)
+            if not self.explicit_out:
+                self.out_dir = default_out_dir(self.scene_dir)
+            self.orbit._placed = False
+            self.report(f"opened {scene_dir}", False)
+
+        return self.jobs.add(self.worker.swap(lambda _: build_pipeline(Path(scene_dir), cfg)), "open scene", opened)
+
+    # ------------------------------------------------------------------------------------------
+    # screenshots
+    def request_screenshot(self, path: Path) -> threading.Event:
+        """Save the next rendered frame to `path` (PNG, atomically); the event is set when written."""
+        done = threading.Event()
+        self.screenshot_error = None
+        width, height = dpg.get_viewport_client_width(), dpg.get_viewport_client_height()
+
+        def save(sender: Any, buffer: Any) -> None:
+            try:
+                _save_frame_buffer(buffer, width, height, Path(path))
+            except (OSError, ValueError) as err:
+                self.screenshot_error = f"{path}: cannot write the screenshot ({err})"
+            done.set()
+
+        dpg.output_frame_buffer(callback=save)
+        return done
+
+    def regions(self) -> dict[str, tuple[int, int, int, int]]:
+        """Viewport pixel rectangles (x0, y0, x1, y1) of the main items, for tests and docs."""
+        items = {"orbit_view": self.orbit.drawlist, "loss_plot": self.controls.loss_plot, "bars": self.bars.plot,
+                 "heatmap": self.heatmap.plot, "overlays": self.windows["overlays"]}
+        out = {}
+        for name, item in items.items():
+            state = dpg.get_item_state(item)
+            x, y = state.get("rect_min", state["pos"])  # windows report their position as "pos"
+            w, h = state["rect_size"]
+            out[name] = (int(x), int(y), int(x + w), int(y + h))
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    # frame loop
+    def frame(self) -> None:
+        """One UI frame: callbacks, input, engine results, panels, render."""
+        self.timing.frame()
+        self._run_callbacks()
+        self.orbit.handle_mouse()
+        self.jobs.poll()
+        view = self.worker.view
+        if view is not None:
+            if view.version != self._applied_version:
+                self.controls.update(view)
+                self.outliers.update(view)
+                if view.error:
+                    self.report(view.error, True)
+            self.heatmap.update(view)  # also reacts to selection / coarse-refined changes
+            self.bars.update(view)
+            self._applied_version = view.version
+        self.orbit.update(view)
+        self.overlays.update(view)
+        self.export.update()
+        self.controls.update_timing(view)
+        dpg.render_dearpygui_frame()
+
+    def _run_callbacks(self) -> None:
+        """DearPyGui's queued callbacks, each guarded: a failing button reports one line, the window lives on."""
+        for job in dpg.get_callback_queue() or []:
+            callback = job[0]
+            if callback is None:
+                continue
+            count = len(inspect.signature(callback).parameters)
+            try:
+                callback(*job[1:count + 1])
+            except Exception as err:  # any button may fail (bad path, wrong state): show it, keep running
+                self.report(f"{getattr(callback, '__name__', 'callback')} failed: {one_line(err)}", True)
+
+    def settle(self) -> Iterator[None]:
+        """Frames until the engine is idle and every panel shows its latest state (scripted mode)."""
+        while True:
+            view = self.worker.view
+            applied = view is not None and view.version == self._applied_version and not self.jobs.busy()
+            if self.worker.running:  # a running engine never goes idle: only wait for the panels
+                ready = applied
+            else:
+                ready = applied and self.worker.idle and self.overlays.up_to_date(view)
+            if ready:
+                break
+            yield
+        for _ in range(3):
+            yield
+
+    def run(self, runner: Optional[ScriptRunner] = None, screenshot: Optional[Path] = None) -> int:
+        """The frame loop; with a runner, exits when the script is done (after the final screenshot)."""
+        final_shot: Optional[threading.Event] = None
+        final_wait: Optional[Iterator[None]] = None
+        while dpg.is_dearpygui_running():
+            self.frame()
+            if runner is None and screenshot is None:
+                continue
+            if runner is not None and not runner.tick():
+                continue
+            if runner is not None and runner.error:
+                print(f"error: script {runner.error}", file=sys.stderr)
+                return 2
+            if screenshot is None:
+                return 0
+            if final_wait is None:
+                final_wait = self.settle()
+            if final_shot is None:
+                if next(final_wait, "ready") != "ready":
+                    continue
+                final_shot = self.request_screenshot(screenshot)
+                continue
+            if final_shot.is_set():
+                if self.screenshot_error:
+                    print(f"error: {self.screenshot_error}", file=sys.stderr)
+                    return 2
+                print(f"screenshot written to {screenshot}", file=sys.stderr)
+                return 0
+        return 0
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()
+        if self._window_ready:
+            self.orbit.release()
+            dpg.destroy_context()
+            self._window_ready = False
+
+
+def _save_frame_buffer(buffer: Any, width: int, height: int, path: Path) -> None:
+    """A DearPyGui frame buffer (float RGBA, top row first) -> PNG, written atomically."""
+    from PIL import Image
+
+    pixels = np.asarray(buffer, dtype=np.float32)
+    if pixels.size != width * height * 4:
+        height = pixels.size // (4 * width)
+    image = (np.clip(pixels.reshape(height, width, 4)[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
+    try:
+        Image.fromarray(image).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_app(scene_dir: Path, cfg: Config, out_dir: Optional[Path] = None, script: Optional[str] = None,
+            screenshot: Optional[str] = None) -> int:
+    """Open the debugger on `scene_dir`; with `script`, run its actions and exit (0, or 2 on an error).
+
+    With `screenshot`, the window is saved there (PNG) after the script (or after it settles) and the
+    app exits. A bad script is reported before anything is loaded.
+    """
+    actions_list = load_script(script) if script else None
+    if not os.environ.get("DISPLAY") and sys.platform.startswith("linux") and not os.environ.get("WAYLAND_DISPLAY"):
+        raise DisplayUnavailableError("the debugger needs a display: set DISPLAY or run it under xvfb-run "
+                          "(or use 'python main.py run' for the headless pipeline)")
+    app = DebuggerApp(Path(scene_dir), cfg, Path(out_dir) if out_dir else None)
+    try:
+        app.start_engine()
+        app.build_window()
+        runner = ScriptRunner(app, actions_list) if actions_list is not None else None
+        return app.run(runner, Path(screenshot) if screenshot else None)
+    finally:
+        app.close()

@@ -1,0 +1,457 @@
+"""The engine side of the debugger: the pipeline lives on one worker thread, the window on the main thread.
+
+Why a thread: one engine step on the CPU (a reconstruction step at 256 px, a leave-one-out scoring with
+LPIPS, a pose-search chunk) can take longer than a UI frame, so stepping inside the frame loop would
+freeze the window. The worker steps the pipeline in slices of at most ``frame_budget_ms`` (at least one
+``pipeline.step(1)`` per slice), publishes an :class:`EngineView` (plain data, never mutated after
+publication) and runs the UI's requests between steps. This module never imports DearPyGui; the UI
+thread never touches the pipeline, it only reads ``worker.view`` and submits requests:
+
+* ``step(n)``, ``run_until(phase)``, ``set_running(flag)``: work orders, each returning a ``Future``;
+* ``call(fn)``: run ``fn(pipeline)`` between two steps (manual decisions, exports, checkpoints) and
+  return its result through a ``Future``;
+* ``start_task(generator_fn)``: a long job (the turntable) advanced one item per slice, interleaved
+  with the steps, so it neither blocks the engine nor the window.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from sparseags.pipeline import PHASES
+
+__all__ = ["EngineView", "EngineWorker", "SearchView", "build_view"]
+
+
+@dataclass(frozen=True)
+class SearchView:
+    """What the heatmap panel shows for one searched view (angles in degrees, kiui elevation sign)."""
+
+    view: int
+    elevations_deg: np.ndarray  # [E]
+    azimuths_deg: np.ndarray  # [A]
+    heat_coarse: np.ndarray  # [E, A] best MSE over radius before refinement (NaN = not evaluated yet)
+    heat_refined: np.ndarray  # [E, A] best MSE over radius after stage A
+    current_cell: Optional[tuple]  # (elevation, azimuth) of the initial pose
+    chosen_cell: Optional[tuple]  # (elevation, azimuth) of the chosen candidate
+    truth_cell: Optional[tuple]  # (elevation, azimuth) of the ground truth, mapped into the estimated frame
+    top: list  # [{"rank_position", "mse", "lpips", "cell", "render" [h, w, 3]}]
+    stage: int
+    n_stages: int
+    progress: float
+    done: bool
+    manual: bool
+
+
+@dataclass(frozen=True)
+class EngineView:
+    """One published state of the pipeline (plain numpy / python data)."""
+
+    version: int
+    phase: str
+    phase_label: str
+    total_steps: int
+    done: bool
+    ids: list
+    flags: np.ndarray  # [V] flags of the active reconstruction (1 inlier, 0 outlier)
+    initial_flags: np.ndarray  # [V] the flags the pipeline started from (set_flag edits these)
+    recon_step: int
+    recon_iters: int
+    gaussians_version: int  # changes whenever the Gaussians may have changed
+    gaussians: Optional[dict]  # means [N,3], quats [N,4], scales [N,3], opacities [N], sh [N,K,3], sh_degree
+    centre: np.ndarray  # [3] opacity-weighted centre of the Gaussians
+    w2c_current: np.ndarray  # [V, 4, 4] OpenCV
+    w2c_initial: np.ndarray  # [V, 4, 4] the input poses
+    w2c_gt: Optional[np.ndarray]  # [V, 4, 4] ground truth mapped into the estimated frame
+    K: np.ndarray  # [V, 3, 3] pixels of an image_size x image_size input
+    image_size: int
+    history: dict  # step, rgb, mask, prior, total (lists) of the active reconstruction
+    loo: Optional[dict]
+    searches: dict  # view index -> SearchView
+    search_order: list  # view indices
+    active_search: Optional[int]
+    arbitration: Optional[dict]
+    score_key: str
+    latest_scores: Optional[dict]
+    decisions: list
+    busy: bool  # the worker has work (running, steps pending or a run_until target)
+    running: bool
+    ms_per_step: float
+    steps_per_s: float
+    last_event: dict = field(default_factory=dict)
+    error: str = ""
+
+
+def _gaussian_arrays(recon: Any) -> dict:
+    """Detached CPU copies of the active Gaussians (the orbit renderer's input)."""
+    import torch
+
+    g = recon.gaussians
+    with torch.no_grad():
+        return {"means": g.means.detach().cpu().clone(), "quats": g.quats.detach().cpu().clone(),
+                "scales": g.scales.detach().cpu().clone(), "opacities": g.opacities.detach().cpu().clone(),
+                "sh": g.sh.detach().cpu().clone(), "sh_degree": int(g.active_sh_degree)}
+
+
+def _search_view(pipeline: Any, view: int, search: Any) -> SearchView:
+    from sparseags import artifacts
+
+    snap = search.snapshot()
+    try:
+        truth = artifacts.true_cell(pipeline, view, search)
+    except (ValueError, np.linalg.LinAlgError):
+        truth = None  # too few inliers to align the ground truth
+    current = search.cell_of(pipeline.initial_w2c[view])[:2]
+    return SearchView(
+        view=view, elevations_deg=np.asarray(snap["elevations_deg"], float),
+        azimuths_deg=np.asarray(snap["azimuths_deg"], float), heat_coarse=search.heatmap("coarse"),
+        heat_refined=search.heatmap("refined"), current_cell=tuple(current),
+        chosen_cell=None if snap["chosen_cell"] is None else tuple(snap["chosen_cell"][:2]),
+        truth_cell=None if truth is None else tuple(truth), top=list(snap["top"]), stage=int(snap["stage"]),
+        n_stages=int(snap["n_stages"]), progress=float(snap["progress"]), done=bool(snap["done"]),
+        manual=bool(snap["manual"]))
+
+
+def _gt_in_frame(pipeline: Any) -> Optional[np.ndarray]:
+    from sparseags import artifacts
+
+    if pipeline.scene.w2c_gt is None or pipeline.recon is None or int(np.sum(pipeline.recon.flags)) < 3:
+        return None
+    try:
+        return artifacts.gt_in_estimated_frame(pipeline, pipeline.recon)
+    except (ValueError, np.linalg.LinAlgError):
+        return None
+
+
+def build_view(pipeline: Any, version: int, gaussians_version: int, *, busy: bool, running: bool,
+               ms_per_step: float, steps_per_s: float, last_event: dict, error: str = "") -> EngineView:
+    """Read everything the panels show from `pipeline` (call on the thread that owns it)."""
+    from sparseags.pipeline import gaussian_centre
+
+    recon = pipeline.recon
+    scene = pipeline.scene
+    w2c_current = recon.current_w2c().detach().double().cpu().numpy() if recon is not None else pipeline.initial_w2c
+    searches = {int(v): _search_view(pipeline, int(v), s) for v, s in pipeline.searches.items()}
+    active = pipeline.active_search()
+    active_view = None
+    if active is not None:
+        active_view = next((int(v) for v, s in pipeline.searches.items() if s is active), None)
+    return EngineView(
+        version=version, phase=pipeline.phase, phase_label=pipeline.phase_label(),
+        total_steps=int(pipeline.total_steps), done=bool(pipeline.done), ids=list(scene.ids),
+        flags=pipeline.current_flags(), initial_flags=np.asarray(pipeline.initial_flags).copy(),
+        recon_step=int(recon.step_count) if recon is not None else 0,
+        recon_iters=int(recon.iters) if recon is not None else 0, gaussians_version=gaussians_version,
+        gaussians=_gaussian_arrays(recon) if recon is not None else None,
+        centre=gaussian_centre(recon) if recon is not None else np.zeros(3), w2c_current=w2c_current,
+        w2c_initial=np.asarray(pipeline.initial_w2c).copy(), w2c_gt=_gt_in_frame(pipeline),
+        K=np.asarray(scene.K, dtype=np.float64).copy(), image_size=int(scene.resolution),
+        history={k: list(v) for k, v in recon.history.items()} if recon is not None else {},
+        loo=None if pipeline.loo is None else pipeline.loo.snapshot(), searches=searches,
+        search_order=[int(v) for v in pipeline.search_order], active_search=active_view,
+        arbitration=None if pipeline.arbitration is None else pipeline.arbitration.snapshot(),
+        score_key=pipeline.score_key,
+        latest_scores=None if pipeline.latest_scores is None else {
+            k: np.asarray(v, dtype=float).copy() for k, v in pipeline.latest_scores.items()},
+        decisions=[dict(d) for d in pipeline.decisions], busy=busy, running=running, ms_per_step=ms_per_step,
+        steps_per_s=steps_per_s, last_event=dict(last_event), error=error)
+
+
+@dataclass
+class _StepOrder:
+    total: int
+    remaining: int
+    future: Future
+
+
+@dataclass
+class _UntilOrder:
+    phase: str
+    future: Future
+
+
+@dataclass
+class _Task:
+    items: Iterator
+    future: Future
+
+
+class EngineWorker:
+    """Owns a pipeline on a daemon thread (see the module docstring).
+
+    Args:
+        pipeline: a :class:`sparseags.pipeline.Pipeline` (or anything with its step/phase/snapshot API).
+        frame_budget_ms: the longest slice of back-to-back steps before the worker publishes a view
+            and serves requests (``cfg.gui.frame_budget_ms``).
+        publish_interval_s: while stepping, publish at most this often (views copy the Gaussians).
+    """
+
+    def __init__(self, pipeline: Any, frame_budget_ms: float = 50.0, publish_interval_s: float = 0.1) -> None:
+        self.pipeline = pipeline
+        self.budget_s = max(1e-3, float(frame_budget_ms) / 1000.0)
+        self.publish_interval_s = float(publish_interval_s)
+        self._requests: "queue.Queue[tuple[Callable, Future]]" = queue.Queue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # guards the order lists and the running flag
+        self._steps: list[_StepOrder] = []
+        self._until: list[_UntilOrder] = []
+        self._tasks: list[_Task] = []
+        self._running = False
+        self._version = 0
+        self._gaussians_version = 0
+        self._gaussian_key: tuple = ()
+        self._ms_per_step = 0.0
+        self._steps_per_s = 0.0
+        self._last_event: dict = {}
+        self._error = ""
+        self._dirty = True
+        self._serving = False
+        self._last_publish = 0.0
+        self.view: Optional[EngineView] = None
+        self._thread = threading.Thread(target=self._loop, name="sparseags-engine", daemon=True)
+
+    # -----------------------------------------------------------------------------------------
+    # lifecycle
+
+    def start(self) -> "EngineWorker":
+        self._publish(force=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -----------------------------------------------------------------------------------------
+    # requests from the UI thread
+
+    def step(self, count: int) -> Future:
+        """Advance `count` pipeline steps; the future resolves to the number of steps run."""
+        future: Future = Future()
+        if int(count) <= 0:
+            future.set_result(0)
+            return future
+        with self._lock:
+            self._steps.append(_StepOrder(int(count), int(count), future))
+        self._wake.set()
+        return future
+
+    def run_until(self, phase: str) -> Future:
+        """Step until the pipeline reaches `phase` (or finishes); resolves to the phase reached."""
+        if phase not in PHASES:
+            raise ValueError(f"unknown phase {phase!r}; phases are {', '.join(PHASES)}")
+        future: Future = Future()
+        with self._lock:
+            self._until.append(_UntilOrder(phase, future))
+        self._wake.set()
+        return future
+
+    def set_running(self, running: bool) -> None:
+        with self._lock:
+            self._running = bool(running)
+        self._dirty = True
+        self._wake.set()
+
+    def pause_all(self) -> None:
+        """Stop running and cancel pending step / run-until orders (their futures resolve)."""
+        with self._lock:
+            self._running = False
+            for order in self._steps:
+                order.future.set_result(0)
+            for order in self._until:
+                order.future.set_result(self.pipeline.phase)
+            self._steps, self._until = [], []
+        self._dirty = True
+        self._wake.set()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def call(self, fn: Callable[[Any], Any]) -> Future:
+        """Run ``fn(pipeline)`` on the worker between two steps; the future carries its result or error."""
+        future: Future = Future()
+        self._requests.put((fn, future))
+        self._wake.set()
+        return future
+
+    def swap(self, make_pipeline: Callable[[Any], Any]) -> Future:
+        """Replace the pipeline by ``make_pipeline(old)`` (reset, new seed, other scene, checkpoint).
+
+        Pending orders and tasks are cancelled; the future resolves to the new pipeline.
+        """
+        def replace(old: Any) -> Any:
+            new = make_pipeline(old)
+            self.pause_all()
+            for task in self._tasks:
+                task.future.cancel()
+            self._tasks = []
+            self.pipeline = new
+            self._last_event = {}
+            return new
+
+        return self.call(replace)
+
+    def start_task(self, make_items: Callable[[Any], Iterator]) -> Future:
+        """Start a long job: ``make_items(pipeline)`` returns an iterator advanced one item per slice.
+
+        The future resolves to the iterator's return value (``StopIteration.value``).
+        """
+        def begin(pipeline: Any) -> None:
+            self._tasks.append(_Task(iter(make_items(pipeline)), future))
+
+        future: Future = Future()
+        self.call(begin)
+        return future
+
+    # -----------------------------------------------------------------------------------------
+    # worker thread
+
+    def _wants_steps(self) -> bool:
+        if self.pipeline.done:
+            self._resolve_finished_orders()
+            return False
+        with self._lock:
+            return self._running or bool(self._steps) or bool(self._until)
+
+    def _resolve_finished_orders(self) -> None:
+        with self._lock:
+            for order in self._steps:
+                order.future.set_result(0)
+            for order in self._until:
+                order.future.set_result(self.pipeline.phase)
+            self._steps, self._until = [], []
+            self._running = False
+
+    def _after_step(self) -> None:
+        with self._lock:
+            if self._steps:
+                self._steps[0].remaining -= 1
+                if self._steps[0].remaining <= 0:
+                    done = self._steps.pop(0)
+                    done.future.set_result(done.total)
+            reached = [o for o in self._until if self.pipeline.phase == o.phase or self.pipeline.done]
+            for order in reached:
+                order.future.set_result(self.pipeline.phase)
+            self._until = [o for o in self._until if o not in reached]
+
+    def _serve_requests(self) -> None:
+        while True:
+            try:
+                fn, future = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            self._serving = True
+            self._dirty = True
+            try:
+                result = fn(self.pipeline)
+            except Exception as err:  # handed to the UI, which shows it as one line
+                self._publish(force=True)
+                future.set_exception(err)
+            else:
+                self._publish(force=True)  # the caller sees the new state as soon as its future resolves
+                future.set_result(result)
+            finally:
+                self._serving = False
+
+    def _advance_tasks(self) -> None:
+        for task in list(self._tasks):
+            try:
+                next(task.items)
+            except StopIteration as stop:
+                self._tasks.remove(task)
+                task.future.set_result(stop.value)
+            except Exception as err:  # an export failure must not kill the engine thread
+                self._tasks.remove(task)
+                task.future.set_exception(err)
+
+    def _step_slice(self) -> None:
+        """Steps until the budget is spent (at least one)."""
+        start = time.perf_counter()
+        count = 0
+        while self._wants_steps() and not self._stop.is_set():
+            try:
+                self._last_event = self.pipeline.step(1)
+                self._error = ""
+            except Exception as err:  # keep the window alive; show the failure and stop running
+                self._error = f"engine step failed: {type(err).__name__}: {err}"
+                self.pause_all()
+                break
+            count += 1
+            self._after_step()
+            self._dirty = True
+            if time.perf_counter() - start >= self.budget_s:
+                break
+        if count:
+            elapsed = time.perf_counter() - start
+            # smoothed: single steps vary a lot (a leave-one-out round ends with a full LPIPS scoring)
+            ms, rate = 1000.0 * elapsed / count, count / max(elapsed, 1e-9)
+            first = self._ms_per_step == 0.0
+            self._ms_per_step = ms if first else 0.8 * self._ms_per_step + 0.2 * ms
+            self._steps_per_s = rate if first else 0.8 * self._steps_per_s + 0.2 * rate
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._serve_requests()
+            busy = self._wants_steps()
+            if busy:
+                self._step_slice()
+            if self._tasks:
+                self._advance_tasks()
+            self._publish(force=not self._wants_steps())
+            if not busy and not self._tasks and self._requests.empty():
+                self._wake.wait(0.05)
+                self._wake.clear()
+
+    def _publish(self, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not self._dirty or (not force and now - self._last_publish < self.publish_interval_s):
+            return
+        p = self.pipeline
+        key = (id(p), id(p.recon), p.recon.step_count if p.recon is not None else -1, p.total_steps, p.phase)
+        if key != self._gaussian_key:
+            self._gaussian_key = key
+            self._gaussians_version += 1
+        self._version += 1
+        busy = self._running or bool(self._steps) or bool(self._until)
+        try:
+            self.view = build_view(p, self._version, self._gaussians_version, busy=busy and not p.done,
+                                   running=self._running, ms_per_step=self._ms_per_step,
+                                   steps_per_s=self._steps_per_s, last_event=self._last_event, error=self._error)
+        except Exception as err:  # a half-built state must not stop the engine; report it instead
+            self._error = f"cannot read the pipeline state: {type(err).__name__}: {err}"
+        self._dirty = False
+        self._last_publish = now
+
+    @property
+    def idle(self) -> bool:
+        """Nothing pending, nothing being served, and the published view is current."""
+        with self._lock:
+            pending = self._running or bool(self._steps) or bool(self._until)
+        return (not pending and not self._tasks and not self._serving and self._requests.empty()
+                and not self._dirty and self.view is not None)
+
+    def wait_idle(self, timeout: float = 600.0) -> bool:
+        """Block until :attr:`idle` (for tests and code outside the frame loop)."""
+        deadline = time.perf_counter() + timeout
+        while time.perf_counter() < deadline:
+            if self.idle:
+                return True
+            time.sleep(0.01)
+        return False

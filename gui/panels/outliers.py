@@ -1,0 +1,90 @@
+"""Outlier decisions: the leave-one-out candidate, the automatic verdict with its numbers, Accept / Reject,
+and a flag toggle per view. Every manual decision is appended to the pipeline's log and the log is
+rewritten to ``<out>/decisions.json`` (atomically) after each one, so that
+``python main.py run --scene DIR --decisions <out>/decisions.json`` replays the session headless.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+import dearpygui.dearpygui as dpg
+
+from gui.engine import EngineView
+from gui.handles import Text
+from gui.panels.lpips_bars import BarModel, bar_model
+
+if TYPE_CHECKING:
+    from gui.app import DebuggerApp
+
+__all__ = ["OutliersPanel", "verdict_text"]
+
+
+def verdict_text(view: EngineView, model: Optional[BarModel]) -> tuple[str, str]:
+    """(candidate line, verdict line) describing the leave-one-out test for the panel."""
+    if view.loo is None:
+        return "leave-one-out: not started", "(runs after the first reconstruction; needs pipeline.outliers=true)"
+    if model is None or model.candidate is None or model.verdict_round is None:
+        outliers = view.loo.get("outliers") or []
+        ids = ", ".join(view.ids[v] for v in outliers) or "none"
+        return f"leave-one-out: {'done' if view.loo.get('done') else 'scoring'}", f"outliers: {ids}"
+    name = view.ids[model.candidate]
+    rounds = {r["round"]: r for r in view.loo["rounds"]}
+    verdict = rounds.get(model.verdict_round)
+    head = f"round {model.verdict_round}: candidate view {name} ({model.key} {model.scores[model.candidate]:.4f})"
+    if verdict is None or verdict["scores"] is None:
+        return head, f"reconstructing without view {name}; the removal is kept if the mean drops to " \
+                     f"<= {model.required:.4f} (before {model.mean_before:.4f} - threshold {model.threshold:.3f})"
+    drop = model.mean_before - model.mean_after
+    auto = "ACCEPT (outlier)" if verdict["auto_accept"] else "REJECT (inlier)"
+    manual = verdict["manual_accept"]
+    line = (f"mean without it: before {model.mean_before:.4f}, after {model.mean_after:.4f}, drop {drop:.4f} "
+            f"vs threshold {model.threshold:.3f} -> automatic {auto}")
+    if manual is not None:
+        line += f"; manual {'ACCEPT' if manual else 'REJECT'}"
+    return head, line
+
+
+class OutliersPanel:
+    """Candidate, verdict, Accept / Reject and the per-view flag toggles."""
+
+    def __init__(self, app: "DebuggerApp", parent: int | str) -> None:
+        self.app = app
+        self.candidate = Text("-", parent=parent, colour=(255, 170, 60))
+        self.verdict = Text("-", parent=parent, wrap=600)
+        with dpg.group(horizontal=True, parent=parent):
+            self.accept_button = dpg.add_button(label="Accept verdict: outlier", callback=lambda: self.decide(True))
+            self.reject_button = dpg.add_button(label="Reject: keep as inlier", callback=lambda: self.decide(False))
+            self.log_text = Text("decisions: 0")
+        with dpg.group(horizontal=True, parent=parent):
+            dpg.add_text("flags (restart):")
+            self.flag_group = dpg.add_group(horizontal=True)
+        self.flag_boxes: list[int] = []
+        self._model: Optional[BarModel] = None
+        self._written = 0
+
+    def decide(self, accept: bool) -> None:
+        self.app.decide_outlier(accept, None if self._model is None else self._model.verdict_round)
+
+    def set_flag(self, index: int, flag: int) -> None:
+        self.app.set_flag(index, flag)
+
+    def _ensure_boxes(self, view: EngineView) -> None:
+        if len(self.flag_boxes) == len(view.ids):
+            return
+        dpg.delete_item(self.flag_group, children_only=True)
+        self.flag_boxes = [
+            dpg.add_checkbox(label=str(v), default_value=bool(view.initial_flags[i]), parent=self.flag_group,
+                             callback=lambda s, a, u: self.set_flag(u, int(a)), user_data=i)
+            for i, v in enumerate(view.ids)]
+
+    def update(self, view: EngineView) -> None:
+        self._ensure_boxes(view)
+        for box, flag in zip(self.flag_boxes, view.initial_flags):
+            if bool(dpg.get_value(box)) != bool(flag):
+                dpg.set_value(box, bool(flag))
+        self._model = bar_model(view)
+        head, line = verdict_text(view, self._model)
+        self.candidate.set(head)
+        self.verdict.set(line)
+        self.log_text.set(f"{len(view.decisions)} decisions logged")

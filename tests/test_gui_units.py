@@ -1,0 +1,255 @@
+"""Debugger logic that needs no display: frusta geometry, score-bar model, scripts, images, engine thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from gui.engine import EngineWorker
+from gui.imaging import as_float_rgb, blend, difference_heatmap, grid_2x2
+from gui.panels.cameras import frustum_segments, project_segments
+from gui.script import ScriptError, load_script, parse_script
+from gui.state import PendingJobs, UiState
+
+K_INPUT = np.array([[100.0, 0.0, 100.0], [0.0, 100.0, 50.0], [0.0, 0.0, 1.0]])  # 200 x 100 image
+K_VIEW = np.array([[256.0, 0.0, 256.0], [0.0, 256.0, 256.0], [0.0, 0.0, 1.0]])  # 512 x 512 view
+
+
+def _translation(x: float, y: float, z: float) -> np.ndarray:
+    w2c = np.eye(4)
+    w2c[:3, 3] = (x, y, z)
+    return w2c
+
+
+def test_frustum_seen_from_behind_keeps_left_right_and_up_down() -> None:
+    # input camera at the origin looking +z; the view camera 5 units behind it, same orientation
+    segments = frustum_segments(np.eye(4), K_INPUT, 200, 100, depth=1.0)
+    assert segments.shape == (11, 2, 3)
+    np.testing.assert_allclose(segments[0, 0], 0.0)  # apex = camera centre
+    np.testing.assert_allclose(segments[0, 1], [-1.0, -0.5, 1.0])  # top-left pixel ray at depth 1
+    points, kept = project_segments(segments, _translation(0, 0, 5), K_VIEW)
+    assert len(kept) == 11
+    apex = points[0, 0]
+    np.testing.assert_allclose(apex, [256.0, 256.0])
+    top_left = points[0, 1]
+    assert top_left[0] < 256 and top_left[1] < 256  # image top-left stays top-left on screen
+    bottom_right = points[2, 1]
+    assert bottom_right[0] > 256 and bottom_right[1] > 256
+    marker_tip = points[10, 0]  # the "up" triangle lies above the top edge (smaller v)
+    assert points[8:11, :, 1].min() < top_left[1]
+    assert marker_tip[1] < 256
+
+
+def test_frustum_of_a_rotated_camera_sits_at_its_centre_and_looks_its_way() -> None:
+    # camera at C = (2, 0, 0) looking along -x (OpenCV: z_cam = -x_world, y_cam = +y_world, x_cam = +z_world)
+    R_c2w = np.stack([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]], axis=1)
+    centre = np.array([2.0, 0.0, 0.0])
+    w2c = np.eye(4)
+    w2c[:3, :3] = R_c2w.T
+    w2c[:3, 3] = -R_c2w.T @ centre
+    segments = frustum_segments(w2c, K_INPUT, 200, 100, depth=0.5)
+    np.testing.assert_allclose(segments[0, 0], centre, atol=1e-12)
+    assert np.all(segments[:4, 1, 0] < 2.0)  # the corners lie in front, towards -x
+    np.testing.assert_allclose(segments[:4, 1, 0], 1.5)
+    # seen from a view camera at (0, 0, -5) looking +z, the apex is to the right of the centre
+    points, _ = project_segments(segments, _translation(0, 0, 5), K_VIEW)
+    assert points[0, 0, 0] > 256 + 50
+
+
+def test_segments_behind_the_view_are_dropped_or_clipped() -> None:
+    segments = np.array([[[0.0, 0.0, -2.0], [0.0, 0.0, -1.0]],  # wholly behind
+                         [[0.0, 0.0, -1.0], [1.0, 0.0, 1.0]]])  # crosses the near plane
+    points, kept = project_segments(segments, np.eye(4), K_VIEW, near=0.1)
+    assert kept.tolist() == [1]
+    # clipped end: on the segment where z = 0.1 -> x = 0.55, u = 256 + 256 * 0.55 / 0.1
+    np.testing.assert_allclose(points[0, 0], [256 + 256 * 5.5, 256.0])
+    np.testing.assert_allclose(points[0, 1], [512.0, 256.0])
+
+
+def test_script_parsing_accepts_the_documented_actions(tmp_path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("- step: 20\n- run_until: search\n- select_view: 1\n- accept_outlier: true\n"
+                    "- reject_outlier: true\n- apply_candidate: 0\n- render_mode: depth\n- orbit: [10, -5]\n"
+                    "- zoom: 2\n- record_turntable: {frames: 8, out: x.mp4}\n- screenshot: x.png\n")
+    actions = load_script(path)
+    assert [a.name for a in actions] == ["step", "run_until", "select_view", "accept_outlier", "reject_outlier",
+                                         "apply_candidate", "render_mode", "orbit", "zoom", "record_turntable",
+                                         "screenshot"]
+    assert actions[7].arg == [10, -5] and actions[0].index == 1
+
+
+@pytest.mark.parametrize("document, fragment", [
+    ([{"fly": 1}], "unknown action 'fly'"),
+    ([{"step": "many"}], "action 1 (step): expected"),
+    ([{"run_until": "finished"}], "expected one of"),
+    ([{"step": 1, "zoom": 2}], "one-key mapping"),
+    ({"step": 1}, "expected a YAML list"),
+    ([{"render_mode": "normals"}], "render_mode"),
+])
+def test_script_errors_are_one_line(document, fragment) -> None:
+    with pytest.raises(ScriptError) as info:
+        parse_script(document, "s.yaml")
+    message = str(info.value)
+    assert fragment in message and "\n" not in message and message.startswith("s.yaml")
+
+
+def test_missing_script_file_names_it(tmp_path) -> None:
+    with pytest.raises(ScriptError, match="script file not found"):
+        load_script(tmp_path / "nope.yaml")
+
+
+def test_image_helpers() -> None:
+    white = np.full((4, 4, 3), 255, np.uint8)
+    black = np.zeros((4, 4, 3), np.float32)
+    assert as_float_rgb(white).dtype == np.float32 and as_float_rgb(white).max() == 1.0
+    np.testing.assert_allclose(blend(white, black, 0.25), 0.75)
+    heat_equal = difference_heatmap(white, white)
+    heat_far = difference_heatmap(white, black)
+    assert heat_equal.max() < 0.05 and heat_far.mean() > 0.5  # black = equal, bright = different
+    grid = grid_2x2(white, black, black, white, gap=2)
+    assert grid.shape == (10, 10, 3) and grid[0, 0, 0] == 1.0 and grid[0, 9, 0] == 0.0 and grid.flags.c_contiguous
+
+
+def test_ui_state_rejects_unknown_mode() -> None:
+    state = UiState()
+    state.set_render_mode("depth")
+    assert state.render_mode == "depth"
+    with pytest.raises(ValueError, match="unknown render mode"):
+        state.set_render_mode("normals")
+
+
+# -------------------------------------------------------------------------------------------------
+# engine thread with a fake pipeline (fast; the real one is driven by tests/test_gui_app.py)
+
+class FakePipeline:
+    """The subset of sparseags.pipeline.Pipeline that the engine thread reads."""
+
+    PHASE_AT = {0: "reconstruct", 5: "loo", 8: "search", 10: "done"}
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.total_steps = 0
+        self.phase = "reconstruct"
+        self.fail_at = fail_at
+        self.recon = None
+        self.scene = SimpleNamespace(ids=["a", "b", "c"], K=np.tile(K_INPUT, (3, 1, 1)), resolution=100, w2c_gt=None)
+        self.initial_w2c = np.tile(np.eye(4), (3, 1, 1))
+        self.initial_flags = np.ones(3, int)
+        self.searches, self.search_order = {}, []
+        self.loo = self.arbitration = self.latest_scores = None
+        self.decisions: list = []
+        self.score_key = "mse_norm"
+        self.thread_ids: set = set()
+
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
+
+    def step(self, budget: int = 1) -> dict:
+        self.thread_ids.add(threading.get_ident())
+        if self.fail_at is not None and self.total_steps == self.fail_at:
+            raise RuntimeError("boom")
+        time.sleep(0.001)
+        self.total_steps += 1
+        for at, phase in self.PHASE_AT.items():
+            if self.total_steps >= at:
+                self.phase = phase
+        return {"step": self.total_steps}
+
+    def phase_label(self) -> str:
+        return self.phase
+
+    def current_flags(self) -> np.ndarray:
+        return self.initial_flags.copy()
+
+    def active_search(self):
+        return None
+
+
+def test_engine_worker_steps_runs_until_and_serves_calls_off_the_main_thread() -> None:
+    pipeline = FakePipeline()
+    worker = EngineWorker(pipeline, frame_budget_ms=5).start()
+    try:
+        assert worker.step(3).result(timeout=10) == 3
+        assert pipeline.total_steps == 3
+        assert worker.run_until("search").result(timeout=10) == "search"
+        assert pipeline.total_steps == 8
+        assert worker.call(lambda p: p.total_steps * 10).result(timeout=10) == 80
+        with pytest.raises(ZeroDivisionError):
+            worker.call(lambda p: 1 / 0).result(timeout=10)
+        assert worker.run_until("done").result(timeout=10) == "done"
+        assert worker.step(5).result(timeout=10) == 0  # nothing left to do: resolves at once
+        assert worker.wait_idle(10)
+        view = worker.view
+        assert view.phase == "done" and view.total_steps == 10 and view.ids == ["a", "b", "c"] and not view.busy
+        assert threading.get_ident() not in pipeline.thread_ids
+        replacement = FakePipeline()
+        assert worker.swap(lambda old: replacement).result(timeout=10) is replacement
+        assert worker.step(2).result(timeout=10) == 2 and replacement.total_steps == 2
+    finally:
+        worker.stop()
+    assert not worker.alive
+
+
+def test_engine_worker_reports_a_failing_step_and_stops_running() -> None:
+    worker = EngineWorker(FakePipeline(fail_at=2), frame_budget_ms=5).start()
+    try:
+        worker.set_running(True)
+        deadline = time.time() + 10
+        while time.time() < deadline and not (worker.view and worker.view.error):
+            time.sleep(0.01)
+        assert "engine step failed: RuntimeError: boom" in worker.view.error
+        assert not worker.running
+    finally:
+        worker.stop()
+
+
+def test_pending_jobs_run_callbacks_and_report_failures() -> None:
+    from concurrent.futures import Future
+
+    messages, results = [], []
+    jobs = PendingJobs(lambda message, is_error: messages.append((message, is_error)))
+    ok, bad = Future(), Future()
+    jobs.add(ok, "ok", results.append)
+    jobs.add(bad, "export mesh")
+    assert jobs.busy()
+    ok.set_result(5)
+    bad.set_exception(ValueError("no surface found\nsecond line"))
+    jobs.poll()
+    assert results == [5] and messages == [("export mesh failed: no surface found", True)] and not jobs.busy()
+
+
+def test_bar_model_shows_the_round_that_picked_the_candidate() -> None:
+    from gui.panels.lpips_bars import bar_model
+
+    rounds = [
+        {"round": 0, "candidate": None, "flags": [1, 1, 1, 1], "scores": [0.1, 0.5, 0.2, 0.1], "mean_inliers": 0.225,
+         "next_candidate": 1, "mean_without_next": 0.1333, "auto_accept": None, "manual_accept": None},
+        {"round": 1, "candidate": 1, "flags": [1, 0, 1, 1], "scores": [0.05, 0.6, 0.06, 0.04], "mean_inliers": 0.05,
+         "next_candidate": None, "mean_without_next": None, "auto_accept": True, "manual_accept": None},
+    ]
+    view = SimpleNamespace(ids=["a", "b", "c", "d"], loo={"rounds": rounds, "threshold": 0.05}, score_key="lpips_norm",
+                           latest_scores=None, flags=np.array([1, 0, 1, 1]))
+    model = bar_model(view)
+    assert model.candidate == 1 and model.verdict_round == 1
+    np.testing.assert_allclose(model.scores, [0.1, 0.5, 0.2, 0.1])  # the scores that chose the candidate
+    assert model.mean_before == pytest.approx(0.1333) and model.mean_after == pytest.approx(0.05)
+    assert model.required == pytest.approx(0.0833)
+    view.loo = None
+    view.latest_scores = {"lpips_norm": [0.1, 0.9, 0.2, 0.3]}
+    fallback = bar_model(view)
+    assert fallback.candidate is None and fallback.mean_inliers == pytest.approx((0.1 + 0.2 + 0.3) / 3)
+
+
+def test_heat_values_fill_missing_cells_with_the_worst_score() -> None:
+    from gui.panels.search_heatmap import heat_values
+
+    heat = np.array([[0.2, np.nan], [0.1, 0.4]])
+    search = SimpleNamespace(heat_coarse=heat, heat_refined=heat * 2)
+    values, low, high = heat_values(search, "coarse")
+    assert (low, high) == (0.1, 0.4) and values[0, 1] == 0.4 and values.shape == (2, 2)
+    _, low_refined, _ = heat_values(search, "refined")
+    assert low_refined == pytest.approx(0.2)
