@@ -61,6 +61,7 @@ def save_checkpoint(pipeline: Any, path: Path, scene_dir: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -198,6 +199,7 @@ def turntable_job(pipeline: Any, path: Path, frames: int, elevation_deg: float, 
             progress.done = index + 1
             yield None
         writer.close()
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         writer.close()

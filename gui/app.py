@@ -358,6 +358,7 @@ def _save_frame_buffer(buffer: Any, width: int, height: int, path: Path) -> None
     os.close(fd)
     try:
         Image.fromarray(image).save(tmp, format="PNG")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a screenshot is an ordinary shared file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -239,6 +239,16 @@ def outlier_report(pipeline: Any) -> dict:
     scene = pipeline.scene
     flagged = [] if pipeline.loo is None or not pipeline.loo.done else list(pipeline.loo.outliers)
     report = {"flagged": [scene.ids[v] for v in flagged], "views": {}}
+    if pipeline.loo is not None:
+        report["rounds"] = [{
+            "round": r.index,
+            "candidate": None if r.candidate is None else scene.ids[r.candidate],
+            "mean_score": r.mean_inliers,
+            "mean_without_next_candidate": r.mean_without_next,
+            "accepted": r.accepted,
+            "manual": r.manual_accept is not None,
+        } for r in pipeline.loo.rounds]
+        report["score"] = pipeline.score_key
     if pipeline.arbitration is not None:
         report["arbitration"] = {"choice": pipeline.arbitration.choice, "reason": pipeline.arbitration.reason,
                                  "manual": pipeline.arbitration.manual_choice is not None}

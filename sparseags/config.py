@@ -76,6 +76,9 @@ class ReconConfig:
     # Camera pose deltas xi in se(3), w2c = w2c_init @ exp(xi); constant Adam lr.
     optimize_cameras: bool = True
     lr_camera: float = 2.5e-4
+    # Steps before the poses start moving (0 = official: from the first step). Early Gaussians are a
+    # blur that any pose explains equally badly; poses optimised against them drift.
+    camera_start_step: int = 0
     # Loss weights, both warmed up linearly by s = step / iters (official 1e4 and 1e3).
     lambda_rgb: float = 1.0e4
     lambda_mask: float = 1.0e3

@@ -300,7 +300,9 @@ class Pipeline:
     def _reset(self) -> None:
         self.phase = "reconstruct"
         self.total_steps = 0
-        self.recon: Optional[Reconstruction] = self.make_recon(self.initial_flags, self.initial_w2c)
+        # Leave-one-out compares rounds by their scores, so round 0 must train as long as the later rounds.
+        iters0 = self.round_iters if self.cfg.pipeline.outliers else None
+        self.recon: Optional[Reconstruction] = self.make_recon(self.initial_flags, self.initial_w2c, iters=iters0)
         self.loo: Optional[LeaveOneOut] = None
         self.base_recon: Optional[Reconstruction] = None
         self.searches: dict[int, PoseSearch] = {}

@@ -353,6 +353,10 @@ class Reconstruction:
             official_step, self.iters, rc.lr_position_init * rc.spatial_lr_scale,
             rc.lr_position_final * rc.spatial_lr_scale)
         self.gaussians.set_active_sh_degree(official_step // max(1, rc.sh_degree_interval))
+        for group in self.optimizer.param_groups:
+            if group.get("name") == CAMERA_GROUP:
+                # Poses stay fixed until the Gaussians explain the images roughly (0 = official: from step 1).
+                group["lr"] = rc.lr_camera if official_step > rc.camera_start_step else 0.0
 
         resolution = self.current_resolution()
         height, width = self._size_at(resolution)

@@ -25,7 +25,6 @@ the used subset of a checkpoint that ``torch.load(weights_only=True)`` refuses (
 
 from __future__ import annotations
 
-import os
 import pickle
 import warnings
 from dataclasses import dataclass, field
