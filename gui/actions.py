@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -15,6 +13,7 @@ import numpy as np
 import torch
 
 from sparseags import artifacts
+from sparseags.atomic import atomic_output
 from sparseags.config import Config, config_to_dict
 from sparseags.errors import UserError
 
@@ -40,16 +39,10 @@ def rebuilt(pipeline: Any, seed: Optional[int] = None) -> Any:
     fresh = Pipeline(pipeline.scene, cfg, device=pipeline.device, lpips_metric=pipeline.lpips,
                      prior_hook_factory=pipeline.prior_hook_factory)
     # Keep the hand-edited flags (and their log entries, so decisions.json still replays them); the
-    # other decisions concerned the discarded run. Pipeline has no public "restart with flags" yet.
-    fresh.initial_flags = np.asarray(pipeline.initial_flags).copy()
-    fresh._reset()
+    # other decisions concerned the discarded run.
+    fresh.restart(pipeline.initial_flags)
     fresh.decisions = [dict(d) for d in pipeline.decisions if d.get("action") == "set_flag"]
     return fresh
-
-
-def _atomic_path(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
 
 
 def save_checkpoint(pipeline: Any, path: Path, scene_dir: Path) -> Path:
@@ -57,15 +50,8 @@ def save_checkpoint(pipeline: Any, path: Path, scene_dir: Path) -> Path:
     path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, "scene_dir": str(scene_dir), "config": config_to_dict(pipeline.cfg),
                "pipeline": pipeline.state_dict()}
-    fd, tmp = _atomic_path(path)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 
@@ -182,27 +168,19 @@ def turntable_job(pipeline: Any, path: Path, frames: int, elevation_deg: float, 
     w2c, K = turntable_cameras(int(frames), float(elevation_deg), float(radius or mean_radius), tuple(centre),
                                fovy, size)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix or ".mp4")
-    os.close(fd)
     progress.done, progress.total, progress.path = 0, int(frames), str(path)
-    writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
-                                macro_block_size=1, quality=8)
-    try:
-        white = torch.ones(3, device=device)
-        for index in range(int(frames)):
-            with torch.no_grad():
-                out = render_gaussians(*frozen, w2c[index:index + 1].to(device), K[index:index + 1].to(device),
-                                       size, size, sh_degree=degree, background=white, backend=backend)
-            frame = (out.rgb[0].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
-            writer.append_data(frame)
-            progress.done = index + 1
-            yield None
-        writer.close()
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        writer.close()
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    white = torch.ones(3, device=device)
+    with atomic_output(path) as tmp:
+        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                    pixelformat="yuv420p", macro_block_size=1, quality=8)
+        try:
+            for index in range(int(frames)):
+                with torch.no_grad():
+                    out = render_gaussians(*frozen, w2c[index:index + 1].to(device), K[index:index + 1].to(device),
+                                           size, size, sh_degree=degree, background=white, backend=backend)
+                writer.append_data((out.rgb[0].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
+                progress.done = index + 1
+                yield None
+        finally:
+            writer.close()
     return path

@@ -17,7 +17,6 @@ from __future__ import annotations
 import inspect
 import os
 import sys
-import tempfile
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -38,6 +37,7 @@ from gui.panels.overlays import OverlayStrip
 from gui.panels.search_heatmap import SearchHeatmapPanel, searched_view_for
 from gui.script import ScriptError, ScriptRunner, load_script
 from gui.state import PendingJobs, Timing, UiState, one_line
+from sparseags.atomic import atomic_output
 from sparseags.config import Config
 from sparseags.errors import UserError
 
@@ -353,16 +353,8 @@ def _save_frame_buffer(buffer: Any, width: int, height: int, path: Path) -> None
     if pixels.size != width * height * 4:
         height = pixels.size // (4 * width)
     image = (np.clip(pixels.reshape(height, width, 4)[..., :3], 0, 1) * 255 + 0.5).astype(np.uint8)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a screenshot is an ordinary shared file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_app(scene_dir: Path, cfg: Config, out_dir: Optional[Path] = None, script: Optional[str] = None,

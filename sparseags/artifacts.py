@@ -174,23 +174,46 @@ def write_search_heatmaps(out_dir: Path, pipeline: Any) -> list[Path]:
     return written
 
 
-def gt_in_estimated_frame(pipeline: Any, reference_recon: Reconstruction) -> Optional[np.ndarray]:
-    """Ground-truth poses expressed in the estimated world frame (similarity fitted on the inliers)."""
-    from sparseags.metrics import align_poses_similarity, transform_cameras_to_pred_frame
+def robust_similarity(est_w2c: np.ndarray, gt_w2c: np.ndarray) -> tuple:
+    """Similarity (s, R, t) with X_gt ≈ s R X_est + t from camera centres, ignoring gross outliers.
+
+    Umeyama on all cameras, then again on those whose residual is within 3× the median residual (an
+    undetected outlier camera would otherwise bend the whole fit).
+    """
+    from sparseags.cameras import camera_centers, umeyama
+
+    est = camera_centers(torch.as_tensor(est_w2c, dtype=torch.float64))
+    gt = camera_centers(torch.as_tensor(gt_w2c, dtype=torch.float64))
+    s, R, t = umeyama(est, gt)
+    residual = ((s * (est @ R.T) + t) - gt).norm(dim=-1)
+    keep = residual <= 3.0 * residual.median() + 1e-12
+    if int(keep.sum()) >= 3 and not bool(keep.all()):
+        s, R, t = umeyama(est[keep], gt[keep])
+    return s, R, t
+
+
+def gt_in_estimated_frame(pipeline: Any, reference_recon: Reconstruction, exclude: tuple = ()) -> Optional[np.ndarray]:
+    """Ground-truth poses expressed in the estimated world frame.
+
+    The similarity is fitted robustly on the reference reconstruction's inliers, minus `exclude`.
+    """
+    from sparseags.metrics import transform_cameras_to_pred_frame
 
     scene = pipeline.scene
     if scene.w2c_gt is None:
         return None
-    inliers = np.flatnonzero(reference_recon.flags)
+    used = [int(i) for i in np.flatnonzero(reference_recon.flags) if int(i) not in set(exclude)]
+    if len(used) < 3:
+        return None
     est = final_w2c(reference_recon)
-    s, R, t = align_poses_similarity(est[inliers], scene.w2c_gt[inliers])
+    s, R, t = robust_similarity(est[used], np.asarray(scene.w2c_gt)[used])
     return transform_cameras_to_pred_frame(torch.as_tensor(scene.w2c_gt), s, R, t).numpy()
 
 
 def true_cell(pipeline: Any, view: int, search: Any) -> Optional[tuple]:
     if pipeline.base_recon is None:
         return None
-    gt = gt_in_estimated_frame(pipeline, pipeline.base_recon)
+    gt = gt_in_estimated_frame(pipeline, pipeline.base_recon, exclude=(view,))
     return None if gt is None else search.cell_of(gt[view])[:2]
 
 
@@ -261,7 +284,7 @@ def outlier_report(pipeline: Any) -> dict:
         search = pipeline.searches.get(v)
         if search is not None and search.done and pipeline.base_recon is not None:
             # error of the searched pose alone, measured in the frame of the inlier reconstruction
-            gt = gt_in_estimated_frame(pipeline, pipeline.base_recon)
+            gt = gt_in_estimated_frame(pipeline, pipeline.base_recon, exclude=(v,))
             R_found = search.chosen_w2c()[:3, :3]
             entry["rot_err_search_deg"] = float(rotation_angle_deg(torch.as_tensor(R_found),
                                                                     torch.as_tensor(gt[v][:3, :3])))

@@ -414,6 +414,15 @@ class Pipeline:
                      elapsed_s=round(time.perf_counter() - self.started, 3))
         self.decisions.append(entry)
 
+    def restart(self, flags: Optional[np.ndarray] = None) -> None:
+        """Start again from the first reconstruction, optionally with other initial flags (1 inlier, 0 outlier)."""
+        if flags is not None:
+            flags = np.asarray(flags, dtype=np.int64).reshape(-1)
+            if flags.shape != (self.num_views,) or flags.sum() < 2:
+                raise PipelineError(f"restart needs {self.num_views} flags with at least 2 inliers")
+            self.initial_flags = flags.copy()
+        self._reset()
+
     def set_flag(self, view: int, flag: int) -> None:
         """Mark a view as inlier (1) or outlier (0) by hand; the pipeline restarts with the new flags."""
         if not 0 <= view < self.num_views:
@@ -422,9 +431,8 @@ class Pipeline:
         flags[view] = int(bool(flag))
         if flags.sum() < 2:
             raise PipelineError("at least 2 views must stay inliers")
-        self.initial_flags = flags
         self._log({"action": "set_flag", "view": self.scene.ids[view], "flag": int(bool(flag))})
-        self._reset()
+        self.restart(flags)
 
     def decide_outlier(self, accept: bool, round_index: Optional[int] = None) -> None:
         """Accept or reject the leave-one-out verdict of round `round_index` (default: the latest one)."""

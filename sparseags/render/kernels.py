@@ -27,7 +27,7 @@ NUM_FEATURES = 5  # composited features: rgb, 1 (alpha), depth
 RECT_MARGIN = 1e-3
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pixel_rects(means2d, conics, radii, width, height):
     """Inclusive pixel ranges [x0, x1] × [y0, y1] whose centres can lie inside each 3σ ellipse.
 
@@ -69,7 +69,7 @@ def pixel_rects(means2d, conics, radii, width, height):
     return rects
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def bin_tiles(rects, depth_order, tiles_x, tiles_y):
     """Per camera-tile lists of Gaussians, front to back (a counting sort over depth-sorted ids).
 
@@ -158,7 +158,7 @@ def _alpha(sigma, gauss, opacity):
     return alpha
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def rasterize_forward(means2d, conics, colors, opacities, depths, backgrounds, rects,
                       tile_offsets, isect_ids, width, height, tiles_x):
     """Front-to-back compositing per camera-tile job.
@@ -258,7 +258,7 @@ def rasterize_forward(means2d, conics, colors, opacities, depths, backgrounds, r
     return out_rgb, out_alpha, out_depth, out_t, out_used
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def rasterize_backward(means2d, conics, colors, opacities, depths, backgrounds, rects,
                        tile_offsets, isect_ids, final_t, n_used, grad_rgb, grad_alpha, grad_depth,
                        width, height, tiles_x):
@@ -386,7 +386,7 @@ def rasterize_backward(means2d, conics, colors, opacities, depths, backgrounds, 
     return isect_grads
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def reduce_isect_grads(isect_grads, isect_ids, tile_offsets, num_cameras, num):
     """Sum per-intersection gradients into per-(camera, Gaussian) gradients [C, N, 10] (fixed order)."""
     grads = np.zeros((num_cameras, num, NUM_GRAD), dtype=np.float64)

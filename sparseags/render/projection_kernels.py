@@ -144,7 +144,7 @@ def _fov_limits(Ks, cam, width, height):
     return fx, fy, cx, cy, lim_x_pos, lim_x_neg, lim_y_pos, lim_y_neg
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def project_forward(means, quats, scales, sh, viewmats, Ks, width, height, degree):
     """Screen-space Gaussians and colours for every (camera, Gaussian).
 
@@ -228,7 +228,7 @@ def project_forward(means, quats, scales, sh, viewmats, Ks, width, height, degre
     return means2d, conics, depths, colors, radii
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def project_backward(means, quats, scales, sh, viewmats, Ks, width, height, degree, radii,
                      v_means2d, v_conics, v_depths, v_colors):
     """Vector-Jacobian product of `project_forward` (culled Gaussians receive no gradient).
