@@ -138,9 +138,10 @@ def run_headless(scene_dir: Path, out: Path, cfg: Config, decisions: Optional[st
                  progress: bool = True) -> dict:
     """Load, run and export; returns the metrics dict."""
     out = Path(out)
+    entries = load_decisions(decisions) if decisions else []  # check the inputs before any heavy work
     pipeline = build_pipeline(scene_dir, cfg)
-    if decisions:
-        pipeline.queue_decisions(load_decisions(decisions))
+    if entries:
+        pipeline.queue_decisions(entries)
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "config.yaml")
     elapsed = run_pipeline(pipeline, progress=progress)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from sparseags.config import Config
+from sparseags.errors import UserError
 from sparseags.outliers import LeaveOneOut
 from sparseags.pose_search import PoseSearch, build_search_grid, white_background_target
 from sparseags.recon import Reconstruction
@@ -39,7 +40,7 @@ from sparseags.scoring import score_views
 PHASES = ("reconstruct", "loo", "search", "arbitration", "done")
 
 
-class PipelineError(ValueError):
+class PipelineError(UserError, ValueError):
     """A manual decision that does not fit the pipeline's state."""
 
 

@@ -230,7 +230,10 @@ class Reconstruction:
 
         Differentiable w.r.t. ``xi``.
         """
-        inlier_w2c = self.w2c_init[self._inlier_index_t] @ se3_exp(self.xi)  # [I, 4, 4]
+        if self.rc.pose_delta == "camera":
+            inlier_w2c = se3_exp(self.xi) @ self.w2c_init[self._inlier_index_t]  # [I, 4, 4]
+        else:
+            inlier_w2c = self.w2c_init[self._inlier_index_t] @ se3_exp(self.xi)  # [I, 4, 4]
         return self.w2c_init.index_copy(0, self._inlier_index_t, inlier_w2c)
 
     def set_view_pose(self, index: int, w2c: Any) -> None:
