@@ -53,10 +53,23 @@ def gaussian_centre(recon: Reconstruction) -> np.ndarray:
         return (means * w[:, None]).sum(0).numpy() / max(float(w.sum()), 1e-9)
 
 
-def frozen_render_fn(recon: Reconstruction) -> Callable:
-    """render_fn(w2c [C,4,4], K [C,3,3], w, h) -> rgb on white, with the Gaussians frozen (pose grads only)."""
+def most_visible(opacities: torch.Tensor, scales: torch.Tensor, count: int) -> torch.Tensor:
+    """Indices of the `count` Gaussians with the largest opacity × footprint (0 or more than N: all)."""
+    n = opacities.shape[0]
+    if count <= 0 or count >= n:
+        return torch.arange(n)
+    footprint = scales.detach().pow(2).mean(dim=-1)  # ~ projected area up to the camera distance
+    return torch.topk(opacities.detach() * footprint, count).indices.sort().values
+
+
+def frozen_render_fn(recon: Reconstruction, max_gaussians: int = 0) -> Callable:
+    """render_fn(w2c [C,4,4], K [C,3,3], w, h) -> rgb on white, with the Gaussians frozen (pose grads only).
+
+    With `max_gaussians` only the most visible ones are rendered (cheaper candidate renders).
+    """
     g = recon.gaussians
-    tensors = [t.detach() for t in (g.means, g.splats["quats"], g.scales, g.opacities, g.sh)]
+    keep = most_visible(g.opacities, g.scales, max_gaussians).to(g.means.device)
+    tensors = [t.detach()[keep] for t in (g.means, g.splats["quats"], g.scales, g.opacities, g.sh)]
     degree = g.active_sh_degree
     backend = recon.backend
     device = recon.device
@@ -271,13 +284,13 @@ class Pipeline:
             metric = self.lpips
             lpips_fn = lambda a, b: metric(a, b).cpu()  # noqa: E731 - tiny adapter
         return PoseSearch(
-            render_fn=frozen_render_fn(base),
+            render_fn=frozen_render_fn(base, sc.max_gaussians),
             target_image=white_background_target(self.scene.images[view], self.scene.masks[view]),
             K=np.asarray(self.scene.K[view]), grid=grid, stage_steps=list(sc.stage_steps),
             stage_lr=list(sc.stage_lr), stage_jitter=list(sc.stage_jitter),
             stage_resolution=list(sc.stage_resolution), lr_gamma=sc.lr_gamma, replicate=sc.replicate,
             keep_fraction=sc.keep_fraction, keep_min=sc.keep_min, chunk=sc.chunk, lpips_fn=lpips_fn,
-            seed=self.cfg.seed + 1000 + view, view_id=self.scene.ids[view])
+            rank_candidates=sc.rank_candidates, seed=self.cfg.seed + 1000 + view, view_id=self.scene.ids[view])
 
     def make_aligner(self, view: int, base_w2c: np.ndarray) -> PoseSearch:
         """Official align_to_mesh: copies of the initial pose, jittered, refined against the inlier 3D."""
@@ -288,7 +301,7 @@ class Pipeline:
         grid.w2c = copies
         grid.elevations_deg, grid.azimuths_deg, grid.radii = np.zeros(1), np.zeros(1), np.zeros(sc.align_copies)
         return PoseSearch(
-            render_fn=frozen_render_fn(base),
+            render_fn=frozen_render_fn(base, sc.max_gaussians),
             target_image=white_background_target(self.scene.images[view], self.scene.masks[view]),
             K=np.asarray(self.scene.K[view]), grid=grid, stage_steps=[sc.align_steps], stage_lr=[5e-3],
             stage_jitter=[1e-3], stage_resolution=[sc.stage_resolution[-1]], lr_gamma=0.9, replicate=1,
@@ -436,13 +449,21 @@ class Pipeline:
         self.restart(flags)
 
     def decide_outlier(self, accept: bool, round_index: Optional[int] = None) -> None:
-        """Accept or reject the leave-one-out verdict of round `round_index` (default: the latest one)."""
+        """Accept or reject the leave-one-out verdict on round `round_index`'s candidate.
+
+        By default the decision overturns the latest verdict that says otherwise: "reject" the latest
+        accepted removal, "accept" the latest rejected one.
+        """
         if self.loo is None:
             raise PipelineError("no leave-one-out verdict yet")
         decided = [r.index for r in self.loo.rounds if r.index > 0 and r.scores is not None]
         if not decided:
             raise PipelineError("no leave-one-out verdict yet")
-        index = decided[-1] if round_index is None else int(round_index)
+        if round_index is None:
+            opposite = [i for i in decided if bool(self.loo.rounds[i].accepted) != bool(accept)]
+            index = (opposite or decided)[-1]
+        else:
+            index = int(round_index)
         if index not in decided:
             raise PipelineError(f"round {index} has no verdict (rounds with a verdict: {decided})")
         self.loo.override(index, accept)

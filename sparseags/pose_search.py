@@ -113,6 +113,8 @@ class PoseSearch:
     keep_min: int = 64
     chunk: int = 64
     lpips_fn: Optional[LpipsFn] = None
+    # LPIPS only for the best `rank_candidates` by MSE (0 = every final candidate, official).
+    rank_candidates: int = 0
     seed: int = 0
     view_id: str = ""
     top_k: int = 8
@@ -236,6 +238,12 @@ class PoseSearch:
         self.final_mse = np.full(len(self.candidates), np.nan)
 
     def _rank(self) -> None:
+        """Final ranking by rank(MSE) + rank(LPIPS), optionally over the best candidates by MSE only."""
+        if 0 < self.rank_candidates < len(self.candidates):
+            best = np.sort(np.argsort(self.final_mse, kind="stable")[: self.rank_candidates])
+            self.candidates = self.candidates[torch.as_tensor(best)]
+            self.origin = self.origin[best]
+            self.final_mse = self.final_mse[best]
         resolution = int(self.stage_resolution[-1])
         mse_all, lpips_all, renders = [], [], []
         with torch.no_grad():

@@ -11,17 +11,17 @@ from sparseags.scene import load_scene
 from sparseags.synth import make_demo_scene
 
 FAST = [
-    "scene.resolution=64", "recon.iters=40", "recon.num_pts=600", "recon.resolution_schedule=[[0,64]]",
-    "recon.densify_from=1000", "outliers.round_iters=30", "search.stage_steps=[6,6,6]",
-    "search.stage_resolution=[32,32,32]", "search.keep_min=4", "search.keep_fraction=0.05", "search.replicate=2",
+    "scene.resolution=96", "recon.iters=120", "recon.num_pts=1500", "recon.resolution_schedule=[[0,96]]",
+    "recon.densify_from=1000", "outliers.round_iters=120", "search.stage_steps=[8,8,8]",
+    "search.stage_resolution=[32,32,48]", "search.keep_min=4", "search.keep_fraction=0.05", "search.replicate=2",
     "search.n_azimuth=12", "search.chunk=64", "search.align_copies=4", "search.align_steps=4",
-    "pipeline.outliers=true",
+    "search.max_gaussians=800", "search.rank_candidates=6", "pipeline.outliers=true",
 ]
 
 
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
-    return make_demo_scene(tmp_path_factory.mktemp("demo") / "scene", seed=0, n_views=6, n_novel=2, resolution=64)
+    return make_demo_scene(tmp_path_factory.mktemp("demo") / "scene", seed=0, n_views=6, n_novel=2, resolution=96)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +77,16 @@ def test_full_flow_finds_and_replaces_the_gross_outlier(demo_dir, lpips_alex):
     first_round = pipeline.loo.rounds[0]
     assert first_round.next_candidate == bad  # the flipped view scores worst
     assert pipeline.searches[bad].done
+    # the search re-places the flipped camera near its true pose (measured in the inlier 3D's frame)
+    from sparseags.artifacts import gt_in_estimated_frame
+    from sparseags.cameras import rotation_angle_deg
+
+    truth = gt_in_estimated_frame(pipeline, pipeline.base_recon, exclude=(bad,))[bad]
+    found = pipeline.searches[bad].chosen_w2c()
+    before = float(rotation_angle_deg(torch.as_tensor(pipeline.initial_w2c[bad][:3, :3]),
+                                      torch.as_tensor(truth[:3, :3])))
+    after = float(rotation_angle_deg(torch.as_tensor(found[:3, :3]), torch.as_tensor(truth[:3, :3])))
+    assert before > 60 and after < 20, (before, after)
     assert pipeline.arbitration.choice in ("recovered", "initial")
     assert pipeline.final_recon.flags.tolist() == [1] * 6
 
