@@ -466,6 +466,10 @@ class Pipeline:
             index = int(round_index)
         if index not in decided:
             raise PipelineError(f"round {index} has no verdict (rounds with a verdict: {decided})")
+        candidate = self.loo.rounds[index].candidate
+        # logged before the rewind, so the entry records where the user was when deciding
+        self._log({"action": "accept_outlier" if accept else "reject_outlier", "round": index,
+                   "view": None if candidate is None else self.scene.ids[candidate]})
         self.loo.override(index, accept)
         # Everything after the leave-one-out phase was built on the old decision.
         self.phase = "loo"
@@ -473,9 +477,6 @@ class Pipeline:
         self.arbitration, self.final_recon, self.base_recon = None, None, None
         if self.loo.recon is not None:
             self.recon = self.loo.recon
-        candidate = self.loo.rounds[index].candidate
-        self._log({"action": "accept_outlier" if accept else "reject_outlier", "round": index,
-                   "view": None if candidate is None else self.scene.ids[candidate]})
 
     def apply_candidate(self, view: int, rank_position: int) -> None:
         """Use candidate `rank_position` of the search for `view` instead of the automatic winner."""
@@ -483,11 +484,11 @@ class Pipeline:
         if search is None or not search.done:
             raise PipelineError(f"the search for view {self.scene.ids[view]} has not finished")
         search.apply_candidate(rank_position)
+        self._log({"action": "apply_candidate", "view": self.scene.ids[view], "rank": int(rank_position)})
         if self.phase in ("arbitration", "done") and self.arbitration is not None:
             # The arbitration compared the old choice: run it again with the new one.
             self.arbitration, self.final_recon = None, None
             self.phase = "search"
-        self._log({"action": "apply_candidate", "view": self.scene.ids[view], "rank": int(rank_position)})
 
     def choose_arbitration(self, choice: str) -> None:
         """Overrule the final decision: "recovered" or "initial" poses."""
