@@ -36,8 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-import yaml
-
+from sparseags.config import read_yaml
 from sparseags.errors import UserError
 from sparseags.pipeline import PHASES
 
@@ -141,16 +140,7 @@ def parse_script(data: Any, source: str = "script") -> list[Action]:
 
 
 def load_script(path: str | Path) -> list[Action]:
-    path = Path(path)
-    if not path.is_file():
-        raise ScriptError(f"{path}: script file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        raise ScriptError(f"{path}: invalid YAML" + (f" at line {where.line + 1}" if where else "")) from None
-    except UnicodeDecodeError:
-        raise ScriptError(f"{path}: not a UTF-8 text file") from None
+    data = read_yaml(path, ScriptError, "script file")
     return parse_script(data, str(path))
 
 

@@ -332,16 +332,23 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
     return cfg
 
 
-def load_yaml_file(path: str | os.PathLike) -> dict:
+def read_yaml(path: str | os.PathLike, error: type[Exception], what: str) -> Any:
+    """Parse a YAML (or JSON) file; a missing, unreadable or malformed file raises `error` in one line."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise error(f"{path}: {what} not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}") from None
+        raise error(f"{path}: invalid YAML{where}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not a UTF-8 text file") from None
+
+
+def load_yaml_file(path: str | os.PathLike) -> dict:
+    data = read_yaml(path, ConfigError, "config file")
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-import yaml
-
 from sparseags import artifacts
-from sparseags.config import Config, resolve_device, save_config
+from sparseags.config import Config, read_yaml, resolve_device, save_config
 from sparseags.errors import UserError
 
 
@@ -26,13 +24,7 @@ class DecisionFileError(UserError):
 
 def load_decisions(path: str | Path) -> list[dict]:
     """Read a decision log: a JSON/YAML list of entries, or an object with a "decisions" list."""
-    path = Path(path)
-    if not path.is_file():
-        raise DecisionFileError(f"{path}: decision file not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError:
-        raise DecisionFileError(f"{path}: not valid JSON/YAML") from None
+    data = read_yaml(path, DecisionFileError, "decision file")
     if isinstance(data, dict):
         data = data.get("decisions")
     if not isinstance(data, list) or not all(isinstance(e, dict) and "action" in e for e in data):
