@@ -65,6 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--init", nargs="*", default=None, help="init presets (default: the scene's cameras.json)")
     evaluate.add_argument("--out", default=None)
     evaluate.add_argument("--ray", nargs="?", const="local", default=None, help="spread scenes over Ray (local, or ray://host:port)")
+    evaluate.add_argument("--rescore", action="store_true",
+                          help="recompute novel-view and mesh metrics of finished runs from their files")
     _add_config_args(evaluate)
 
     bench = sub.add_parser("bench", help="micro-benchmarks")

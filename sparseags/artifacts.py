@@ -64,14 +64,16 @@ def export_cameras(recon: Reconstruction, scene: Any, out_dir: Path, formats: tu
     return written
 
 
-def gaussian_tensors(recon: Reconstruction) -> dict:
-    g = recon.gaussians
+def gaussian_tensors(recon: Any) -> dict:
+    """Detached CPU tensors of a Reconstruction's (or a GaussianModel's) Gaussians, colours from the DC term."""
+    g = getattr(recon, "gaussians", recon)
     with torch.no_grad():
         return {"means": g.means.detach().cpu(), "quats": g.quats.detach().cpu(), "scales": g.scales.detach().cpu(),
                 "opacities": g.opacities.detach().cpu(), "colors": sh0_to_rgb(g.splats["sh0"].detach().cpu()[:, 0]).clamp(0, 1)}
 
 
-def extract_recon_mesh(recon: Reconstruction, resolution: int = 96):
+def extract_recon_mesh(recon: Any, resolution: int = 96):
+    """Marching-cubes mesh of a Reconstruction's (or a GaussianModel's) density, with vertex colours."""
     from sparseags.mesh import extract_mesh
 
     t = gaussian_tensors(recon)
@@ -245,10 +247,12 @@ def compute_metrics(pipeline: Any, lpips_metric: Any, elapsed_s: float) -> dict:
         views[view_id] = entry
     result["views"] = views
     result["outliers"] = outlier_report(pipeline)
+    # a config pickled before the metrics section existed (an old checkpoint) gets its defaults
+    settings = getattr(pipeline.cfg, "metrics", None)
     if scene.novel is not None and scene.w2c_gt is not None:
-        result["novel"] = novel_view_metrics(recon, scene, est, lpips_metric)
+        result["novel"] = novel_view_metrics(recon, scene, est, lpips_metric, settings)
     if scene.mesh_path is not None and scene.w2c_gt is not None:
-        mesh = mesh_f1(recon, scene, est, pipeline.cfg.pipeline.mesh_resolution)
+        mesh = mesh_f1(recon, scene, est, pipeline.cfg.pipeline.mesh_resolution, settings)
         if mesh is not None:
             result["mesh"] = mesh
     result["time_s"] = round(float(elapsed_s), 2)
@@ -298,42 +302,84 @@ def _inlier_pair(recon: Reconstruction, est: np.ndarray, gt: np.ndarray) -> tupl
     return est[inliers], np.asarray(gt)[inliers]
 
 
-@torch.no_grad()
-def novel_view_metrics(recon: Reconstruction, scene: Any, est: np.ndarray, lpips_metric: Any) -> dict:
-    """PSNR / SSIM / LPIPS of held-out views rendered at their GT poses mapped into the estimated frame.
+def novel_view_metrics(recon: Reconstruction, scene: Any, est: np.ndarray, lpips_metric: Any,
+                       settings: Any = None) -> dict:
+    """PSNR / SSIM / LPIPS of the held-out views (:func:`sparseags.quality.novel_view_quality`).
 
     The frame is aligned by a similarity (Umeyama on camera centres) from the estimated input cameras the
     reconstruction used (its inliers) to their ground truth; each novel GT camera is mapped through its
-    inverse. Images are compared on white.
+    inverse, and, with ``settings.novel_pose_steps > 0`` (a MetricsConfig), also refined against its image.
     """
-    from sparseags.metrics import align_poses_similarity, psnr, ssim, transform_cameras_to_pred_frame
+    from sparseags.config import MetricsConfig
+    from sparseags.quality import gaussian_render_fn, novel_view_quality
 
-    novel = scene.novel
-    s, R, t = align_poses_similarity(*_inlier_pair(recon, est, scene.w2c_gt))
-    w2c = transform_cameras_to_pred_frame(torch.as_tensor(novel.w2c), s, R, t).float()
-    size = novel.images.shape[1]
-    out = recon.render(w2c, torch.as_tensor(novel.K).float(), size, size, torch.ones(3, device=recon.device))
-    renders = out.rgb.clamp(0, 1).cpu().numpy()
-    targets = novel.images * novel.masks[..., None] + (1.0 - novel.masks[..., None])
-    result = {"psnr": float(np.mean([psnr(r, g) for r, g in zip(renders, targets)])),
-              "ssim": float(np.mean([ssim(r, g) for r, g in zip(renders, targets)]))}
-    if lpips_metric is not None:
-        a = torch.as_tensor(renders).permute(0, 3, 1, 2)
-        b = torch.as_tensor(targets).permute(0, 3, 1, 2).float()
-        result["lpips"] = float(lpips_metric(a, b).mean())
-    return result
+    settings = settings or MetricsConfig()
+    render_fn = gaussian_render_fn(recon.gaussians, backend=recon.backend)
+    return novel_view_quality(render_fn, *_inlier_pair(recon, est, scene.w2c_gt), scene.novel, lpips_metric,
+                              refine_steps=settings.novel_pose_steps, refine_lr=settings.novel_pose_lr)
 
 
-def mesh_f1(recon: Reconstruction, scene: Any, est: np.ndarray, resolution: int) -> Optional[dict]:
-    """Mesh F1@0.01 and Chamfer against the GT mesh, after mapping our mesh into the GT frame."""
+def mesh_f1(recon: Reconstruction, scene: Any, est: np.ndarray, resolution: int, settings: Any = None) -> Optional[dict]:
+    """Mesh F1@0.01 and Chamfer against the GT mesh, camera-aligned and after ICP (sparseags.quality)."""
+    from sparseags.config import MetricsConfig
     from sparseags.mesh import MeshError
-    from sparseags.metrics import align_poses_similarity, mesh_metrics
+    from sparseags.quality import mesh_quality
 
+    settings = settings or MetricsConfig()
     try:
         mesh = extract_recon_mesh(recon, resolution)
     except MeshError:
         return None
-    s, R, t = (np.asarray(v, dtype=np.float64) for v in align_poses_similarity(*_inlier_pair(recon, est, scene.w2c_gt)))
-    mesh.vertices = (float(s) * (R @ np.asarray(mesh.vertices).T)).T + t
-    m = mesh_metrics(mesh, scene.mesh_path, num_points=30000)
-    return {"f1_0.01": m.f1, "chamfer": m.chamfer, "precision": m.precision, "recall": m.recall}
+    return mesh_quality(mesh, scene.mesh_path, *_inlier_pair(recon, est, scene.w2c_gt),
+                        num_points=settings.mesh_points, icp=settings.mesh_icp)
+
+
+# -------------------------------------------------------------------------------------------------
+# re-scoring a finished run from its files
+
+
+class RescoreError(Exception):
+    """A finished run's folder lacks (or has unreadable) files needed to re-score it."""
+
+
+def rescore_run(run_dir: Path, scene: Any, cfg: Any, lpips_metric: Any, device: str = "cpu") -> dict:
+    """Recompute the novel-view and mesh sections of a finished run's metrics.json from its files.
+
+    Reads ``gaussians.ply`` (all SH degrees active, as at the end of a run) and ``cameras_updated.json``
+    (final poses and inlier flags), applies the current metric code and ``cfg.metrics`` /
+    ``cfg.pipeline.mesh_resolution``, keeps every other section (poses, outliers, time) and rewrites
+    metrics.json atomically. ``scene`` is the run's scene loaded with its init preset. Returns the metrics.
+    """
+    from sparseags.gaussians import GaussianModel, PlyFormatError
+    from sparseags.mesh import MeshError
+    from sparseags.quality import gaussian_render_fn, mesh_quality, novel_view_quality
+    from sparseags.scene import SceneError, read_cameras_json
+
+    run_dir = Path(run_dir)
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        gaussians = GaussianModel.load_ply(run_dir / "gaussians.ply", device=device)
+        records = read_cameras_json(run_dir / "cameras_updated.json")
+    except (OSError, ValueError, PlyFormatError, SceneError) as err:
+        raise RescoreError(f"{run_dir}: cannot re-score ({err})") from None
+    missing = [i for i in scene.ids if i not in records]
+    if missing or scene.w2c_gt is None:
+        raise RescoreError(f"{run_dir}: cameras_updated.json lacks views {missing} or the scene has no ground truth")
+    est = np.stack([records[i].w2c for i in scene.ids])
+    inliers = np.flatnonzero([records[i].flag for i in scene.ids])
+    est_in, gt_in = est[inliers], np.asarray(scene.w2c_gt)[inliers]
+    settings = cfg.metrics
+    if scene.novel is not None:
+        metrics["novel"] = novel_view_quality(gaussian_render_fn(gaussians, backend=cfg.render.backend), est_in,
+                                              gt_in, scene.novel, lpips_metric,
+                                              refine_steps=settings.novel_pose_steps, refine_lr=settings.novel_pose_lr)
+    if scene.mesh_path is not None:
+        try:
+            mesh = extract_recon_mesh(gaussians, cfg.pipeline.mesh_resolution)
+        except MeshError:
+            metrics.pop("mesh", None)
+        else:
+            metrics["mesh"] = mesh_quality(mesh, scene.mesh_path, est_in, gt_in, num_points=settings.mesh_points,
+                                           icp=settings.mesh_icp)
+    write_json(run_dir / "metrics.json", metrics)
+    return metrics

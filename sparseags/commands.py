@@ -101,7 +101,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.ray = "local"
     cfg = load_run_config(args)
     out = Path(args.out) if args.out else REPO_ROOT / "outputs" / "eval"
-    return run_evaluation(Path(args.data), out, cfg, presets=args.init, ray_address=args.ray)
+    return run_evaluation(Path(args.data), out, cfg, presets=args.init, ray_address=args.ray,
+                          rescore=bool(getattr(args, "rescore", False)))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

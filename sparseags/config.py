@@ -198,6 +198,18 @@ class PipelineConfig:
 
 
 @dataclass
+class MetricsConfig:
+    # Test-time pose refinement of each held-out novel camera before scoring it (0 = off), Adam steps and
+    # learning rate; the protocol numbers at the aligned GT poses are always reported too (sparseags/quality.py).
+    novel_pose_steps: int = 100
+    novel_pose_lr: float = 2.0e-3
+    # Also report mesh F1 / Chamfer after a rigid ICP onto the GT mesh.
+    mesh_icp: bool = True
+    # Surface samples per mesh for F1 / Chamfer.
+    mesh_points: int = 30000
+
+
+@dataclass
 class GuiConfig:
     # Engine work per frame, in milliseconds (the UI stays responsive).
     frame_budget_ms: float = 50.0
@@ -219,6 +231,7 @@ class Config:
     outliers: OutlierConfig = field(default_factory=OutlierConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     gui: GuiConfig = field(default_factory=GuiConfig)
 
 

@@ -425,7 +425,7 @@ class GaussianModel(nn.Module):
     def load_ply(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "GaussianModel":
         """Read a 3DGS PLY written by :meth:`save_ply` or by 3DGS/DreamGaussian/SparseAGS.
 
-        The SH degree is inferred from the number of ``f_rest_*`` properties (0, 9, 24 or 45).
+        The SH degree is inferred from the number of ``f_rest_*`` properties (0, 9, 24 or 45) and is active.
         Raises :class:`PlyFormatError` naming the file and the problem.
         """
         path = Path(path)
@@ -457,8 +457,9 @@ class GaussianModel(nn.Module):
         means = stack(["x", "y", "z"])
         sh0 = stack([f"f_dc_{i}" for i in range(3)])[:, None, :]
         shN = stack(rest_names).reshape(n, 3, n_rest // 3).transpose(1, 2) if n_rest else torch.zeros(n, 0, 3)
+        # a saved model is a trained one: every SH degree it stores is active
         model = cls(means, stack([f"rot_{i}" for i in range(4)]), stack([f"scale_{i}" for i in range(3)]),
-                    stack(["opacity"])[:, 0], sh0, shN)
+                    stack(["opacity"])[:, 0], sh0, shN, active_sh_degree=3)
         return model.to(device)
 
 

@@ -45,7 +45,7 @@ TINY = [
     "device=cpu", "prior.enabled=false", "scene.resolution=64", "recon.iters=10", "recon.num_pts=300",
     "recon.resolution_schedule=[[0,64]]", "pipeline.outliers=false", "pipeline.turntable_frames=4",
     "pipeline.turntable_resolution=32", "pipeline.mesh_resolution=32", "pipeline.export_video=false",
-    "pipeline.export_mesh=false",
+    "pipeline.export_mesh=false", "metrics.novel_pose_steps=20", "metrics.mesh_points=5000",
 ]
 TINY_OUTLIERS = [
     "pipeline.outliers=true", "outliers.score=mse", "outliers.round_iters=5", "search.stage_steps=[2,2,2]",
@@ -175,8 +175,9 @@ def _metrics(flagged: list[str], n_views: int = 4) -> dict:
                  "final": {"rot5": 40.0, "rot15": 50.0, "cc10": 60.0, "rot_err_mean_deg": 1.0}},
         "views": {f"{i:03d}": {"psnr": 20.0, "flag": 1} for i in range(n_views)},
         "outliers": {"flagged": flagged, "views": {}},
-        "novel": {"psnr": 21.5, "ssim": 0.8, "lpips": 0.2},
-        "mesh": {"f1_0.01": 70.0, "chamfer": 0.01},
+        "novel": {"psnr": 21.5, "ssim": 0.8, "lpips": 0.2,
+                  "pose_refined": {"psnr": 25.0, "ssim": 0.9, "lpips": 0.1, "steps": 100, "mean_correction_deg": 0.5}},
+        "mesh": {"f1_0.01": 70.0, "chamfer": 0.01, "icp": {"f1_0.01": 75.0, "chamfer": 0.008}},
         "time_s": 12.5,
     }
 
@@ -194,11 +195,13 @@ def test_result_row_maps_every_column() -> None:
     assert row == {"scene": "mug", "preset": "dust3r_like", "n_views": "5", "init_rot5": "10.0", "init_rot15": "20.0",
                    "init_cc10": "30.0", "final_rot5": "40.0", "final_rot15": "50.0", "final_cc10": "60.0",
                    "outliers_flagged": "2", "psnr": "21.5", "ssim": "0.8", "lpips": "0.2", "f1": "70.0",
-                   "time_s": "12.5"}
+                   "time_s": "12.5", "psnr_refined": "25.0", "ssim_refined": "0.9", "lpips_refined": "0.1",
+                   "f1_icp": "75.0"}
     metrics = _metrics([])
     del metrics["mesh"], metrics["novel"]
     partial = result_row(_result("scan24", "cameras", metrics, []))
     assert partial["f1"] == partial["psnr"] == partial["lpips"] == "" and partial["final_rot5"] == "40.0"
+    assert partial["f1_icp"] == partial["psnr_refined"] == ""
     failed = result_row(_result("bad", "cameras", None, None, error="boom"))
     assert all(failed[c] == "" for c in NUMERIC_COLUMNS) and failed["scene"] == "bad"
 
@@ -218,8 +221,8 @@ def test_outlier_rows_and_summary_precision_recall() -> None:
     text = summary_markdown(results, ["p"], cfg, Path("/data"))
     # overall: TP 2, FP 1, FN 2 -> precision 2/3, recall 2/4
     assert "| all | 4 | 3 | 2 | 1 | 2 | 66.7 | 50.0 |" in text
-    assert "| p | 3/4 | 10.0 | 20.0 | 30.0 | – | – | – | – |" in text
-    assert "| p + SparseAGS | 3/4 | 40.0 | 50.0 | 60.0 | 21.50 | 0.200 | 70.0 | 12 |" in text
+    assert "| p | 3/4 | 10.0 | 20.0 | 30.0 | – | – | – | – | – | – | – |" in text
+    assert "| p + SparseAGS | 3/4 | 40.0 | 50.0 | 60.0 | 21.50 | 0.200 | 70.0 | 12 | 25.00 | 0.100 | 75.0 |" in text
     assert "| p | d | cameras.json: broken / badly |" in text
 
 
@@ -276,7 +279,8 @@ def test_sequential_eval_writes_reports(dataset: Path, sequential_eval: tuple[Pa
     assert sum(" done in " in line for line in lines) == 2
 
     summary = (out / "summary.md").read_text()
-    assert "| initial poses | scenes | Rot@5 ↑ | Rot@15 ↑ | CC@0.1 ↑ | PSNR ↑ | LPIPS ↓ | F1 ↑ | time (s) |" in summary
+    assert ("| initial poses | scenes | Rot@5 ↑ | Rot@15 ↑ | CC@0.1 ↑ | PSNR ↑ | LPIPS ↓ | F1 ↑ | time (s) "
+            "| PSNR* ↑ | LPIPS* ↓ | F1* ↑ |") in summary
     mean_final_rot15 = (float(rows[0]["final_rot15"]) + float(rows[1]["final_rot15"])) / 2
     assert f"| cameras + SparseAGS | 2/3 | " in summary and f" | {mean_final_rot15:.1f} | " in summary
     assert "| cameras | zz_broken |" in summary  # failed-runs table names the scene and its error
@@ -302,6 +306,33 @@ def test_resume_skips_finished_runs(dataset: Path, sequential_eval: tuple[Path, 
     assert {p: p.stat().st_mtime_ns for p in out.glob("cameras/*/metrics.json")} == before
     assert sum("skipped" in line for line in lines) == 2
     assert (out / "results.csv").read_text() == csv_before
+
+
+def test_rescore_reproduces_and_follows_metric_settings(dataset: Path, sequential_eval: tuple[Path, int, list[str]],
+                                                        tmp_path: Path) -> None:
+    out_seq, _, _ = sequential_eval
+    out = tmp_path / "out"
+    shutil.copytree(out_seq, out)
+    before = {p.parent.name: json.loads(p.read_text()) for p in out.glob("cameras/*/metrics.json")}
+    lines: list[str] = []
+    assert run_evaluation(dataset, out, load_config(None, TINY), None, None, log=lines.append, rescore=True) == 1
+    assert sum("[re-score" in line for line in lines) == 2
+    for name, old in before.items():
+        new = json.loads((out / "cameras" / name / "metrics.json").read_text())
+        # same files, same code, same settings: the numbers are reproduced from gaussians.ply + cameras_updated.json
+        assert new["novel"]["psnr"] == pytest.approx(old["novel"]["psnr"], abs=1e-4)
+        assert new["novel"]["pose_refined"]["psnr"] == pytest.approx(old["novel"]["pose_refined"]["psnr"], abs=1e-3)
+        assert new["mesh"]["f1_0.01"] == pytest.approx(old["mesh"]["f1_0.01"], abs=1e-6)
+        assert new["pose"] == old["pose"] and new["time_s"] == old["time_s"] and new["views"] == old["views"]
+    # different metric settings: no refinement, no ICP -> those columns empty, the rest unchanged
+    assert run_evaluation(dataset, out, load_config(None, TINY + ["metrics.novel_pose_steps=0", "metrics.mesh_icp=false"]),
+                          None, None, log=lambda s: None, rescore=True) == 1
+    _, rows = read_csv(out / "results.csv")
+    _, seq_rows = read_csv(out_seq / "results.csv")
+    for row, seq in zip(rows[:2], seq_rows[:2]):
+        assert row["psnr_refined"] == row["f1_icp"] == "" and seq["psnr_refined"] != "" and seq["f1_icp"] != ""
+        assert float(row["psnr"]) == pytest.approx(float(seq["psnr"]), abs=1e-4)
+        assert row["final_rot5"] == seq["final_rot5"]
 
 
 def test_local_ray_matches_sequential(dataset: Path, sequential_eval: tuple[Path, int, list[str]],

@@ -204,6 +204,7 @@ def test_ply_round_trip_standard_layout(tmp_path, sh_degree):
         assert np.allclose(vertex[f"f_rest_{k_rest}"], model.splats["shN"][:, 0, 1].detach().numpy())
     loaded = GaussianModel.load_ply(path)
     assert loaded.sh_degree == sh_degree
+    assert loaded.active_sh_degree == sh_degree  # a saved model renders with every degree it stores
     for name, param in model.splats.items():
         assert torch.equal(loaded.splats[name], param.detach()), name
 
