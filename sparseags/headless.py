@@ -154,5 +154,8 @@ def summary_line(metrics: dict, out: Path) -> str:
     if psnrs:
         parts.append(f"input PSNR {sum(psnrs) / len(psnrs):.2f} dB")
     if "novel" in metrics:
-        parts.append(f"novel PSNR {metrics['novel']['psnr']:.2f} dB")
+        novel = metrics["novel"]
+        refined = novel.get("pose_refined")
+        parts.append(f"novel PSNR {novel['psnr']:.2f} dB"
+                     + (f" ({refined['psnr']:.2f} dB pose-refined)" if refined else ""))
     return "; ".join(parts) + f"; outputs in {out}"
