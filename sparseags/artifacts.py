@@ -247,14 +247,11 @@ def compute_metrics(pipeline: Any, lpips_metric: Any, elapsed_s: float) -> dict:
         views[view_id] = entry
     result["views"] = views
     result["outliers"] = outlier_report(pipeline)
-    # a config pickled before the metrics section existed (an old checkpoint) gets its defaults
-    settings = getattr(pipeline.cfg, "metrics", None)
-    if scene.novel is not None and scene.w2c_gt is not None:
-        result["novel"] = novel_view_metrics(recon, scene, est, lpips_metric, settings)
-    if scene.mesh_path is not None and scene.w2c_gt is not None:
-        mesh = mesh_f1(recon, scene, est, pipeline.cfg.pipeline.mesh_resolution, settings)
-        if mesh is not None:
-            result["mesh"] = mesh
+    if scene.w2c_gt is not None:
+        # a config pickled before the metrics section existed (an old checkpoint) gets its defaults
+        result.update(quality_sections(recon.gaussians, recon.backend, scene, *_inlier_pair(recon, est, scene.w2c_gt),
+                                       lpips_metric, getattr(pipeline.cfg, "metrics", None),
+                                       pipeline.cfg.pipeline.mesh_resolution))
     result["time_s"] = round(float(elapsed_s), 2)
     return result
 
@@ -302,36 +299,32 @@ def _inlier_pair(recon: Reconstruction, est: np.ndarray, gt: np.ndarray) -> tupl
     return est[inliers], np.asarray(gt)[inliers]
 
 
-def novel_view_metrics(recon: Reconstruction, scene: Any, est: np.ndarray, lpips_metric: Any,
-                       settings: Any = None) -> dict:
-    """PSNR / SSIM / LPIPS of the held-out views (:func:`sparseags.quality.novel_view_quality`).
+def quality_sections(gaussians: Any, backend: str, scene: Any, est_in: np.ndarray, gt_in: np.ndarray,
+                     lpips_metric: Any, settings: Any, mesh_resolution: int) -> dict:
+    """The ``novel`` and ``mesh`` sections of metrics.json (each only when the scene has its ground truth).
 
-    The frame is aligned by a similarity (Umeyama on camera centres) from the estimated input cameras the
-    reconstruction used (its inliers) to their ground truth; each novel GT camera is mapped through its
-    inverse, and, with ``settings.novel_pose_steps > 0`` (a MetricsConfig), also refined against its image.
+    est_in / gt_in [I, 4, 4]: the estimated and GT poses of the input views the reconstruction used (an
+    outlier's pose would bend the frame alignment). ``settings`` is a MetricsConfig (None = defaults).
+    See :mod:`sparseags.quality`.
     """
     from sparseags.config import MetricsConfig
-    from sparseags.quality import gaussian_render_fn, novel_view_quality
-
-    settings = settings or MetricsConfig()
-    render_fn = gaussian_render_fn(recon.gaussians, backend=recon.backend)
-    return novel_view_quality(render_fn, *_inlier_pair(recon, est, scene.w2c_gt), scene.novel, lpips_metric,
-                              refine_steps=settings.novel_pose_steps, refine_lr=settings.novel_pose_lr)
-
-
-def mesh_f1(recon: Reconstruction, scene: Any, est: np.ndarray, resolution: int, settings: Any = None) -> Optional[dict]:
-    """Mesh F1@0.01 and Chamfer against the GT mesh, camera-aligned and after ICP (sparseags.quality)."""
-    from sparseags.config import MetricsConfig
     from sparseags.mesh import MeshError
-    from sparseags.quality import mesh_quality
+    from sparseags.quality import gaussian_render_fn, mesh_quality, novel_view_quality
 
     settings = settings or MetricsConfig()
-    try:
-        mesh = extract_recon_mesh(recon, resolution)
-    except MeshError:
-        return None
-    return mesh_quality(mesh, scene.mesh_path, *_inlier_pair(recon, est, scene.w2c_gt),
-                        num_points=settings.mesh_points, icp=settings.mesh_icp)
+    sections: dict = {}
+    if scene.novel is not None:
+        sections["novel"] = novel_view_quality(gaussian_render_fn(gaussians, backend=backend), est_in, gt_in,
+                                               scene.novel, lpips_metric, refine_steps=settings.novel_pose_steps,
+                                               refine_lr=settings.novel_pose_lr)
+    if scene.mesh_path is not None:
+        try:
+            mesh = extract_recon_mesh(gaussians, mesh_resolution)
+        except MeshError:
+            return sections
+        sections["mesh"] = mesh_quality(mesh, scene.mesh_path, est_in, gt_in, num_points=settings.mesh_points,
+                                        icp=settings.mesh_icp)
+    return sections
 
 
 # -------------------------------------------------------------------------------------------------
@@ -351,8 +344,6 @@ def rescore_run(run_dir: Path, scene: Any, cfg: Any, lpips_metric: Any, device: 
     metrics.json atomically. ``scene`` is the run's scene loaded with its init preset. Returns the metrics.
     """
     from sparseags.gaussians import GaussianModel, PlyFormatError
-    from sparseags.mesh import MeshError
-    from sparseags.quality import gaussian_render_fn, mesh_quality, novel_view_quality
     from sparseags.scene import SceneError, read_cameras_json
 
     run_dir = Path(run_dir)
@@ -367,19 +358,13 @@ def rescore_run(run_dir: Path, scene: Any, cfg: Any, lpips_metric: Any, device: 
         raise RescoreError(f"{run_dir}: cameras_updated.json lacks views {missing} or the scene has no ground truth")
     est = np.stack([records[i].w2c for i in scene.ids])
     inliers = np.flatnonzero([records[i].flag for i in scene.ids])
-    est_in, gt_in = est[inliers], np.asarray(scene.w2c_gt)[inliers]
-    settings = cfg.metrics
-    if scene.novel is not None:
-        metrics["novel"] = novel_view_quality(gaussian_render_fn(gaussians, backend=cfg.render.backend), est_in,
-                                              gt_in, scene.novel, lpips_metric,
-                                              refine_steps=settings.novel_pose_steps, refine_lr=settings.novel_pose_lr)
-    if scene.mesh_path is not None:
-        try:
-            mesh = extract_recon_mesh(gaussians, cfg.pipeline.mesh_resolution)
-        except MeshError:
-            metrics.pop("mesh", None)
-        else:
-            metrics["mesh"] = mesh_quality(mesh, scene.mesh_path, est_in, gt_in, num_points=settings.mesh_points,
-                                           icp=settings.mesh_icp)
+    metrics.pop("novel", None)
+    metrics.pop("mesh", None)
+    time_s = metrics.pop("time_s", None)  # keep time_s last, as a run writes it
+    metrics.update(quality_sections(gaussians, cfg.render.backend, scene, est[inliers],
+                                    np.asarray(scene.w2c_gt)[inliers], lpips_metric, cfg.metrics,
+                                    cfg.pipeline.mesh_resolution))
+    if time_s is not None:
+        metrics["time_s"] = time_s
     write_json(run_dir / "metrics.json", metrics)
     return metrics

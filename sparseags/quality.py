@@ -15,8 +15,7 @@ camera-aligned F1. Neither refinement touches the reconstruction.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import numpy as np
 import torch
