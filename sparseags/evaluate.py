@@ -620,8 +620,11 @@ def _attach_truth(result: JobResult) -> JobResult:
     return result
 
 
-def _rescore(finished: dict, cfg: Config, log: Callable[[str], None]) -> None:
-    """Recompute the novel-view and mesh metrics of resumed runs from their files (in this process)."""
+def _rescore(finished: dict, cfg: Config, log: Callable[[str], None]) -> int:
+    """Recompute the novel-view and mesh metrics of resumed runs from their files (in this process).
+
+    Returns how many runs could not be re-scored (they keep their old metrics).
+    """
     from sparseags.artifacts import RescoreError, rescore_run
     from sparseags.config import resolve_device
     from sparseags.headless import load_lpips_for
@@ -629,9 +632,10 @@ def _rescore(finished: dict, cfg: Config, log: Callable[[str], None]) -> None:
 
     resumed = [job for job, result in finished.items() if result.status == "resumed"]
     if not resumed:
-        return
+        return 0
     device = resolve_device(cfg)
     lpips_metric = load_lpips_for(cfg, device)
+    failures = 0
     for index, job in enumerate(resumed, 1):
         head = f"[re-score {index}/{len(resumed)}] {job.label}:"
         start = time.perf_counter()
@@ -639,7 +643,8 @@ def _rescore(finished: dict, cfg: Config, log: Callable[[str], None]) -> None:
             scene = load_scene(job.scene_dir, resolution=cfg.scene.resolution, init=job.init)
             metrics = rescore_run(job.out_dir, scene, cfg, lpips_metric, device=device)
         except (RescoreError, UserError) as err:
-            log(f"{head} kept the old metrics: {_one_line(err)}")
+            log(f"{head} FAILED, kept the old metrics: {_one_line(err)}")
+            failures += 1
             continue
         finished[job] = JobResult(job, "resumed", metrics=metrics)
         novel = metrics.get("novel") or {}
@@ -647,6 +652,7 @@ def _rescore(finished: dict, cfg: Config, log: Callable[[str], None]) -> None:
         log(f"{head} {time.perf_counter() - start:.1f} s, novel PSNR {_cell(novel.get('psnr'), 2)} "
             f"(pose-refined {_cell(refined.get('psnr'), 2)}), F1 {_cell((metrics.get('mesh') or {}).get('f1_0.01'), 1)}")
         sys.stdout.flush()
+    return failures
 
 
 def run_evaluation(data_dir: Path, out_dir: Path, cfg: Config, presets: Optional[list[str]] = None,
@@ -679,8 +685,7 @@ def run_evaluation(data_dir: Path, out_dir: Path, cfg: Config, presets: Optional
         else:
             pending.append((job, job_config(cfg, job)))
 
-    if rescore:
-        _rescore(finished, cfg, log)
+    rescore_failures = _rescore(finished, cfg, log) if rescore else 0
 
     def report(result: JobResult) -> None:
         finished[result.job] = result
@@ -698,4 +703,6 @@ def run_evaluation(data_dir: Path, out_dir: Path, cfg: Config, presets: Optional
     failed = sum(not r.ok for r in results)
     log(f"evaluation finished in {time.perf_counter() - start:.1f} s: {len(results) - failed} ok, {failed} failed; "
         f"{', '.join(p.name for p in written)} in {out_dir}")
-    return 1 if failed else 0
+    if rescore_failures:
+        log(f"{rescore_failures} finished run(s) could not be re-scored (see the FAILED lines above)")
+    return 1 if failed or rescore_failures else 0

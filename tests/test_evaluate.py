@@ -333,6 +333,15 @@ def test_rescore_reproduces_and_follows_metric_settings(dataset: Path, sequentia
         assert row["psnr_refined"] == row["f1_icp"] == "" and seq["psnr_refined"] != "" and seq["f1_icp"] != ""
         assert float(row["psnr"]) == pytest.approx(float(seq["psnr"]), abs=1e-4)
         assert row["final_rot5"] == seq["final_rot5"]
+    # a run whose files are gone cannot be re-scored: one FAILED line, exit status 1, metrics.json untouched
+    (out / "cameras" / "scene_a" / "gaussians.ply").unlink()
+    kept = (out / "cameras" / "scene_a" / "metrics.json").read_bytes()
+    lines = []
+    status = run_evaluation(dataset, out, load_config(None, TINY), None, None, log=lines.append, rescore=True)
+    assert status == 1
+    assert sum("FAILED" in line and "gaussians.ply" in line for line in lines) == 1
+    assert any("1 finished run(s) could not be re-scored" in line for line in lines)
+    assert (out / "cameras" / "scene_a" / "metrics.json").read_bytes() == kept
 
 
 def test_local_ray_matches_sequential(dataset: Path, sequential_eval: tuple[Path, int, list[str]],
