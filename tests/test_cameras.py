@@ -481,6 +481,7 @@ def test_numpy_inputs_return_tensors_and_keep_dtype():
     assert cam.so3_exp(torch.zeros(3, dtype=torch.float64)).dtype == torch.float64
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu():
     rng = np.random.default_rng(0)

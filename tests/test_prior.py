@@ -559,6 +559,7 @@ def test_hook_factory_is_none_with_a_notice_when_the_prior_is_off(tmp_path):
     assert factory is None and notice.startswith("prior off (auto)")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_fp16_sds_on_cuda(weights):
     guidance = Zero123Guidance.from_pretrained(weights.model_dir, weights.ckpt, device="cuda")

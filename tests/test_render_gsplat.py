@@ -14,7 +14,8 @@ import torch
 from sparseags.render import render_gaussians, resolve_backend
 from sparseags.render.synthetic import random_object_scene, ring_cameras
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat backend needs CUDA")
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat backend needs CUDA")]
 
 
 def _render(backend: str, device: str):
