@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -13,16 +15,17 @@ import numpy as np
 import torch
 
 from sparseags import artifacts
-from sparseags.atomic import atomic_output
+from sparseags.atomic import OutputError, atomic_output
 from sparseags.config import Config, config_to_dict
 from sparseags.errors import UserError
 
 __all__ = [
     "CheckpointError", "OverlayData", "TurntableProgress", "export_cameras", "export_gaussians", "export_mesh",
-    "load_checkpoint", "overlay_data", "rebuilt", "save_checkpoint", "turntable_job", "write_decisions",
+    "load_checkpoint", "overlay_data", "read_checkpoint", "rebuilt", "save_checkpoint", "scene_fingerprint",
+    "turntable_job", "write_decisions",
 ]
 
-CHECKPOINT_FORMAT = "sparseags-gui-checkpoint/1"
+CHECKPOINT_FORMAT = "sparseags-gui-checkpoint/2"
 
 
 class CheckpointError(UserError, ValueError):
@@ -45,34 +48,131 @@ def rebuilt(pipeline: Any, seed: Optional[int] = None) -> Any:
     return fresh
 
 
+def scene_fingerprint(scene: Any) -> dict:
+    """What identifies a scene: its view ids and the SHA-1 of each input image (the file's bytes when the
+    scene was read from files, else the image array's)."""
+    paths = list(getattr(scene, "image_paths", None) or [])
+    hashes = []
+    for index in range(len(scene.ids)):
+        digest = hashlib.sha1()
+        path = Path(paths[index]) if index < len(paths) else None
+        if path is not None and path.is_file():
+            digest.update(path.read_bytes())
+        else:
+            digest.update(np.ascontiguousarray(np.asarray(scene.images[index], dtype=np.float32)).tobytes())
+        hashes.append(digest.hexdigest())
+    return {"ids": [str(i) for i in scene.ids], "image_sha1": hashes}
+
+
+def _fingerprint_mismatch(saved: Any, current: dict) -> Optional[str]:
+    """Why a checkpoint's fingerprint does not match the open scene (None when it does)."""
+    if not isinstance(saved, dict) or "ids" not in saved or "image_sha1" not in saved:
+        return "it has no scene fingerprint"
+    if list(saved["ids"]) != current["ids"]:
+        return f"its views are {', '.join(map(str, saved['ids']))}, the scene's are {', '.join(current['ids'])}"
+    changed = [i for i, a, b in zip(current["ids"], saved["image_sha1"], current["image_sha1"]) if a != b]
+    if changed:
+        return f"the images of view(s) {', '.join(changed)} differ"
+    return None
+
+
+# numpy arrays are stored as tensors (and numpy scalars as Python numbers) so that the checkpoint holds
+# only what torch.load(weights_only=True) accepts: no pickled class or function is ever needed to read it.
+_NDARRAY_TAG = "__sparseags_ndarray__"
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError("a checkpoint cannot hold numpy object arrays")
+        return {_NDARRAY_TAG: torch.from_numpy(np.ascontiguousarray(value).copy())}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {(k.item() if isinstance(k, np.generic) else k): _to_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_to_plain(v) for v in value)
+    return value
+
+
+def _from_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {_NDARRAY_TAG}:
+            return value[_NDARRAY_TAG].numpy()
+        return {k: _from_plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_from_plain(v) for v in value)
+    return value
+
+
 def save_checkpoint(pipeline: Any, path: Path, scene_dir: Path) -> Path:
-    """``torch.save`` of the pipeline state, its config and scene folder, written atomically."""
+    """``torch.save`` of the pipeline state (plain data only), its config, scene folder and scene
+    fingerprint, written atomically."""
     path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, "scene_dir": str(scene_dir), "config": config_to_dict(pipeline.cfg),
-               "pipeline": pipeline.state_dict()}
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
+               "scene": scene_fingerprint(pipeline.scene), "pipeline": pipeline.state_dict()}
+    payload = _to_plain(payload)
+    try:
+        with atomic_output(path) as tmp:
+            torch.save(payload, tmp)
+    except OutputError as err:  # already names the file
+        raise CheckpointError(f"cannot write the checkpoint: {one_line_text(err)}") from None
+    except OSError as err:
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({err.strerror or err})") from None
     return path
+
+
+def read_checkpoint(path: Path) -> dict:
+    """The payload of a checkpoint file, read with ``torch.load(weights_only=True)``: a file that needs
+    anything but tensors and plain containers to unpickle is refused before any of it runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "global" in str(err).lower():  # a class or function to import: refused before anything ran
+            raise CheckpointError(f"{path}: refused: the file carries pickled code or objects, not plain data "
+                                  "(a checkpoint holds only tensors, numbers, strings and containers)") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (damaged or another file type)") from None
+    except Exception as err:  # torch raises many types for a damaged file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        older = isinstance(payload, dict) and str(payload.get("format", "")).startswith("sparseags-gui-checkpoint/")
+        raise CheckpointError(f"{path}: " + ("a checkpoint of an older format (no scene fingerprint); save it again"
+                                             if older else "not a SparseAGS Studio debugger checkpoint"))
+    return _from_plain(payload)
 
 
 def load_checkpoint(pipeline: Any, path: Path) -> Any:
     """A pipeline restored from a checkpoint written by :func:`save_checkpoint` (same scene required)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
+    payload = read_checkpoint(path)
+    mismatch = _fingerprint_mismatch(payload.get("scene"), scene_fingerprint(pipeline.scene))
+    if mismatch is not None:
+        raise CheckpointError(f"{path}: a checkpoint of another scene ({payload.get('scene_dir', '?')}): {mismatch}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: not a SparseAGS Studio debugger checkpoint")
-    state = payload["pipeline"]
-    if len(state["initial_flags"]) != pipeline.num_views:
-        raise CheckpointError(f"{path}: made for {len(state['initial_flags'])} views, the scene has "
-                              f"{pipeline.num_views}")
-    fresh = rebuilt(pipeline, seed=int(payload["config"].get("seed", pipeline.cfg.seed)))
-    fresh.load_state_dict(state)
+        state = payload["pipeline"]
+        if len(state["initial_flags"]) != pipeline.num_views:
+            raise CheckpointError(f"{path}: made for {len(state['initial_flags'])} views, the scene has "
+                                  f"{pipeline.num_views}")
+        fresh = rebuilt(pipeline, seed=int(payload["config"].get("seed", pipeline.cfg.seed)))
+        fresh.load_state_dict(state)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: the checkpoint's pipeline state cannot be restored "
+                              f"({type(err).__name__}: {one_line_text(err)})") from None
     return fresh
+
+
+def one_line_text(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def write_decisions(pipeline: Any, out_dir: Path) -> Path:
@@ -88,8 +188,15 @@ def export_mesh(pipeline: Any, out_dir: Path) -> Path:
     return artifacts.export_mesh(pipeline.recon, Path(out_dir) / "mesh.glb", pipeline.cfg.pipeline.mesh_resolution)
 
 
+CAMERA_FILES = ("cameras_updated.json", "colmap", "transforms.json")  # what artifacts.export_cameras writes
+
+
 def export_cameras(pipeline: Any, out_dir: Path) -> list[Path]:
-    return artifacts.export_cameras(pipeline.recon, pipeline.scene, Path(out_dir))
+    """SparseAGS JSON, COLMAP text folder and nerfstudio transforms.json; returns the paths written."""
+    out_dir = Path(out_dir)
+    written = artifacts.export_cameras(pipeline.recon, pipeline.scene, out_dir)
+    # the low-level writers return None: name the paths they write
+    return [Path(w) if w is not None else out_dir / name for w, name in zip(written, CAMERA_FILES)]
 
 
 @dataclass(frozen=True)
