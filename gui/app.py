@@ -141,7 +141,7 @@ class DebuggerApp:
         self.controls = ControlsPanel(self, windows["controls"], LAYOUT["controls"][2])
         dpg.add_separator(parent=windows["controls"])
         self.export = ExportPanel(self, windows["controls"])
-        self.bars = LpipsBarsPanel(self, windows["scores"], LAYOUT["scores"][2] - 16, 165)
+        self.bars = LpipsBarsPanel(self, windows["scores"], LAYOUT["scores"][2] - 16, 140)
         self.outliers = OutliersPanel(self, windows["scores"])
         self.heatmap = SearchHeatmapPanel(self, windows["search"], (300, 240))
         self.overlays = OverlayStrip(self, windows["overlays"])
@@ -171,18 +171,32 @@ class DebuggerApp:
     # ------------------------------------------------------------------------------------------
     # decisions (each returns the engine future; decisions.json is rewritten after each)
     def decide_outlier(self, accept: bool, round_index: Optional[int] = None) -> Future:
+        """Accept or reject a verdict: round `round_index`, else the round selected in the outlier panel, else
+        the verdict on display. A decision that agrees with the verdict changes nothing (and says so)."""
         view = self.worker.view
+        if round_index is None:
+            round_index = self.ui.selected_round
         if round_index is None and view is not None:
             model = bar_model(view)
             round_index = None if model is None else model.verdict_round
         out_dir = self.out_dir
 
-        def apply(pipeline: Any) -> None:
-            pipeline.decide_outlier(accept, round_index=round_index)
-            actions.write_decisions(pipeline, out_dir)
+        def apply(pipeline: Any) -> bool:
+            changed = pipeline.decide_outlier(accept, round_index=round_index)
+            if changed:
+                actions.write_decisions(pipeline, out_dir)
+            return changed
 
         label = "accept outlier" if accept else "reject outlier"
-        return self.jobs.add(self.worker.call(apply), label, lambda _: self.report(f"{label}: logged", False))
+        where = "the latest verdict" if round_index is None else f"round {round_index}"
+
+        def done(changed: bool) -> None:
+            if changed:
+                self.report(f"{label} ({where}): logged", False)
+            else:
+                self.report(f"{label}: {where} already says so; nothing changed", False)
+
+        return self.jobs.add(self.worker.call(apply), label, done)
 
     def apply_candidate(self, view_index: Optional[int], rank_position: int) -> Future:
         view = self.worker.view

@@ -26,6 +26,7 @@ class UiState:
     show_current: bool = True
     show_gt: bool = True
     heatmap_which: str = "refined"  # "coarse" | "refined"
+    selected_round: Optional[int] = None  # leave-one-out round whose verdict the outlier panel shows (None: latest)
     blend: float = 0.5  # overlay: 0 = input, 1 = render
     status: str = ""
     status_is_error: bool = False

@@ -375,7 +375,8 @@ class Pipeline:
         final = self.loo.rounds[self.loo.final_round]
         self.base_recon = self._restore_recon(final.flags, final.recon_state)
         self.recon = self.base_recon
-        self.search_order = self.loo.outliers
+        # Views unticked by hand are searched too, after the ones the leave-one-out test removed.
+        self.search_order = list(self.loo.outliers) + [v for v in self.hand_outliers() if v not in self.loo.outliers]
         self.search_index = 0
         self.searches = {}
         if not self.search_order:
@@ -437,8 +438,17 @@ class Pipeline:
             self.initial_flags = flags.copy()
         self._reset()
 
+    def hand_outliers(self) -> list[int]:
+        """Views flagged 0 by hand (:meth:`set_flag`): inliers in the scene's camera file, outliers now."""
+        scene_flags = np.asarray(self.scene.flags, dtype=np.int64)
+        return [int(v) for v in np.flatnonzero((self.initial_flags == 0) & (scene_flags == 1))]
+
     def set_flag(self, view: int, flag: int) -> None:
-        """Mark a view as inlier (1) or outlier (0) by hand; the pipeline restarts with the new flags."""
+        """Mark a view as inlier (1) or outlier (0) by hand; the pipeline restarts with the new flags.
+
+        A view flagged 0 by hand is left out of the reconstructions and, once the leave-one-out test is
+        over, pose-searched and arbitrated like the outliers the test found.
+        """
         if not 0 <= view < self.num_views:
             raise PipelineError(f"view index {view} out of range 0..{self.num_views - 1}")
         flags = self.initial_flags.copy()
@@ -448,11 +458,13 @@ class Pipeline:
         self._log({"action": "set_flag", "view": self.scene.ids[view], "flag": int(bool(flag))})
         self.restart(flags)
 
-    def decide_outlier(self, accept: bool, round_index: Optional[int] = None) -> None:
+    def decide_outlier(self, accept: bool, round_index: Optional[int] = None) -> bool:
         """Accept or reject the leave-one-out verdict on round `round_index`'s candidate.
 
         By default the decision overturns the latest verdict that says otherwise: "reject" the latest
-        accepted removal, "accept" the latest rejected one.
+        accepted removal, "accept" the latest rejected one. A decision that agrees with the verdict in
+        force changes nothing: it is not logged and keeps every later phase. Returns whether it changed
+        the verdict.
         """
         if self.loo is None:
             raise PipelineError("no leave-one-out verdict yet")
@@ -466,6 +478,8 @@ class Pipeline:
             index = int(round_index)
         if index not in decided:
             raise PipelineError(f"round {index} has no verdict (rounds with a verdict: {decided})")
+        if bool(self.loo.rounds[index].accepted) == bool(accept):
+            return False  # a no-op: the verdict already says so
         candidate = self.loo.rounds[index].candidate
         # logged before the rewind, so the entry records where the user was when deciding
         self._log({"action": "accept_outlier" if accept else "reject_outlier", "round": index,
@@ -477,6 +491,7 @@ class Pipeline:
         self.arbitration, self.final_recon, self.base_recon = None, None, None
         if self.loo.recon is not None:
             self.recon = self.loo.recon
+        return True
 
     def apply_candidate(self, view: int, rank_position: int) -> None:
         """Use candidate `rank_position` of the search for `view` instead of the automatic winner."""

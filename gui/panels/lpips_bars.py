@@ -50,14 +50,21 @@ class BarModel:
         return self.mean_before - self.threshold
 
 
-def bar_model(view: EngineView) -> Optional[BarModel]:
-    """Choose the scores to show from a published engine view (None when nothing is scored yet)."""
+def bar_model(view: EngineView, verdict_round: Optional[int] = None) -> Optional[BarModel]:
+    """Choose the scores to show from a published engine view (None when nothing is scored yet).
+
+    By default the latest round that picked a candidate; with `verdict_round`, the round before it (whose
+    scores picked that round's candidate), when the leave-one-out loop has such a round.
+    """
     loo = view.loo
     if loo and loo.get("rounds"):
         rounds = loo["rounds"]
         picked = [r for r in rounds if r["scores"] is not None and r["next_candidate"] is not None]
         scored = [r for r in rounds if r["scores"] is not None]
         base = picked[-1] if picked else (scored[-1] if scored else None)
+        chosen = [r for r in picked if verdict_round is not None and r["round"] == verdict_round - 1]
+        if chosen:
+            base = chosen[0]
         if base is not None:
             after = None
             verdict = None

@@ -1,6 +1,10 @@
-"""Outlier decisions: the leave-one-out candidate, the automatic verdict with its numbers, Accept / Reject,
-and a flag toggle per view. Every manual decision is appended to the pipeline's log and the log is
-rewritten to ``<out>/decisions.json`` (atomically) after each one, so that
+"""Outlier decisions: a round selector (the latest verdict, or any earlier round's), that round's
+candidate and automatic verdict with its numbers, Accept / Reject of that verdict, and a flag toggle per
+view (a view unticked by hand is left out of the reconstructions and pose-searched after the
+leave-one-out test). A decision that agrees with the verdict in force changes nothing.
+
+Every manual decision is appended to the pipeline's log and the log is rewritten to
+``<out>/decisions.json`` (atomically) after each one, so that
 ``python main.py run --scene DIR --decisions <out>/decisions.json`` replays the session headless.
 """
 
@@ -17,7 +21,9 @@ from gui.panels.lpips_bars import BarModel, bar_model
 if TYPE_CHECKING:
     from gui.app import DebuggerApp
 
-__all__ = ["OutliersPanel", "verdict_text"]
+__all__ = ["OutliersPanel", "round_choices", "verdict_text"]
+
+LATEST = "latest verdict"
 
 
 def verdict_text(view: EngineView, model: Optional[BarModel]) -> tuple[str, str]:
@@ -45,26 +51,57 @@ def verdict_text(view: EngineView, model: Optional[BarModel]) -> tuple[str, str]
     return head, line
 
 
+def round_choices(view: EngineView) -> list[tuple[str, Optional[int]]]:
+    """(label, round index) for the round selector: "latest" first, then every round with a verdict."""
+    choices: list[tuple[str, Optional[int]]] = [(LATEST, None)]
+    for r in (view.loo or {}).get("rounds", []):
+        if r["round"] < 1 or r["candidate"] is None:
+            continue
+        if r["scores"] is None:
+            state = "running"
+        else:
+            state = "removed" if r["accepted"] else "kept"
+            if r["manual_accept"] is not None:
+                state += " (manual)"
+        choices.append((f"round {r['round']}: view {view.ids[r['candidate']]} {state}", int(r["round"])))
+    return choices
+
+
 class OutliersPanel:
     """Candidate, verdict, Accept / Reject and the per-view flag toggles."""
 
     def __init__(self, app: "DebuggerApp", parent: int | str) -> None:
         self.app = app
+        with dpg.group(horizontal=True, parent=parent):
+            dpg.add_text("verdict of")
+            self.round_combo = dpg.add_combo([LATEST], default_value=LATEST, width=260,
+                                             callback=lambda s, a: self._round_chosen(a))
+            self.log_text = Text("decisions: 0")
         self.candidate = Text("-", parent=parent, colour=(255, 170, 60))
         self.verdict = Text("-", parent=parent, wrap=600)
         with dpg.group(horizontal=True, parent=parent):
-            self.accept_button = dpg.add_button(label="Accept verdict: outlier", callback=lambda: self.decide(True))
-            self.reject_button = dpg.add_button(label="Reject: keep as inlier", callback=lambda: self.decide(False))
-            self.log_text = Text("decisions: 0")
-        with dpg.group(horizontal=True, parent=parent):
-            dpg.add_text("flags (restart):")
-            self.flag_group = dpg.add_group(horizontal=True)
+            self.accept_button = dpg.add_button(label="Remove: outlier", callback=lambda: self.decide(True))
+            self.reject_button = dpg.add_button(label="Keep: inlier", callback=lambda: self.decide(False))
+            dpg.add_text("flags (untick = outlier, searched; restarts):")
+        self.flag_group = dpg.add_group(horizontal=True, parent=parent)
         self.flag_boxes: list[int] = []
         self._model: Optional[BarModel] = None
+        self._choices: list[tuple[str, Optional[int]]] = [(LATEST, None)]
         self._written = 0
 
     def decide(self, accept: bool) -> None:
         self.app.decide_outlier(accept, None if self._model is None else self._model.verdict_round)
+
+    def _round_chosen(self, label: str) -> None:
+        index = dict(self._choices).get(label)
+        self.select_round(index)
+
+    def select_round(self, round_index: Optional[int]) -> None:
+        """Show (and decide on) round `round_index`'s verdict; None follows the latest verdict."""
+        self.app.ui.selected_round = None if round_index is None else int(round_index)
+        view = self.app.worker.view
+        if view is not None:
+            self.update(view)
 
     def set_flag(self, index: int, flag: int) -> None:
         self.app.set_flag(index, flag)
@@ -83,7 +120,13 @@ class OutliersPanel:
         for box, flag in zip(self.flag_boxes, view.initial_flags):
             if bool(dpg.get_value(box)) != bool(flag):
                 dpg.set_value(box, bool(flag))
-        self._model = bar_model(view)
+        self._choices = round_choices(view)
+        selected = self.app.ui.selected_round
+        if selected is not None and selected not in [index for _, index in self._choices]:
+            selected = self.app.ui.selected_round = None  # that round was discarded by a decision
+        dpg.configure_item(self.round_combo, items=[label for label, _ in self._choices])
+        dpg.set_value(self.round_combo, next(label for label, index in self._choices if index == selected))
+        self._model = bar_model(view, selected)
         head, line = verdict_text(view, self._model)
         self.candidate.set(head)
         self.verdict.set(line)
