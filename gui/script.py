@@ -2,8 +2,10 @@
 
     - step: 20                      # pipeline steps (waits until done)
     - run_until: search             # a pipeline phase: reconstruct, loo, search, arbitration, done
+                                    # (an error if the pipeline finishes without reaching it)
     - select_view: 1                # index, or the view id as a string ("001")
-    - accept_outlier: true          # or a round index; reject_outlier likewise
+    - select_round: 1               # the outlier panel shows (and decides on) round 1's verdict; or latest
+    - accept_outlier: true          # or a round index; reject_outlier likewise (a no-op changes nothing)
     - apply_candidate: 0            # rank position in the shown search, or {view: "001", rank: 2}
     - render_mode: depth            # rgb, depth, alpha, centres, ellipsoids
     - orbit: [dx, dy]               # mouse-drag pixels (0.05 degrees per pixel)
@@ -12,12 +14,12 @@
     - snap_to: 1                    # orbit camera to an input view
     - record_turntable: {frames: 8, out: x.mp4, elevation: -20, radius: 0, resolution: 128}
     - screenshot: x.png
-    - set_flag: [1, 0]              # view, flag (restarts the pipeline)
+    - set_flag: [1, 0]              # view, flag (restarts the pipeline; a view set to 0 is pose-searched)
     - heatmap: coarse               # or refined
     - blend: 0.5
     - frusta: {initial: true, current: true, gt: false}
     - run: true / pause: true
-    - export: gaussians             # gaussians, mesh, cameras
+    - export: gaussians             # gaussians, mesh, cameras (a failure is an error)
     - save_checkpoint: ck.pt / load_checkpoint: ck.pt
     - seed: 3                       # reset with this seed
     - wait_frames: 10
@@ -30,7 +32,6 @@ what the action produced. Any problem is a :class:`ScriptError` (one line; the C
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,7 @@ ACTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "save_checkpoint": (lambda v: isinstance(v, str) and v != "", "a file path"),
     "load_checkpoint": (lambda v: isinstance(v, str) and v != "", "a file path"),
     "seed": (_is_int, "an integer"),
+    "select_round": (lambda v: v == "latest" or (_is_int(v) and v >= 1), "a round index >= 1 or latest"),
     "wait_frames": (lambda v: _is_int(v) and v >= 0, "a number of frames"),
     "benchmark_orbit": (lambda v: isinstance(v, dict) and set(v) <= {"frames", "out", "dx"}, "{frames, out, dx}"),
 }
@@ -204,7 +206,12 @@ class ScriptRunner:
         yield from self._wait(self.app.worker.step(count))
 
     def _do_run_until(self, phase: str) -> Iterator[None]:
-        yield from self._wait(self.app.worker.run_until(phase))
+        reached = yield from self._wait(self.app.worker.run_until(phase))
+        if reached != phase:
+            view = self.app.worker.view
+            where = view.phase_label if view is not None else str(reached)
+            raise ScriptError(f"phase '{phase}' was never reached: the pipeline went on to '{reached}' "
+                              f"({where}) without it")
 
     def _do_select_view(self, ref: Any) -> Iterator[None]:
         self.app.select_view(self._view_index(ref), snap=True)
@@ -287,19 +294,23 @@ class ScriptRunner:
         yield
 
     def _do_export(self, what: str) -> Iterator[None]:
-        self.app.export.export(what)
-        while self.app.jobs.busy(f"export {what}"):
-            yield
+        written = yield from self._wait(self.app.export.export(what))
+        self.results.setdefault("export", {})[what] = written
 
     def _do_save_checkpoint(self, path: str) -> Iterator[None]:
-        self.app.controls.save_checkpoint(Path(path))
-        while self.app.jobs.busy("save checkpoint"):
-            yield
+        yield from self._wait(self.app.controls.save_checkpoint(Path(path)))
 
     def _do_load_checkpoint(self, path: str) -> Iterator[None]:
-        self.app.controls.load_checkpoint(Path(path))
-        while self.app.jobs.busy("load checkpoint"):
-            yield
+        yield from self._wait(self.app.controls.load_checkpoint(Path(path)))
+
+    def _do_select_round(self, arg: Any) -> Iterator[None]:
+        view = self.app.worker.view
+        rounds = [r["round"] for r in ((view.loo or {}).get("rounds", []) if view is not None else [])
+                  if r["round"] >= 1]
+        if arg != "latest" and arg not in rounds:
+            raise ScriptError(f"round {arg} has no verdict (rounds: {', '.join(map(str, rounds)) or 'none yet'})")
+        self.app.outliers.select_round(None if arg == "latest" else int(arg))
+        yield
 
     def _do_seed(self, seed: int) -> Iterator[None]:
         self.app.controls.reset(int(seed))

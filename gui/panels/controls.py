@@ -15,6 +15,8 @@ from gui.engine import EngineView
 from gui.handles import Text
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from gui.app import DebuggerApp
 
 LOSS_SERIES = (("total", "total"), ("rgb", "RGB"), ("mask", "mask"), ("prior", "prior (SDS)"))
@@ -72,15 +74,18 @@ class ControlsPanel:
         self.app.jobs.add(self.app.worker.swap(lambda p: actions.rebuilt(p, seed)), label,
                           lambda _: self.app.report(f"{label}: done", False))
 
-    def save_checkpoint(self, path: Optional[Path] = None) -> None:
+    def save_checkpoint(self, path: Optional[Path] = None) -> "Future":
+        """Save on the engine thread; a failure is a red status line (and the future's exception)."""
         target = Path(path) if path else self.app.out_dir / "checkpoint.pt"
         scene_dir = self.app.scene_dir
-        self.app.jobs.add(self.app.worker.call(lambda p: actions.save_checkpoint(p, target, scene_dir)),
-                          "save checkpoint", lambda written: self.app.report(f"checkpoint saved: {written}", False))
+        return self.app.jobs.add(self.app.worker.call(lambda p: actions.save_checkpoint(p, target, scene_dir)),
+                                 "save checkpoint",
+                                 lambda written: self.app.report(f"checkpoint saved: {written}", False))
 
-    def load_checkpoint(self, path: Path) -> None:
-        self.app.jobs.add(self.app.worker.swap(lambda p: actions.load_checkpoint(p, Path(path))), "load checkpoint",
-                          lambda _: self.app.report(f"checkpoint loaded: {path}", False))
+    def load_checkpoint(self, path: Path) -> "Future":
+        """Load (plain data only, same scene required); a failure is a red status line and changes nothing."""
+        return self.app.jobs.add(self.app.worker.swap(lambda p: actions.load_checkpoint(p, Path(path))),
+                                 "load checkpoint", lambda _: self.app.report(f"checkpoint loaded: {path}", False))
 
     def _checkpoint_chosen(self, sender: int, app_data: dict) -> None:
         path = app_data.get("file_path_name")

@@ -44,12 +44,13 @@ class ExportPanel:
         self.progress = actions.TurntableProgress()
         self.recording: Optional["Future"] = None
 
-    def export(self, what: str) -> None:
+    def export(self, what: str) -> "Future":
+        """Export on the engine thread; the future resolves to the path(s) written (a failure: red status)."""
         out = self.app.out_dir
         job = {"gaussians": actions.export_gaussians, "mesh": actions.export_mesh,
                "cameras": actions.export_cameras}[what]
-        self.app.jobs.add(self.app.worker.call(lambda p: job(p, out)), f"export {what}",
-                          lambda written: self.app.report(f"exported {what}: {_describe(written)}", False))
+        return self.app.jobs.add(self.app.worker.call(lambda p: job(p, out)), f"export {what}",
+                                 lambda written: self.app.report(f"exported {what}: {_describe(written)}", False))
 
     def record(self, frames: Optional[int] = None, out: Optional[Path] = None, elevation_deg: Optional[float] = None,
                radius: Optional[float] = None, resolution: Optional[int] = None) -> "Future":
@@ -80,5 +81,5 @@ class ExportPanel:
 
 def _describe(written: object) -> str:
     if isinstance(written, (list, tuple)):
-        return ", ".join(Path(str(w)).name for w in written)
+        return ", ".join(str(w) for w in written)
     return str(written)
