@@ -24,6 +24,15 @@ def _file_K(scene: Any) -> np.ndarray:
     return np.stack([scene.records[i].K for i in scene.ids]) if scene.records else np.asarray(scene.K)
 
 
+def refined_K(recon: Reconstruction, K: Any) -> np.ndarray:
+    """[V, 3, 3] intrinsics `K` (any pixel units) with the reconstruction's refined focal scale applied."""
+    scale = recon.focal_scale().detach().double().cpu().numpy()  # [V]
+    K = np.array(K, dtype=np.float64, copy=True)
+    K[:, 0, 0] *= scale
+    K[:, 1, 1] *= scale
+    return K
+
+
 def final_w2c(recon: Reconstruction) -> np.ndarray:
     return recon.current_w2c().detach().double().cpu().numpy()
 
@@ -51,15 +60,15 @@ def export_cameras(recon: Reconstruction, scene: Any, out_dir: Path, formats: tu
     if "sparseags" in formats:
         filepaths = [scene.records[i].filepath if scene.records else f"images/{i}.png" for i in scene.ids]
         extra = [dict(scene.records[i].extra) if scene.records else {} for i in scene.ids]
-        written.append(write_sparseags_cameras(out_dir / "cameras_updated.json", scene.ids, w2c, _file_K(scene),
+        written.append(write_sparseags_cameras(out_dir / "cameras_updated.json", scene.ids, w2c, refined_K(recon, _file_K(scene)),
                                                flags, filepaths, extra=extra))
     names = [Path(p).name for p in scene.image_paths] if scene.image_paths else [f"{i}.png" for i in scene.ids]
     size = scene.resolution
     if "colmap" in formats:
-        written.append(write_colmap_text(out_dir / "colmap", scene.ids, w2c, scene.K, size, size, names))
+        written.append(write_colmap_text(out_dir / "colmap", scene.ids, w2c, refined_K(recon, scene.K), size, size, names))
     if "nerfstudio" in formats:
         file_paths = [f"images/{n}" for n in names]
-        written.append(write_nerfstudio_transforms(out_dir / "transforms.json", scene.ids, w2c, scene.K, size, size,
+        written.append(write_nerfstudio_transforms(out_dir / "transforms.json", scene.ids, w2c, refined_K(recon, scene.K), size, size,
                                                    file_paths))
     return written
 
@@ -247,6 +256,7 @@ def compute_metrics(pipeline: Any, lpips_metric: Any, elapsed_s: float) -> dict:
         views[view_id] = entry
     result["views"] = views
     result["outliers"] = outlier_report(pipeline)
+    result["pose_evidence"] = pose_evidence_report(pipeline)
     if scene.w2c_gt is not None:
         # a config pickled before the metrics section existed (an old checkpoint) gets its defaults
         result.update(quality_sections(recon.gaussians, recon.backend, scene, *_inlier_pair(recon, est, scene.w2c_gt),
@@ -254,6 +264,33 @@ def compute_metrics(pipeline: Any, lpips_metric: Any, elapsed_s: float) -> dict:
                                        pipeline.cfg.pipeline.mesh_resolution))
     result["time_s"] = round(float(elapsed_s), 2)
     return result
+
+
+def pose_evidence_report(pipeline: Any) -> dict:
+    """The final reconstruction's per-view pose evidence: epipolar median at the start and the end, match
+    inliers, RGB / mask residuals, focal scale, and the guard's rollbacks with their reasons."""
+    recon = pipeline.final_recon
+    matches = getattr(pipeline, "matches", None)
+    report: dict = {"matches": None if matches is None else matches.summary(),
+                    "guard": list(recon.guard_log), "views": {}}
+    evidence = recon.evidence
+    last = {key: (evidence[key][-1] if evidence[key] else None) for key in ("rgb", "mask", "epipolar", "match_inliers")}
+    focal = recon.focal_scale().detach().cpu().numpy()
+
+    def number(value: Any) -> Any:
+        return None if value is None or not np.isfinite(value) else round(float(value), 4)
+
+    for i, view_id in enumerate(recon.ids):
+        report["views"][view_id] = {
+            "epipolar_start_px": number(recon._epipolar_start[i]),
+            "epipolar_final_px": number(None if last["epipolar"] is None else last["epipolar"][i]),
+            "match_inliers": None if last["match_inliers"] is None else int(last["match_inliers"][i]),
+            "mse_rgb": number(None if last["rgb"] is None else last["rgb"][i]),
+            "mse_mask": number(None if last["mask"] is None else last["mask"][i]),
+            "focal_scale": round(float(focal[i]), 5),
+            "rolled_back": bool(recon.pose_frozen[i]),
+        }
+    return report
 
 
 def outlier_report(pipeline: Any) -> dict:

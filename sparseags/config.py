@@ -84,10 +84,33 @@ class ReconConfig:
     # Where the pose correction acts: "world" = w2c_init @ exp(xi) (official: the world is moved about
     # its origin), "camera" = exp(xi) @ w2c_init (about the camera's own centre and axes).
     pose_delta: Literal["world", "camera"] = "camera"
+    # Adam lr of a per-view log focal scale (0 = focal lengths fixed, official). Estimators' focal
+    # lengths are off by 5-10 %; with them fixed no pose can satisfy the epipolar geometry.
+    lr_focal: float = 1.0e-3
+    # Step size of the twist's translation relative to its rotation (1 = one lr for both). Under noise that
+    # rotates a camera about its own centre, a translation fixes the image shift by moving the camera
+    # sideways, i.e. by changing which side of the object it sees; a smaller scale makes the image shift
+    # be corrected by rotation first.
+    camera_translation_scale: float = 1.0
+    # Per-view evidence (RGB / mask residual, epipolar median, match inliers) is recorded every
+    # `evidence_every` steps; the guard then rolls back a view whose epipolar error grew above
+    # max(guard_ratio x its start, start + guard_margin_px), if it has >= guard_min_matches matches.
+    evidence_every: int = 25
+    guard: bool = True
+    guard_ratio: float = 1.5
+    guard_margin_px: float = 1.0
+    guard_min_matches: int = 20
     # Loss weights, both warmed up linearly by s = step / iters (official 1e4 and 1e3).
     lambda_rgb: float = 1.0e4
     lambda_mask: float = 1.0e3
     loss_warmup: bool = True
+    # Correspondence term (sparseags/matches.py): weight of the mean robust epipolar (Sampson) cost of the
+    # verified SIFT matches between inlier views, under the current poses; 0 = off. It is not warmed up:
+    # it is the model-free signal that holds the poses while the Gaussians are still a blur.
+    lambda_epipolar: float = 100.0
+    # Scale (pixels of the scene image) and kind ("cauchy" | "clamped" | "l2") of the robust epipolar cost.
+    epipolar_scale_px: float = 2.0
+    epipolar_kind: Literal["cauchy", "clamped", "l2"] = "cauchy"
     # Inlier views rendered per step (0 = all, as the official code).
     views_per_step: int = 0
     # Render resolution schedule: [[step_fraction, resolution], ...]; lower resolution early is cheap on CPU.

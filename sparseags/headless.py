@@ -58,7 +58,7 @@ def prior_factory_for(cfg: Config, scene: Any, device: str):
     return factory
 
 
-def build_pipeline(scene_dir: Path, cfg: Config):
+def build_pipeline(scene_dir: Path, cfg: Config, match_cache: Optional[Path] = None):
     """Load the scene and build the pipeline exactly as the headless run and the debugger do."""
     from sparseags.pipeline import Pipeline
     from sparseags.scene import load_scene
@@ -67,7 +67,8 @@ def build_pipeline(scene_dir: Path, cfg: Config):
     scene = load_scene(Path(scene_dir), resolution=cfg.scene.resolution, init=cfg.scene.init)
     lpips_metric = load_lpips_for(cfg, device)
     prior_factory = prior_factory_for(cfg, scene, device)
-    return Pipeline(scene, cfg, device=device, lpips_metric=lpips_metric, prior_hook_factory=prior_factory)
+    return Pipeline(scene, cfg, device=device, lpips_metric=lpips_metric, prior_hook_factory=prior_factory,
+                    match_cache=match_cache)
 
 
 def _progress_bar(enabled: bool):
@@ -131,7 +132,8 @@ def run_headless(scene_dir: Path, out: Path, cfg: Config, decisions: Optional[st
     """Load, run and export; returns the metrics dict."""
     out = Path(out)
     entries = load_decisions(decisions) if decisions else []  # check the inputs before any heavy work
-    pipeline = build_pipeline(scene_dir, cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    pipeline = build_pipeline(scene_dir, cfg, match_cache=out / "matches.npz")  # matches cached in the run folder
     if entries:
         pipeline.queue_decisions(entries)
     out.mkdir(parents=True, exist_ok=True)

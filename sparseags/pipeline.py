@@ -229,7 +229,7 @@ class Pipeline:
     """reconstruct → leave-one-out → search → arbitration → done; see the module docstring."""
 
     def __init__(self, scene: Any, cfg: Config, device: str | torch.device = "cpu", lpips_metric: Any = None,
-                 prior_hook_factory: Optional[Callable[[], Any]] = None):
+                 prior_hook_factory: Optional[Callable[[], Any]] = None, match_cache: Any = None):
         self.scene = scene
         self.cfg = cfg
         self.device = torch.device(device)
@@ -238,6 +238,7 @@ class Pipeline:
         self.num_views = len(scene.ids)
         self.initial_flags = np.asarray(scene.flags, dtype=np.int64).copy()
         self.initial_w2c = np.asarray(scene.w2c_init, dtype=np.float64).copy()
+        self.matches = self._pair_matches(match_cache)
         self.score_key = "lpips_norm" if (cfg.outliers.score == "lpips" and lpips_metric is not None) else "mse_norm"
         self.round_iters = cfg.outliers.round_iters or cfg.recon.iters
         self.arbitration_iters = cfg.outliers.round_iters or cfg.recon.iters
@@ -249,10 +250,23 @@ class Pipeline:
     # ---------------------------------------------------------------------------------------------
     # construction helpers (also used by the phases)
 
+    def _pair_matches(self, cache: Any) -> Any:
+        """Verified feature matches between every pair of views (sparseags/matches.py), read from or written
+        to `cache` (a .npz path, e.g. in the run folder) when given; None when neither the epipolar term
+        nor the guard uses them."""
+        from .matches import extract_pair_matches, load_or_extract
+
+        rc = self.cfg.recon
+        if rc.lambda_epipolar <= 0.0 and not rc.guard:
+            return None
+        if cache is not None:
+            return load_or_extract(cache, self.scene)
+        return extract_pair_matches(self.scene)
+
     def make_recon(self, flags: np.ndarray, w2c_init: np.ndarray, iters: Optional[int] = None) -> Reconstruction:
         hook = self.prior_hook_factory() if self.prior_hook_factory is not None else None
         return Reconstruction(self.scene, self.cfg, self.device, flags=np.asarray(flags),
-                              w2c_init=np.asarray(w2c_init), prior_hook=hook, iters=iters)
+                              w2c_init=np.asarray(w2c_init), prior_hook=hook, iters=iters, matches=self.matches)
 
     @torch.no_grad()
     def score(self, recon: Reconstruction) -> dict:
@@ -610,8 +624,17 @@ class Pipeline:
             "search_order": [self.scene.ids[v] for v in self.search_order],
             "arbitration": None if self.arbitration is None else self.arbitration.snapshot(),
             "decisions": copy.deepcopy(self.decisions),
+            "matches": self.matches_snapshot(),
             "done": self.done,
         }
+
+    def matches_snapshot(self) -> Optional[dict]:
+        """The scene's verified matches for display: per pair i, j and the pixel coordinates (scene image)."""
+        if self.matches is None:
+            return None
+        return {"summary": self.matches.summary(),
+                "pairs": [{"i": int(p.i), "j": int(p.j), "xy_i": np.asarray(p.xy_i), "xy_j": np.asarray(p.xy_j),
+                           "verified": np.asarray(p.inlier)} for p in self.matches.pairs]}
 
     def state_dict(self) -> dict:
         return {

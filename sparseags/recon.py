@@ -45,6 +45,7 @@ from .render import RenderOutput, render_gaussians
 
 STATE_VERSION = 1
 CAMERA_GROUP = "cameras"
+FOCAL_GROUP = "focal"
 
 
 class ReconError(ValueError):
@@ -88,6 +89,17 @@ def xyz_learning_rate(step: int, iters: int, lr_init: float, lr_final: float) ->
     return math.exp(math.log(lr_init) * (1.0 - t) + math.log(lr_final) * t)
 
 
+def _scale_focal(K: Tensor, scale: Tensor) -> Tensor:
+    """K [V, 3, 3] with fx, fy (K[:, 0, 0], K[:, 1, 1]) multiplied by scale [V]; differentiable in scale."""
+    diag = torch.stack([scale, scale, torch.ones_like(scale)], dim=-1)  # [V, 3]
+    eye = torch.eye(3, device=K.device, dtype=K.dtype)
+    factor = eye * (diag[..., None] - 1.0) + 1.0  # [V, 3, 3]: diag entries scaled, others 1
+    # Only the focal entries change: the principal point column and the last row keep factor 1.
+    factor = factor.clone()
+    factor[:, 2, 2] = 1.0
+    return K * factor.to(K.dtype)
+
+
 def _resample(images: Tensor, height: int, width: int) -> Tensor:
     """[V, H, W, C] -> [V, height, width, C]: area averaging when shrinking, bilinear when enlarging."""
     if images.shape[1:3] == (height, width):
@@ -114,6 +126,9 @@ class Reconstruction:
         gaussians: start from a copy of these Gaussians instead of initialising.
         prior_hook: a :class:`PriorHook` or None.
         iters: override of ``cfg.recon.iters``.
+        matches: a :class:`sparseags.matches.PairMatches` of the scene's views (or None); its verified
+            matches between inlier views feed the epipolar term (``cfg.recon.lambda_epipolar``) and the
+            per-view evidence.
     """
 
     def __init__(
@@ -126,6 +141,7 @@ class Reconstruction:
         gaussians: GaussianModel | None = None,
         prior_hook: PriorHook | None = None,
         iters: int | None = None,
+        matches: Any = None,
     ):
         self.cfg = cfg
         self.rc = cfg.recon
@@ -160,9 +176,12 @@ class Reconstruction:
             if tuple(array.shape) != shape:
                 raise ReconError(f"recon: {name} must have shape {list(shape)}, got {list(array.shape)}")
         self.w2c_init = torch.as_tensor(w2c, dtype=torch.float32, device=self.device)  # [V, 4, 4]
+        self.initial_w2c = self.w2c_init.clone()  # [V, 4, 4] the poses this run started from (the guard's fallback)
         gt = getattr(scene, "w2c_gt", None)
         self.w2c_gt = None if gt is None else np.asarray(gt, dtype=np.float64)
         self._set_flags(flags_np)
+        self.matches = matches
+        self._flat_matches = None if matches is None else matches.flat(device=self.device)
 
         if gaussians is not None:
             self.gaussians = gaussians.clone().to(self.device)
@@ -174,10 +193,21 @@ class Reconstruction:
         if not self.rc.optimize_cameras:
             xi.zero_()
         self.xi = nn.Parameter(xi.to(self.device), requires_grad=self.rc.optimize_cameras)  # [I, 6] [rho, phi]
+        # Per-inlier log focal scale: fx, fy of view i are multiplied by exp(log_focal[i]) (0 = as given).
+        # Translation part of the twist is scaled by recon.camera_translation_scale (its effective Adam step).
+        self._twist_scale = torch.tensor([self.rc.camera_translation_scale] * 3 + [1.0] * 3, device=self.device)
+        self.log_focal = nn.Parameter(torch.zeros(self.n_inliers, device=self.device),
+                                      requires_grad=self._focal_trainable)  # [I]
         self.optimizer = self._build_optimizer()
 
         self.step_count = 0
-        self.history: dict[str, list[float]] = {"step": [], "rgb": [], "mask": [], "prior": [], "total": []}
+        # Per-view pose evidence over the steps and the guard's rollbacks (see _record_evidence / _guard).
+        self.pose_frozen = np.zeros(len(self.ids), dtype=bool)  # views whose pose the guard rolled back
+        self.guard_log: list[dict] = []
+        self.evidence: dict[str, list] = {"step": [], "rgb": [], "mask": [], "epipolar": [], "match_inliers": []}
+        self._epipolar_start = self.view_epipolar_errors()[0]  # [V] at the initial poses (nan: no matches)
+        self.history: dict[str, list[float]] = {"step": [], "rgb": [], "mask": [], "prior": [], "epipolar": [],
+                                                "total": []}
         self.camera_tracks: list[Tensor] = []  # per completed step: [V, 4, 4] float32 (CPU)
         self.last_densify: dict[str, int] | None = None
         self._target_cache: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
@@ -207,6 +237,22 @@ class Reconstruction:
             rc.num_pts, rc.sh_degree, self.generator, grid=rc.hull_grid, fallback_radius=rc.init_radius,
             device=self.device)
 
+    @property
+    def _focal_trainable(self) -> bool:
+        """Focal lengths move only with the epipolar term: the renderers give no gradient w.r.t. K."""
+        rc = self.rc
+        has_matches = self._flat_matches is not None and self._flat_matches.num_matches > 0
+        return bool(rc.optimize_cameras and rc.lr_focal > 0.0 and rc.lambda_epipolar > 0.0 and has_matches)
+
+    def focal_scale(self) -> Tensor:
+        """[V] current focal scale per view: exp(log_focal) for inliers, 1 for outliers (differentiable)."""
+        ones = torch.ones(len(self.ids), device=self.device)
+        return ones.index_copy(0, self._inlier_index_t, torch.exp(self.log_focal))
+
+    def current_K(self, K: Tensor) -> Tensor:
+        """[V, 3, 3] intrinsics `K` (any resolution) with the focal lengths scaled by :meth:`focal_scale`."""
+        return _scale_focal(K, self.focal_scale())
+
     def _build_optimizer(self) -> torch.optim.Adam:
         """One Adam(eps=1e-15) with the official groups; the xyz lr is set every step."""
         rc, splats = self.rc, self.gaussians.splats
@@ -220,6 +266,8 @@ class Reconstruction:
         ]
         if rc.optimize_cameras:
             groups.append({"params": [self.xi], "lr": rc.lr_camera, "name": CAMERA_GROUP})
+        if self._focal_trainable:
+            groups.append({"params": [self.log_focal], "lr": rc.lr_focal, "name": FOCAL_GROUP})
         return torch.optim.Adam(groups, lr=0.0, eps=1e-15)
 
     # ------------------------------------------------------------------------------------------
@@ -230,10 +278,11 @@ class Reconstruction:
 
         Differentiable w.r.t. ``xi``.
         """
+        xi = self.xi * self._twist_scale  # [I, 6]
         if self.rc.pose_delta == "camera":
-            inlier_w2c = se3_exp(self.xi) @ self.w2c_init[self._inlier_index_t]  # [I, 4, 4]
+            inlier_w2c = se3_exp(xi) @ self.w2c_init[self._inlier_index_t]  # [I, 4, 4]
         else:
-            inlier_w2c = self.w2c_init[self._inlier_index_t] @ se3_exp(self.xi)  # [I, 4, 4]
+            inlier_w2c = self.w2c_init[self._inlier_index_t] @ se3_exp(xi)  # [I, 4, 4]
         return self.w2c_init.index_copy(0, self._inlier_index_t, inlier_w2c)
 
     def set_view_pose(self, index: int, w2c: Any) -> None:
@@ -293,6 +342,7 @@ class Reconstruction:
         resolution = self.width if resolution is None else int(resolution)
         height, width = self._size_at(resolution)
         _, _, K = self.targets_at(resolution)
+        K = self.current_K(K)
         background = torch.ones(3, device=self.device) if white_background else None
         out = self.render(self.current_w2c(), K, width, height, background)
         return out.rgb, out.alpha[..., 0]
@@ -347,6 +397,122 @@ class Reconstruction:
         pick = torch.randperm(self.n_inliers, generator=self.generator)[:count].sort().values
         return self._inlier_index_t[pick.to(self.device)]
 
+    def _inlier_match_mask(self) -> Tensor | None:
+        """[M] bool: the verified matches whose two views are both inliers now (None without matches)."""
+        flat = self._flat_matches
+        if flat is None or flat.num_matches == 0:
+            return None
+        inlier = torch.as_tensor(self.flags.astype(bool), device=self.device)  # [V]
+        keep = inlier[flat.view_i] & inlier[flat.view_j]
+        return keep if bool(keep.any()) else None
+
+    def match_errors(self, w2c: Tensor | None = None) -> Tensor | None:
+        """[M] Sampson errors (pixels of the scene image) of every verified match at `w2c` [V, 4, 4]
+        (default: the current poses; differentiable in xi); None without matches."""
+        from .matches import match_errors_px
+
+        flat = self._flat_matches
+        if flat is None or flat.num_matches == 0:
+            return None
+        w2c = self.current_w2c() if w2c is None else w2c
+        return match_errors_px(flat, self.current_K(self._K), w2c)
+
+    @torch.no_grad()
+    def view_epipolar_errors(self, w2c: Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per view: median Sampson error [V] (pixels; nan where the view has no match with an inlier view)
+        and the number of its matches within 2 x ``epipolar_scale_px`` [V], at `w2c` (default: now)."""
+        n_views = len(self.ids)
+        medians, inliers = np.full(n_views, np.nan), np.zeros(n_views, dtype=np.int64)
+        keep = self._inlier_match_mask()
+        if keep is None:
+            return medians, inliers
+        errors = self.match_errors(w2c)
+        flat = self._flat_matches
+        threshold = 2.0 * self.rc.epipolar_scale_px
+        for view in range(n_views):
+            mine = keep & ((flat.view_i == view) | (flat.view_j == view))
+            if bool(mine.any()):
+                medians[view] = float(errors[mine].median())
+                inliers[view] = int((errors[mine] < threshold).sum())
+        return medians, inliers
+
+    @torch.no_grad()
+    def _record_evidence(self, views: Tensor, mse_rgb: Tensor, mse_mask: Tensor) -> None:
+        """Append the per-view evidence of this step: RGB and mask MSE of the views rendered in it (nan for the
+        others), epipolar median and match inliers of every view."""
+        n_views = len(self.ids)
+        rgb, mask = np.full(n_views, np.nan), np.full(n_views, np.nan)
+        rows = views.cpu().numpy()
+        rgb[rows], mask[rows] = mse_rgb.cpu().numpy(), mse_mask.cpu().numpy()
+        epipolar, match_inliers = self.view_epipolar_errors()
+        self.evidence["step"].append(self.step_count)
+        for key, value in (("rgb", rgb), ("mask", mask), ("epipolar", epipolar), ("match_inliers", match_inliers)):
+            self.evidence[key].append(value.tolist())
+
+    @torch.no_grad()
+    def _guard(self) -> None:
+        """Roll back every inlier view whose epipolar evidence now contradicts its refined pose.
+
+        A view with at least ``guard_min_matches`` matches is contradicted when its median Sampson error
+        exceeds ``max(guard_ratio x start, start + guard_margin_px)``. Its pose is reset to its initial pose
+        carried into the current frame (the similarity that maps the initial camera centres of the other
+        inliers onto their current centres), with the initial focal, and frozen from then on. The reason goes
+        to :attr:`guard_log` (and from there to metrics.json and the snapshot).
+        """
+        rc = self.rc
+        epipolar = np.asarray(self.evidence["epipolar"][-1], dtype=np.float64)
+        counts = np.asarray(self.evidence["match_inliers"][-1])
+        start = self._epipolar_start
+        limit = np.maximum(rc.guard_ratio * start, start + rc.guard_margin_px)
+        flat = self._flat_matches
+        for view in self.inlier_indices:
+            if self.pose_frozen[view] or not np.isfinite(epipolar[view]) or not np.isfinite(start[view]):
+                continue
+            n_matches = 0 if flat is None else int(((flat.view_i == view) | (flat.view_j == view)).sum())
+            if n_matches < rc.guard_min_matches or epipolar[view] <= limit[view]:
+                continue
+            self._roll_back(int(view))
+            self.guard_log.append({
+                "view": self.ids[view], "step": self.step_count, "action": "rolled back to its initial pose",
+                "reason": (f"epipolar median {epipolar[view]:.2f} px > limit {limit[view]:.2f} px "
+                           f"(start {start[view]:.2f} px, {int(counts[view])} of {n_matches} matches within "
+                           f"{2 * rc.epipolar_scale_px:g} px)")})
+
+    def _roll_back(self, view: int) -> None:
+        """Reset inlier `view` to its initial pose, expressed in the current frame, and freeze it."""
+        from .cameras import camera_centers, umeyama
+
+        current = self.current_w2c().detach().double()  # [V, 4, 4]
+        start = self.initial_w2c.double()  # [V, 4, 4]
+        others = [int(i) for i in self.inlier_indices if i != view and not self.pose_frozen[i]]
+        w2c = start[view].clone()
+        if len(others) >= 3:
+            # X_now = s R X_start + t maps the start frame onto the current one (camera centres of the others).
+            s, R, t = umeyama(camera_centers(start[others]), camera_centers(current[others]), with_scale=True)
+            # A camera [Q | q] of the start frame sees X_start = (R^T (X_now - t)) / s; in the current frame its
+            # rotation is Q R^T and its translation (q - Q R^T t / s) scaled by s (depth scale changes no pixel).
+            Q, q = start[view, :3, :3], start[view, :3, 3]
+            w2c[:3, :3] = Q @ R.T
+            w2c[:3, 3] = s * q - Q @ R.T @ t
+        self.set_view_pose(view, w2c.float())
+        rows = np.nonzero(self.inlier_indices == view)[0]
+        if len(rows):
+            self.log_focal.data[int(rows[0])] = 0.0
+        self.pose_frozen[view] = True
+
+    def _epipolar_loss(self) -> Tensor | None:
+        """``lambda_epipolar`` x mean robust epipolar cost of the matches between inlier views, or None."""
+        from .matches import robust_epipolar_loss
+
+        rc = self.rc
+        if rc.lambda_epipolar <= 0.0 or not rc.optimize_cameras:
+            return None
+        keep = self._inlier_match_mask()
+        if keep is None:
+            return None
+        errors = self.match_errors()[keep]  # [M']
+        return rc.lambda_epipolar * robust_epipolar_loss(errors, rc.epipolar_scale_px, rc.epipolar_kind).mean()
+
     def _one_step(self) -> dict:
         rc = self.rc
         k = self.step_count
@@ -360,19 +526,24 @@ class Reconstruction:
             if group.get("name") == CAMERA_GROUP:
                 # Poses stay fixed until the Gaussians explain the images roughly (0 = official: from step 1).
                 group["lr"] = rc.lr_camera if official_step > rc.camera_start_step else 0.0
+            elif group.get("name") == FOCAL_GROUP:
+                group["lr"] = rc.lr_focal if official_step > rc.camera_start_step else 0.0
 
         resolution = self.current_resolution()
         height, width = self._size_at(resolution)
         images, masks, K = self.targets_at(resolution)
         views = self._sample_views()
         w2c = self.current_w2c()[views]
-        out = self.render(w2c, K[views], width, height, torch.ones(3, device=self.device))
+        out = self.render(w2c, self.current_K(K)[views], width, height, torch.ones(3, device=self.device))
         weight = step_ratio if rc.loss_warmup else 1.0
         mse_rgb = ((out.rgb - images[views]) ** 2).mean(dim=(1, 2, 3))  # [C]
         mse_mask = ((out.alpha[..., 0] - masks[views]) ** 2).mean(dim=(1, 2))  # [C]
         loss_rgb = rc.lambda_rgb * weight * mse_rgb.sum()
         loss_mask = rc.lambda_mask * weight * mse_mask.sum()
         loss = loss_rgb + loss_mask
+        loss_epipolar = self._epipolar_loss()
+        if loss_epipolar is not None:
+            loss = loss + loss_epipolar
 
         loss_prior = torch.zeros((), device=self.device)
         hook_stats: dict = {}
@@ -388,6 +559,12 @@ class Reconstruction:
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.pose_frozen.any() and self.xi.grad is not None:
+            # Views the guard rolled back keep their restored pose (no further pose or focal updates).
+            frozen_rows = torch.as_tensor(self.pose_frozen[self.inlier_indices], device=self.device)
+            self.xi.grad[frozen_rows] = 0.0
+            if self.log_focal.grad is not None:
+                self.log_focal.grad[frozen_rows] = 0.0
         in_window = rc.densify_from <= official_step <= rc.densify_until
         if in_window and out.means2d.grad is not None:
             self.gaussians.add_densification_stats(out.means2d.grad, out.visible, width, height)
@@ -404,18 +581,23 @@ class Reconstruction:
             self.last_densify = densify
 
         self.step_count += 1
+        every = max(1, int(rc.evidence_every))
+        if self.step_count % every == 0 or self.done:
+            self._record_evidence(views, mse_rgb.detach(), mse_mask.detach())
+            if rc.guard and rc.optimize_cameras:
+                self._guard()
         if self.done:
             pruned = self.gaussians.prune(self.optimizer, rc.prune_min_opacity, rc.final_prune_max_scale)
             densify = {**(densify or {}), "n_final_pruned": pruned, "n_after": self.gaussians.num_gaussians}
         with torch.no_grad():
             self.camera_tracks.append(self.current_w2c().detach().cpu())
         record = {"rgb": loss_rgb.item(), "mask": loss_mask.item(), "prior": float(loss_prior.detach()),
-                  "total": loss.item()}
+                  "epipolar": 0.0 if loss_epipolar is None else loss_epipolar.item(), "total": loss.item()}
         self.history["step"].append(float(self.step_count))
         for key, value in record.items():
             self.history[key].append(value)
         return {"loss": record["total"], "loss_rgb": record["rgb"], "loss_mask": record["mask"],
-                "loss_prior": record["prior"], "sh_degree": self.gaussians.active_sh_degree,
+                "loss_prior": record["prior"], "loss_epipolar": record["epipolar"], "sh_degree": self.gaussians.active_sh_degree,
                 "resolution": resolution, "densify": densify, **hook_stats}
 
     # ------------------------------------------------------------------------------------------
@@ -460,7 +642,32 @@ class Reconstruction:
             "last_densify": None if self.last_densify is None else dict(self.last_densify),
             "history": {key: list(values) for key, values in self.history.items()},
             "camera_tracks": tracks,
+            "focal_scale": self.focal_scale().detach().cpu().numpy(),
+            "evidence": copy.deepcopy(self.evidence),
+            "epipolar_start": self._epipolar_start.copy(),
+            "guard_log": copy.deepcopy(self.guard_log),
+            "pose_frozen": self.pose_frozen.copy(),
+            "pose_error": self.pose_error_curve(),
         }
+
+    def pose_error_curve(self, every: int = 5) -> dict | None:
+        """Per-view rotation error (deg, after the best global rotation) and Rot@5 / Rot@15 / CC@0.1 against
+        ground truth every `every` steps of :attr:`camera_tracks` (None without GT)."""
+        from .metrics import per_view_rotation_error_deg, pose_metrics
+
+        if self.w2c_gt is None:
+            return None
+        tracks = [self.initial_w2c.detach().cpu()] + self.camera_tracks
+        steps = list(range(0, len(tracks), max(1, every)))
+        if steps[-1] != len(tracks) - 1:
+            steps.append(len(tracks) - 1)
+        per_view, summary = [], []
+        for k in steps:
+            w2c = tracks[k].double()
+            per_view.append(per_view_rotation_error_deg(w2c, self.w2c_gt).tolist())
+            summary.append(pose_metrics(w2c, self.w2c_gt))
+        return {"step": steps, "rot_err_deg": per_view, "rot5": [m["rot5"] for m in summary],
+                "rot15": [m["rot15"] for m in summary], "cc10": [m["cc10"] for m in summary]}
 
     # ------------------------------------------------------------------------------------------
     # checkpoint
@@ -477,6 +684,12 @@ class Reconstruction:
             "gaussians": {k: v.cpu() for k, v in self.gaussians.tensors().items()},
             "active_sh_degree": self.gaussians.active_sh_degree,
             "xi": self.xi.detach().cpu().clone(),
+            "log_focal": self.log_focal.detach().cpu().clone(),
+            "initial_w2c": self.initial_w2c.detach().cpu().clone(),
+            "pose_frozen": self.pose_frozen.copy(),
+            "guard_log": copy.deepcopy(self.guard_log),
+            "evidence": copy.deepcopy(self.evidence),
+            "epipolar_start": self._epipolar_start.copy(),
             "optimizer": copy.deepcopy(self.optimizer.state_dict()),
             "generator": self.generator.get_state(),
             "history": {key: list(values) for key, values in self.history.items()},
@@ -501,10 +714,21 @@ class Reconstruction:
         self.w2c_init = state["w2c_init"].to(self.device, torch.float32).clone()
         self.gaussians = GaussianModel.from_tensors(state["gaussians"], state["active_sh_degree"], device=self.device)
         self.xi = nn.Parameter(state["xi"].to(self.device).clone(), requires_grad=self.rc.optimize_cameras)
+        log_focal = state.get("log_focal")
+        if log_focal is None:
+            log_focal = torch.zeros(self.n_inliers)
+        self.log_focal = nn.Parameter(log_focal.to(self.device).clone(), requires_grad=self._focal_trainable)
+        if "initial_w2c" in state:
+            self.initial_w2c = state["initial_w2c"].to(self.device, torch.float32).clone()
+            self.pose_frozen = np.asarray(state["pose_frozen"], dtype=bool).copy()
+            self.guard_log = copy.deepcopy(state["guard_log"])
+            self.evidence = copy.deepcopy(state["evidence"])
+            self._epipolar_start = np.asarray(state["epipolar_start"], dtype=np.float64).copy()
         self.optimizer = self._build_optimizer()
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.history = {key: list(values) for key, values in state["history"].items()}
+        self.history.setdefault("epipolar", [0.0] * len(self.history["step"]))  # states from before the term
         self.camera_tracks = [t.clone() for t in state["camera_tracks"]]
         self.last_densify = state["last_densify"]
         if state.get("prior_hook") is not None and hasattr(self.prior_hook, "load_state_dict"):
