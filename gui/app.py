@@ -3,7 +3,9 @@
 Layout (viewport 1600 x 1000): the orbit view (512 x 512) with its options on the left; the controls
 (stepping, phase, timing, loss curves, seed, scene, checkpoints, export, turntable) next to it; per-view
 score bars with the outlier decisions top right; the pose-search heatmap with the top candidates below
-them; the input-vs-render strip along the bottom.
+them; along the bottom, two tabs: the input-vs-render strip, and the matches of a view pair with the per-view
+pose-evidence curves, the guard's rollbacks and the pose error against ground truth
+(:mod:`gui.panels.evidence`).
 
 Threads: the pipeline lives on the engine thread (:mod:`gui.engine`), stepped in slices of at most
 ``cfg.gui.frame_budget_ms``; this (main) thread is the only one that calls DearPyGui. Callbacks are
@@ -29,6 +31,7 @@ from gui import actions
 from gui.engine import EngineWorker
 from gui.handles import Text
 from gui.panels.controls import ControlsPanel
+from gui.panels.evidence import EvidencePanel
 from gui.panels.export import ExportPanel
 from gui.panels.lpips_bars import LpipsBarsPanel, bar_model
 from gui.panels.orbit_view import OrbitViewPanel
@@ -144,7 +147,12 @@ class DebuggerApp:
         self.bars = LpipsBarsPanel(self, windows["scores"], LAYOUT["scores"][2] - 16, 140)
         self.outliers = OutliersPanel(self, windows["scores"])
         self.heatmap = SearchHeatmapPanel(self, windows["search"], (300, 240))
-        self.overlays = OverlayStrip(self, windows["overlays"])
+        with dpg.tab_bar(parent=windows["overlays"], callback=lambda s, a: self._tab_changed(a)) as tabs:
+            self.bottom_tabs = {"overlays": dpg.add_tab(label="input vs render"),
+                                "evidence": dpg.add_tab(label="matches & pose evidence")}
+        self.tab_bar = tabs
+        self.overlays = OverlayStrip(self, self.bottom_tabs["overlays"])
+        self.evidence = EvidencePanel(self, self.bottom_tabs["evidence"])
         with dpg.handler_registry():
             dpg.add_mouse_wheel_handler(callback=lambda s, a: self.orbit.on_wheel(a))
             dpg.add_key_press_handler(dpg.mvKey_Spacebar, callback=lambda: self.controls.toggle_run())
@@ -167,6 +175,22 @@ class DebuggerApp:
         self.ui.selected_view = int(index)
         if snap:
             self.orbit.snap_to(int(index))
+
+    def show_tab(self, name: str) -> None:
+        """Bring a tab of the bottom window to the front: "overlays" or "evidence"."""
+        if name not in self.bottom_tabs:
+            raise ValueError(f"unknown tab {name!r}; tabs are {', '.join(self.bottom_tabs)}")
+        self.ui.bottom_tab = name
+        dpg.set_value(self.tab_bar, self.bottom_tabs[name])
+
+    def select_pair(self, a: int, b: int) -> None:
+        """Show the matches between views a and b (indices) in the evidence tab."""
+        self.evidence.select_pair(a, b)
+
+    def _tab_changed(self, tab: Any) -> None:
+        for name, item in self.bottom_tabs.items():
+            if item == tab:
+                self.ui.bottom_tab = name
 
     # ------------------------------------------------------------------------------------------
     # decisions (each returns the engine future; decisions.json is rewritten after each)
@@ -261,6 +285,9 @@ class DebuggerApp:
         """Viewport pixel rectangles (x0, y0, x1, y1) of the main items, for tests and docs."""
         items = {"orbit_view": self.orbit.drawlist, "loss_plot": self.controls.loss_plot, "bars": self.bars.plot,
                  "heatmap": self.heatmap.plot, "overlays": self.windows["overlays"]}
+        if self.ui.bottom_tab == "evidence":  # items of a hidden tab have no rectangle
+            items.update({"matches": self.evidence.drawlist, "epipolar_plot": self.evidence.epipolar.plot,
+                          "rgb_plot": self.evidence.rgb.plot, "pose_plot": self.evidence.pose_plot})
         out = {}
         for name, item in items.items():
             state = dpg.get_item_state(item)
@@ -289,6 +316,7 @@ class DebuggerApp:
             self._applied_version = view.version
         self.orbit.update(view)
         self.overlays.update(view)
+        self.evidence.update(view)
         self.export.update()
         self.controls.update_timing(view)
         dpg.render_dearpygui_frame()

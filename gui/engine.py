@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from gui.evidence import EvidenceView, build_evidence
 from sparseags.pipeline import PHASES
 
 __all__ = ["EngineView", "EngineWorker", "SearchView", "build_view"]
@@ -87,6 +88,7 @@ class EngineView:
     steps_per_s: float
     last_event: dict = field(default_factory=dict)
     error: str = ""
+    evidence: Optional[EvidenceView] = None  # matches and per-view pose evidence of the active reconstruction
 
 
 def _gaussian_arrays(recon: Any) -> dict:
@@ -131,7 +133,8 @@ def _gt_in_frame(pipeline: Any) -> Optional[np.ndarray]:
 
 
 def build_view(pipeline: Any, version: int, gaussians_version: int, *, busy: bool, running: bool,
-               ms_per_step: float, steps_per_s: float, last_event: dict, error: str = "") -> EngineView:
+               ms_per_step: float, steps_per_s: float, last_event: dict, error: str = "",
+               previous_evidence: Optional[EvidenceView] = None) -> EngineView:
     """Read everything the panels show from `pipeline` (call on the thread that owns it)."""
     from sparseags.pipeline import gaussian_centre
 
@@ -161,7 +164,8 @@ def build_view(pipeline: Any, version: int, gaussians_version: int, *, busy: boo
         latest_scores=None if pipeline.latest_scores is None else {
             k: np.asarray(v, dtype=float).copy() for k, v in pipeline.latest_scores.items()},
         decisions=[dict(d) for d in pipeline.decisions], busy=busy, running=running, ms_per_step=ms_per_step,
-        steps_per_s=steps_per_s, last_event=dict(last_event), error=error)
+        steps_per_s=steps_per_s, last_event=dict(last_event), error=error,
+        evidence=build_evidence(pipeline, busy, previous_evidence))
 
 
 @dataclass
@@ -433,7 +437,8 @@ class EngineWorker:
         try:
             self.view = build_view(p, self._version, self._gaussians_version, busy=busy and not p.done,
                                    running=self._running, ms_per_step=self._ms_per_step,
-                                   steps_per_s=self._steps_per_s, last_event=self._last_event, error=self._error)
+                                   steps_per_s=self._steps_per_s, last_event=self._last_event, error=self._error,
+                                   previous_evidence=None if self.view is None else self.view.evidence)
         except Exception as err:  # a half-built state must not stop the engine; report it instead
             self._error = f"cannot read the pipeline state: {type(err).__name__}: {err}"
         self._dirty = False

@@ -4,6 +4,8 @@
     - run_until: search             # a pipeline phase: reconstruct, loo, search, arbitration, done
                                     # (an error if the pipeline finishes without reaching it)
     - select_view: 1                # index, or the view id as a string ("001")
+    - select_pair: [0, 2]           # matches panel: views 0 and 2 (indices or ids); shows the evidence tab
+    - tab: evidence                 # bottom window: evidence (matches, pose evidence) or overlays
     - select_round: 1               # the outlier panel shows (and decides on) round 1's verdict; or latest
     - accept_outlier: true          # or a round index; reject_outlier likewise (a no-op changes nothing)
     - apply_candidate: 0            # rank position in the shown search, or {view: "001", rank: 2}
@@ -117,6 +119,9 @@ ACTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "save_checkpoint": (lambda v: isinstance(v, str) and v != "", "a file path"),
     "load_checkpoint": (lambda v: isinstance(v, str) and v != "", "a file path"),
     "seed": (_is_int, "an integer"),
+    "select_pair": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_view_ref(x) for x in v),
+                    "[view, view] (indices or ids)"),
+    "tab": (lambda v: v in ("overlays", "evidence"), "overlays or evidence"),
     "select_round": (lambda v: v == "latest" or (_is_int(v) and v >= 1), "a round index >= 1 or latest"),
     "wait_frames": (lambda v: _is_int(v) and v >= 0, "a number of frames"),
     "benchmark_orbit": (lambda v: isinstance(v, dict) and set(v) <= {"frames", "out", "dx"}, "{frames, out, dx}"),
@@ -310,6 +315,18 @@ class ScriptRunner:
         if arg != "latest" and arg not in rounds:
             raise ScriptError(f"round {arg} has no verdict (rounds: {', '.join(map(str, rounds)) or 'none yet'})")
         self.app.outliers.select_round(None if arg == "latest" else int(arg))
+        yield
+
+    def _do_select_pair(self, arg: list) -> Iterator[None]:
+        a, b = self._view_index(arg[0]), self._view_index(arg[1])
+        if a == b:
+            raise ScriptError(f"select_pair: two different views, got {arg[0]!r} twice")
+        self.app.select_pair(a, b)
+        self.app.show_tab("evidence")
+        yield
+
+    def _do_tab(self, name: str) -> Iterator[None]:
+        self.app.show_tab(name)
         yield
 
     def _do_seed(self, seed: int) -> Iterator[None]:

@@ -28,6 +28,8 @@ class UiState:
     heatmap_which: str = "refined"  # "coarse" | "refined"
     selected_round: Optional[int] = None  # leave-one-out round whose verdict the outlier panel shows (None: latest)
     blend: float = 0.5  # overlay: 0 = input, 1 = render
+    selected_pair: Optional[tuple] = None  # (a, b) view indices of the matches panel (None: the best pair)
+    bottom_tab: str = "overlays"  # "overlays" (input vs render) | "evidence" (matches and pose evidence)
     status: str = ""
     status_is_error: bool = False
 
