@@ -662,10 +662,13 @@ class Reconstruction:
         if steps[-1] != len(tracks) - 1:
             steps.append(len(tracks) - 1)
         per_view, summary = [], []
+        cache = self.__dict__.setdefault("_pose_error_cache", {})  # step -> (per-view errors, metrics)
         for k in steps:
-            w2c = tracks[k].double()
-            per_view.append(per_view_rotation_error_deg(w2c, self.w2c_gt).tolist())
-            summary.append(pose_metrics(w2c, self.w2c_gt))
+            if k not in cache:  # a recorded track never changes: compute each step once (snapshots are frequent)
+                w2c = tracks[k].double()
+                cache[k] = (per_view_rotation_error_deg(w2c, self.w2c_gt).tolist(), pose_metrics(w2c, self.w2c_gt))
+            per_view.append(cache[k][0])
+            summary.append(cache[k][1])
         return {"step": steps, "rot_err_deg": per_view, "rot5": [m["rot5"] for m in summary],
                 "rot15": [m["rot15"] for m in summary], "cc10": [m["cc10"] for m in summary]}
 
@@ -730,6 +733,7 @@ class Reconstruction:
         self.history = {key: list(values) for key, values in state["history"].items()}
         self.history.setdefault("epipolar", [0.0] * len(self.history["step"]))  # states from before the term
         self.camera_tracks = [t.clone() for t in state["camera_tracks"]]
+        self.__dict__.pop("_pose_error_cache", None)
         self.last_densify = state["last_densify"]
         if state.get("prior_hook") is not None and hasattr(self.prior_hook, "load_state_dict"):
             self.prior_hook.load_state_dict(state["prior_hook"])
