@@ -86,7 +86,7 @@ class ReconConfig:
     pose_delta: Literal["world", "camera"] = "camera"
     # Adam lr of a per-view log focal scale (0 = focal lengths fixed, official). Estimators' focal
     # lengths are off by 5-10 %; with them fixed no pose can satisfy the epipolar geometry.
-    lr_focal: float = 1.0e-3
+    lr_focal: float = 0.0
     # Step size of the twist's translation relative to its rotation (1 = one lr for both). Under noise that
     # rotates a camera about its own centre, a translation fixes the image shift by moving the camera
     # sideways, i.e. by changing which side of the object it sees; a smaller scale makes the image shift
@@ -107,7 +107,7 @@ class ReconConfig:
     # Correspondence term (sparseags/matches.py): weight of the mean robust epipolar (Sampson) cost of the
     # verified SIFT matches between inlier views, under the current poses; 0 = off. It is not warmed up:
     # it is the model-free signal that holds the poses while the Gaussians are still a blur.
-    lambda_epipolar: float = 100.0
+    lambda_epipolar: float = 0.0
     # Scale (pixels of the scene image) and kind ("cauchy" | "clamped" | "l2") of the robust epipolar cost.
     epipolar_scale_px: float = 2.0
     epipolar_kind: Literal["cauchy", "clamped", "l2"] = "cauchy"
