@@ -242,6 +242,15 @@ class GuiConfig:
 
 
 @dataclass
+class RunConfig:
+    # Checkpoints of the headless run in <out>/.checkpoint/state.pt (at every phase boundary and every
+    # checkpoint_every_s seconds; 0 = after every pipeline step), for `main.py run --resume` and eval.
+    # Never changes a result, so a resume may use other values here.
+    checkpoints: bool = True
+    checkpoint_every_s: float = 60.0
+
+
+@dataclass
 class Config:
     seed: int = 0
     # "auto" = cuda when available, else cpu.
@@ -256,6 +265,7 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     gui: GuiConfig = field(default_factory=GuiConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
 
 # --------------------------------------------------------------------------------------------------
