@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", default=None, help="output folder (default: outputs/<scene name>)")
     run.add_argument("--decisions", default=None, help="YAML/JSON log of manual decisions to replay")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--resume", action="store_true", help="continue from <out>/.checkpoint (same scene and config)")
     _add_config_args(run)
 
     evaluate = sub.add_parser("eval", help="evaluate over every scene under a folder")
@@ -93,13 +94,16 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from sparseags.errors import UserError
+    from sparseags.errors import RunInterrupted, UserError
 
     try:
         return dispatch(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except RunInterrupted as err:  # SIGINT / SIGTERM after the checkpoint: one line, 130 / 143
+        print(err, file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

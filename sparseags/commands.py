@@ -62,7 +62,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if scene_dir.resolve() == DEFAULT_DEMO.resolve():
         ensure_demo_scene(scene_dir)
     out = Path(args.out) if args.out else REPO_ROOT / "outputs" / scene_dir.resolve().name
-    run_headless(scene_dir, out, cfg, decisions=args.decisions, progress=not args.quiet)
+    run_headless(scene_dir, out, cfg, decisions=args.decisions, progress=not args.quiet,
+                 resume=bool(getattr(args, "resume", False)))
     return 0
 
 
