@@ -29,6 +29,13 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def _before_write(path: Path) -> None:
+    """Called before every atomic write with its target; a no-op. Fault-injection tests replace it (e.g. to
+    raise ``OSError(errno.ENOSPC)`` at the k-th write), which then fails like a real write would."""
+
+
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same suffix, for writers that pick a format by extension).
@@ -38,6 +45,7 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     try:
+        _before_write(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}")
         os.close(fd)
