@@ -4,6 +4,7 @@
     python main.py gui --scene DIR         the debugger on a scene
     python main.py demo [--out data/demo]  make the synthetic demo scene
     python main.py validate --scene DIR    check a scene (exit 0, or one error line and exit 2)
+    python main.py import --images DIR [--masks DIR] [--poses PATH] --out SCENE   your own photos
     python main.py run --scene DIR         the headless pipeline, artefacts in --out
     python main.py eval --data DIR         evaluate over many scenes
     python main.py bench render|prior|orbit
@@ -70,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="recompute novel-view and mesh metrics of finished runs from their files")
     _add_config_args(evaluate)
 
+    imp = sub.add_parser("import", help="make a scene from your own photos, masks and poses")
+    imp.add_argument("--images", required=True, help="folder of photos (any size; PNG/JPEG; alpha = mask)")
+    imp.add_argument("--masks", default=None, help="folder of masks matched by file stem (default: alpha, or ../masks)")
+    imp.add_argument("--poses", default=None, help="COLMAP model folder, transforms.json or cameras.json "
+                     "(default: structure from motion with pycolmap)")
+    imp.add_argument("--format", default=None, choices=["colmap", "nerfstudio", "sparseags"],
+                     help="poses format (default: from the path)")
+    imp.add_argument("--out", required=True, help="new scene folder")
+    imp.add_argument("--resolution", type=int, default=256)
+    imp.add_argument("--margin", type=float, default=0.8, help="object bbox / crop side (SparseAGS: 0.8)")
+
     bench = sub.add_parser("bench", help="micro-benchmarks")
     bench.add_argument("what", choices=["render", "prior", "orbit"])
     bench.add_argument("--json", action="store_true", help="print one JSON list of rows")
@@ -88,6 +100,7 @@ def dispatch(args: argparse.Namespace) -> int:
         "run": commands.cmd_run,
         "eval": commands.cmd_eval,
         "bench": commands.cmd_bench,
+        "import": commands.cmd_import,
     }[args.command]
     return handler(args)
 

@@ -118,3 +118,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from gui.bench_orbit import bench_orbit_main
 
     return bench_orbit_main(json_out=args.json, quick=args.quick)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from sparseags.capture import import_capture
+
+    report = import_capture(args.images, args.out, masks=args.masks, poses=args.poses, fmt=args.format,
+                            resolution=args.resolution, margin=args.margin)
+    print(report.summary())
+    return 0
