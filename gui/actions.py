@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -15,7 +13,7 @@ import numpy as np
 import torch
 
 from sparseags import artifacts
-from sparseags.atomic import OutputError, atomic_output
+from sparseags.atomic import atomic_output
 from sparseags.config import Config, config_to_dict
 from sparseags.errors import UserError
 
@@ -48,65 +46,12 @@ def rebuilt(pipeline: Any, seed: Optional[int] = None) -> Any:
     return fresh
 
 
-def scene_fingerprint(scene: Any) -> dict:
-    """What identifies a scene: its view ids and the SHA-1 of each input image (the file's bytes when the
-    scene was read from files, else the image array's)."""
-    paths = list(getattr(scene, "image_paths", None) or [])
-    hashes = []
-    for index in range(len(scene.ids)):
-        digest = hashlib.sha1()
-        path = Path(paths[index]) if index < len(paths) else None
-        if path is not None and path.is_file():
-            digest.update(path.read_bytes())
-        else:
-            digest.update(np.ascontiguousarray(np.asarray(scene.images[index], dtype=np.float32)).tobytes())
-        hashes.append(digest.hexdigest())
-    return {"ids": [str(i) for i in scene.ids], "image_sha1": hashes}
-
-
-def _fingerprint_mismatch(saved: Any, current: dict) -> Optional[str]:
-    """Why a checkpoint's fingerprint does not match the open scene (None when it does)."""
-    if not isinstance(saved, dict) or "ids" not in saved or "image_sha1" not in saved:
-        return "it has no scene fingerprint"
-    if list(saved["ids"]) != current["ids"]:
-        return f"its views are {', '.join(map(str, saved['ids']))}, the scene's are {', '.join(current['ids'])}"
-    changed = [i for i, a, b in zip(current["ids"], saved["image_sha1"], current["image_sha1"]) if a != b]
-    if changed:
-        return f"the images of view(s) {', '.join(changed)} differ"
-    return None
-
-
-# numpy arrays are stored as tensors (and numpy scalars as Python numbers) so that the checkpoint holds
-# only what torch.load(weights_only=True) accepts: no pickled class or function is ever needed to read it.
-_NDARRAY_TAG = "__sparseags_ndarray__"
-
-
-def _to_plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        if value.dtype == object:
-            raise TypeError("a checkpoint cannot hold numpy object arrays")
-        return {_NDARRAY_TAG: torch.from_numpy(np.ascontiguousarray(value).copy())}
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {(k.item() if isinstance(k, np.generic) else k): _to_plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_to_plain(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_to_plain(v) for v in value)
-    return value
-
-
-def _from_plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {_NDARRAY_TAG}:
-            return value[_NDARRAY_TAG].numpy()
-        return {k: _from_plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_plain(v) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_from_plain(v) for v in value)
-    return value
+# One checkpoint format for the debugger and the headless run (sparseags/run_state.py): plain data only
+# (numpy arrays as tensors), read with torch.load(weights_only=True), with a scene fingerprint.
+from sparseags.run_state import fingerprint_mismatch as _fingerprint_mismatch  # noqa: E402
+from sparseags.run_state import from_plain as _from_plain  # noqa: E402
+from sparseags.run_state import load_plain, save_plain  # noqa: E402
+from sparseags.run_state import scene_fingerprint  # noqa: E402,F401
 
 
 def save_checkpoint(pipeline: Any, path: Path, scene_dir: Path) -> Path:
@@ -115,32 +60,14 @@ def save_checkpoint(pipeline: Any, path: Path, scene_dir: Path) -> Path:
     path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, "scene_dir": str(scene_dir), "config": config_to_dict(pipeline.cfg),
                "scene": scene_fingerprint(pipeline.scene), "pipeline": pipeline.state_dict()}
-    payload = _to_plain(payload)
-    try:
-        with atomic_output(path) as tmp:
-            torch.save(payload, tmp)
-    except OutputError as err:  # already names the file
-        raise CheckpointError(f"cannot write the checkpoint: {one_line_text(err)}") from None
-    except OSError as err:
-        raise CheckpointError(f"{path}: cannot write the checkpoint ({err.strerror or err})") from None
-    return path
+    return save_plain(payload, path, CheckpointError)
 
 
 def read_checkpoint(path: Path) -> dict:
     """The payload of a checkpoint file, read with ``torch.load(weights_only=True)``: a file that needs
     anything but tensors and plain containers to unpickle is refused before any of it runs."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "global" in str(err).lower():  # a class or function to import: refused before anything ran
-            raise CheckpointError(f"{path}: refused: the file carries pickled code or objects, not plain data "
-                                  "(a checkpoint holds only tensors, numbers, strings and containers)") from None
-        raise CheckpointError(f"{path}: not a readable checkpoint (damaged or another file type)") from None
-    except Exception as err:  # torch raises many types for a damaged file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    payload = load_plain(path, CheckpointError)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         older = isinstance(payload, dict) and str(payload.get("format", "")).startswith("sparseags-gui-checkpoint/")
         raise CheckpointError(f"{path}: " + ("a checkpoint of an older format (no scene fingerprint); save it again"

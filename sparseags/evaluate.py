@@ -14,7 +14,9 @@ stands for the scene's own ``cameras.json`` (``--init`` not given). Then the dri
   F1 and time as means over the scenes), outlier precision / recall, and the failed runs with their errors;
 * ``pose_accuracy.png``: per preset, init vs final Rot@5 / Rot@15 / CC@0.1 bars.
 
-An evaluation resumes: a scene x preset whose ``metrics.json`` exists and parses is not run again.
+An evaluation resumes: a scene x preset whose run is complete (its ``run.json`` manifest names
+``metrics.json`` with its hash, and that file parses) is not run again; an interrupted one continues
+from its checkpoint (``<out>/<preset>/<scene>/.checkpoint/``) when the config is the same.
 A run that fails with a :class:`~sparseags.errors.UserError` (a bad scene, a missing preset) is reported
 as failed with its one-line message (in ``summary.md`` and ``<out>/<preset>/<scene>/error.txt``) and the
 others go on; any other exception is a bug and stops the evaluation (finished runs are kept for resuming).
@@ -222,8 +224,14 @@ def job_config(cfg: Config, job: EvalJob) -> Config:
 
 
 def load_finished_metrics(out_dir: Path) -> Optional[dict]:
-    """The metrics of a finished run in `out_dir`, or None when ``metrics.json`` is missing or unreadable."""
+    """The metrics of a finished run in `out_dir`, or None when the run is incomplete (no valid ``run.json``
+    naming ``metrics.json`` with its hash: an interrupted run, resumed from its checkpoint) or
+    ``metrics.json`` is missing or unreadable."""
+    from sparseags.run_state import check_run
+
     path = Path(out_dir) / "metrics.json"
+    if check_run(Path(out_dir), files=["metrics.json"]) is not None:
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -247,13 +255,26 @@ def run_job(job: EvalJob, cfg: Config, progress: bool = False) -> JobResult:
     start = time.perf_counter()
     error_path = job.out_dir / "error.txt"
     try:
-        metrics = run_headless(job.scene_dir, job.out_dir, cfg, progress=progress)
+        # an interrupted run continues from its checkpoint (<out_dir>/.checkpoint) when it is usable
+        metrics = run_headless(job.scene_dir, job.out_dir, cfg, progress=progress, resume="auto",
+                               resume_hint=_eval_resume_hint())
     except UserError as err:
         message = _one_line(err)
         _write_text_atomic(error_path, message + "\n")
         return JobResult(job, "failed", error=message, wall_s=time.perf_counter() - start)
     error_path.unlink(missing_ok=True)
     return JobResult(job, "done", metrics=metrics, wall_s=time.perf_counter() - start)
+
+
+def _eval_resume_hint() -> str:
+    """The command that resumes this evaluation (the same command line: finished runs are skipped and an
+    interrupted one continues from its checkpoint)."""
+    import shlex
+
+    argv = list(sys.argv)
+    if argv and argv[0].endswith("main.py"):
+        return shlex.join(["python", *argv])
+    return "the same eval command (finished runs are skipped, interrupted ones resume)"
 
 
 def _progress_line(result: JobResult, index: int, total: int) -> str:
@@ -379,7 +400,14 @@ def _run_ray(pending: list[tuple[EvalJob, Config]], cfg: Config, address: str,
 def _record_locally(result: JobResult) -> None:
     """On a cluster without a shared disk the worker's metrics.json is not here; keep a copy for resuming."""
     if result.ok and load_finished_metrics(result.job.out_dir) is None:
-        _write_text_atomic(result.job.out_dir / "metrics.json", json.dumps(result.metrics, indent=2))
+        from sparseags.run_state import MANIFEST, RUN_FORMAT, sha256_file
+
+        path = _write_text_atomic(result.job.out_dir / "metrics.json", json.dumps(result.metrics, indent=2))
+        # a manifest of the metrics alone, so that the run counts as finished here (its other files are on the worker)
+        manifest = {"format": RUN_FORMAT, "run_id": "recorded-by-driver", "status": "complete",
+                    "note": "metrics recorded by the evaluation driver; the run's other files stayed on the worker",
+                    "files": {"metrics.json": {"sha256": sha256_file(path), "bytes": path.stat().st_size}}}
+        _write_text_atomic(result.job.out_dir / MANIFEST, json.dumps(manifest, indent=2))
 
 
 # -------------------------------------------------------------------------------------------------
@@ -628,6 +656,7 @@ def _rescore(finished: dict, cfg: Config, log: Callable[[str], None]) -> int:
     from sparseags.artifacts import RescoreError, rescore_run
     from sparseags.config import resolve_device
     from sparseags.headless import load_lpips_for
+    from sparseags.run_state import refresh_manifest
     from sparseags.scene import load_scene
 
     resumed = [job for job, result in finished.items() if result.status == "resumed"]
@@ -642,6 +671,7 @@ def _rescore(finished: dict, cfg: Config, log: Callable[[str], None]) -> int:
         try:
             scene = load_scene(job.scene_dir, resolution=cfg.scene.resolution, init=job.init)
             metrics = rescore_run(job.out_dir, scene, cfg, lpips_metric, device=device)
+            refresh_manifest(job.out_dir, ["metrics.json"])  # run.json records the rewritten metrics
         except (RescoreError, UserError) as err:
             log(f"{head} FAILED, kept the old metrics: {_one_line(err)}")
             failures += 1
