@@ -62,6 +62,8 @@ __all__ = [
     "normalise_frame",
     "apply_similarity",
     "to_input_frame",
+    "uncrop_intrinsics",
+    "export_input_frame",
     "load_normalisation",
     "run_sfm",
     "import_capture",
@@ -375,6 +377,10 @@ def read_sparseags(path: str | os.PathLike) -> PoseSet:
     from sparseags.scene import SceneError, read_cameras_json
 
     path = _pose_file(Path(path), "sparseags")
+    data = _load_json(path)
+    if isinstance(data, dict) and isinstance(data.get("frames"), list):
+        raise CaptureError("this is a nerfstudio transforms file (a 'frames' list), not a SparseAGS camera file; "
+                           "use --format nerfstudio", path)
     try:
         records = read_cameras_json(path)
     except SceneError as err:
@@ -596,6 +602,67 @@ def load_normalisation(scene_dir: str | os.PathLike) -> dict[str, Any] | None:
     return data if all(k in data for k in ("scale", "rotation", "translation")) else None
 
 
+def uncrop_intrinsics(K: np.ndarray, box: Sequence[float], resolution: int) -> np.ndarray:
+    """Inverse of :func:`crop_intrinsics`: intrinsics of a ``resolution``-square crop -> the full photo's."""
+    x0, y0, side = (float(v) for v in box)
+    s = side / resolution
+    out = np.asarray(K, dtype=np.float64).copy()
+    out[..., 0, 0] *= s
+    out[..., 1, 1] *= s
+    out[..., 0, 2] = out[..., 0, 2] * s + x0
+    out[..., 1, 2] = out[..., 1, 2] * s + y0
+    return out
+
+
+def export_input_frame(scene_dir: str | os.PathLike, out_dir: str | os.PathLike, ids: Sequence[str], w2c: Any,
+                       K: Any) -> list[Path]:
+    """Write cameras of an imported scene back in the user's frame, for the full-resolution original photos.
+
+    ``w2c [V, 4, 4]`` scene-frame OpenCV cameras and ``K [V, 3, 3]`` in pixels of the scene's image files (the
+    crops, at the resolution crops.json records). Writes ``<out_dir>/colmap/`` (text) and
+    ``<out_dir>/transforms.json`` (file paths relative to it, pointing at ``<scene>/originals``). Returns the
+    written paths; ``[]`` when the scene has no normalisation.json / crops.json (not made by ``import``).
+    """
+    from sparseags.export import write_colmap_text, write_nerfstudio_transforms
+
+    scene_dir, out_dir = Path(scene_dir), Path(out_dir)
+    norm = load_normalisation(scene_dir)
+    crops_path = scene_dir / "crops.json"
+    if norm is None or not crops_path.is_file():
+        return []
+    crops = json.loads(crops_path.read_text(encoding="utf-8"))["views"]
+    ids = [str(i) for i in ids]
+    w2c_in = to_input_frame(np.asarray(w2c, dtype=np.float64), norm)
+    K = K.detach().cpu().numpy() if hasattr(K, "detach") else np.asarray(K, dtype=np.float64)
+    K_photo = np.stack([uncrop_intrinsics(k, (crops[i]["x0"], crops[i]["y0"], crops[i]["side"]),
+                                          crops[i]["resolution"]) for i, k in zip(ids, K)])
+    sizes = [tuple(crops[i]["image_size_wh"]) for i in ids]
+    names = [Path(crops[i]["original"]).name for i in ids]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    originals = [os.path.relpath(scene_dir / crops[i]["original"], out_dir) for i in ids]
+    write_colmap_text(out_dir / "colmap", ids, w2c_in, K_photo, sizes[0][0], sizes[0][1], names)
+    write_nerfstudio_transforms(out_dir / "transforms.json", ids, w2c_in, K_photo, sizes[0][0], sizes[0][1],
+                                originals)
+    if len(set(sizes)) > 1:  # the writers take one size: put each photo's own size in
+        from sparseags.atomic import atomic_write_text
+
+        cam_path = out_dir / "colmap" / "cameras.txt"
+        lines = cam_path.read_text().splitlines()
+        index = 0
+        for n, line in enumerate(lines):
+            if line and not line.startswith("#"):
+                fields = line.split()
+                fields[2], fields[3] = str(sizes[index][0]), str(sizes[index][1])
+                lines[n] = " ".join(fields)
+                index += 1
+        atomic_write_text(cam_path, "\n".join(lines) + "\n")
+        data = json.loads((out_dir / "transforms.json").read_text())
+        for frame, (w, h) in zip(data["frames"], sizes):
+            frame["w"], frame["h"] = int(w), int(h)
+        atomic_write_text(out_dir / "transforms.json", json.dumps(data, indent=2) + "\n")
+    return [out_dir / "colmap", out_dir / "transforms.json"]
+
+
 def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The smallest rotation taking unit vector ``a`` to unit vector ``b``."""
     a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
@@ -620,6 +687,9 @@ def normalise_frame(w2c: np.ndarray, K: np.ndarray, centre_px: np.ndarray, ids: 
     ids = list(ids) if ids is not None else [str(i) for i in range(len(w2c))]
     R, t = w2c[:, :3, :3], w2c[:, :3, 3]
     centres = -np.einsum("vji,vj->vi", R, t)  # C = -R^T t
+    spread = float(np.linalg.norm(centres - centres.mean(axis=0), axis=1).max())
+    if spread <= 1e-9 * max(1.0, float(np.abs(centres).max())):
+        raise CaptureError("all cameras sit at one point (degenerate poses)")
     pix = np.concatenate([centre_px, np.ones((len(w2c), 1))], axis=1)
     dirs_cam = np.linalg.solve(K, pix[..., None])[..., 0]
     dirs = np.einsum("vji,vj->vi", R, dirs_cam)
