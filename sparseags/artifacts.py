@@ -49,8 +49,14 @@ def export_gaussians(recon: Reconstruction, path: Path) -> Path:
     return recon.gaussians.save_ply(path)
 
 
-def export_cameras(recon: Reconstruction, scene: Any, out_dir: Path, formats: tuple = ("sparseags", "colmap", "nerfstudio")) -> list[Path]:
-    """Current poses as SparseAGS cameras_updated.json, COLMAP text (colmap/) and nerfstudio transforms.json."""
+def export_cameras(recon: Reconstruction, scene: Any, out_dir: Path, formats: tuple = ("sparseags", "colmap", "nerfstudio"),
+                   input_frame: bool = True) -> list[Path]:
+    """Current poses as SparseAGS cameras_updated.json, COLMAP text (colmap/) and nerfstudio transforms.json.
+
+    For a scene made by ``main.py import`` (it has normalisation.json) and ``input_frame``, the poses are also
+    written back in the user's original frame, for the full-resolution originals: ``input_frame/colmap/`` and
+    ``input_frame/transforms.json`` (sparseags.capture.export_input_frame).
+    """
     from sparseags.export import write_colmap_text, write_nerfstudio_transforms, write_sparseags_cameras
 
     out_dir = Path(out_dir)
@@ -70,6 +76,12 @@ def export_cameras(recon: Reconstruction, scene: Any, out_dir: Path, formats: tu
         file_paths = [f"images/{n}" for n in names]
         written.append(write_nerfstudio_transforms(out_dir / "transforms.json", scene.ids, w2c, refined_K(recon, scene.K), size, size,
                                                    file_paths))
+    root = getattr(scene, "root", None)
+    if input_frame and root is not None and (Path(root) / "normalisation.json").is_file() \
+            and ("colmap" in formats or "nerfstudio" in formats):
+        from sparseags.capture import export_input_frame
+
+        written += export_input_frame(root, out_dir / "input_frame", scene.ids, w2c, refined_K(recon, _file_K(scene)))
     return written
 
 

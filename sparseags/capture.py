@@ -171,7 +171,9 @@ def _quiet_pycolmap():
     logging = getattr(pycolmap, "logging", None)
     if logging is not None:
         try:
-            logging.minloglevel = 2  # errors only; COLMAP logs every step on stderr otherwise
+            # COLMAP logs every step (and "Failed to create any sparse model") on stderr; we report in one line
+            logging.minloglevel = 3
+            logging.stderrthreshold = 3
         except Exception:  # pragma: no cover - older pycolmap
             pass
     return pycolmap
