@@ -507,7 +507,7 @@ def crop_box(mask: np.ndarray, margin: float = 0.8) -> tuple[int, int, int]:
     """Integer ``(x0, y0, side)``: a square of side ``round(max(h, w) / margin)`` centred on the bbox of mask >= 0.5.
 
     The bbox of pixels ``[c0, c1] x [r0, r1]`` spans the continuous box ``[c0, c1 + 1] x [r0, r1 + 1]``; the corner
-    is floored (the bench DTU crops are reproduced exactly).
+    is rounded half to even (this reproduces the bench's DTU crops exactly).
     """
     rows = np.flatnonzero(np.any(mask >= 0.5, axis=1))
     cols = np.flatnonzero(np.any(mask >= 0.5, axis=0))
@@ -515,8 +515,8 @@ def crop_box(mask: np.ndarray, margin: float = 0.8) -> tuple[int, int, int]:
         raise ValueError("empty mask")
     r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
     side = max(1, int(round(max(r1 - r0, c1 - c0) / margin)))
-    x0 = int(math.floor((c0 + c1) / 2.0 - side / 2.0))  # floor, as the bench's DTU crops
-    y0 = int(math.floor((r0 + r1) / 2.0 - side / 2.0))
+    x0 = int(round((c0 + c1) / 2.0 - side / 2.0))  # Python's round (half to even), as the bench's DTU crops
+    y0 = int(round((r0 + r1) / 2.0 - side / 2.0))
     return x0, y0, side
 
 
