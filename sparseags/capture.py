@@ -564,8 +564,8 @@ def crop_view(rgb: np.ndarray, mask: np.ndarray, box: tuple[int, int, int], reso
     colour = _window(rgb.astype(np.float32) / 255.0, box, 1.0)
     m_small = np.clip(_area_resize(m, resolution), 0.0, 1.0)
     pre = _area_resize(colour * m[..., None], resolution)
-    covered = m_small > 1e-4
-    rgb_small = np.where(covered[..., None], pre / np.maximum(m_small, 1e-4)[..., None], 1.0)
+    covered = m_small >= 0.5 / 255.0  # alpha stored as >= 1: anything less is background, white
+    rgb_small = np.where(covered[..., None], pre / np.maximum(m_small, 1e-6)[..., None], 1.0)
     rgba = np.concatenate([np.clip(rgb_small, 0, 1), m_small[..., None]], axis=-1)
     return np.round(rgba * 255.0).astype(np.uint8)
 
