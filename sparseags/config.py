@@ -95,6 +95,9 @@ class ReconConfig:
     # Per-view evidence (RGB / mask residual, epipolar median, match inliers) is recorded every
     # `evidence_every` steps; the guard then rolls back a view whose epipolar error grew above
     # max(guard_ratio x its start, start + guard_margin_px), if it has >= guard_min_matches matches.
+    # [[fraction of iters, sigma px], ...]: render and target are blurred alike by sigma (pixels of the current
+    # resolution) in the RGB and mask losses from that fraction on; [] = no blur (official).
+    blur_schedule: list = field(default_factory=list)
     evidence_every: int = 25
     guard: bool = True
     guard_ratio: float = 1.5

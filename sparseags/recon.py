@@ -78,6 +78,15 @@ def resolution_at(schedule: list, step_ratio: float) -> int:
     return chosen
 
 
+def resolution_at_value(schedule: list, step_ratio: float) -> float:
+    """Value of the last ``[fraction, value]`` entry with ``fraction <= step_ratio`` (0 before the first)."""
+    chosen = 0.0
+    for frac, value in sorted((float(f), float(v)) for f, v in schedule):
+        if frac <= step_ratio:
+            chosen = value
+    return chosen
+
+
 def xyz_learning_rate(step: int, iters: int, lr_init: float, lr_final: float) -> float:
     """Official ``get_expon_lr_func`` (no delay): log-linear from lr_init at 0 to lr_final at `iters`.
 
@@ -98,6 +107,21 @@ def _scale_focal(K: Tensor, scale: Tensor) -> Tensor:
     factor = factor.clone()
     factor[:, 2, 2] = 1.0
     return K * factor.to(K.dtype)
+
+
+def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
+    """[V, H, W, C] blurred by a separable Gaussian of std `sigma` pixels (replicate padding; 0 = unchanged)."""
+    if sigma <= 0.0:
+        return images
+    radius = max(1, int(3.0 * sigma + 0.5))
+    taps = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    channels = images.shape[-1]
+    x = F.pad(images.permute(0, 3, 1, 2), (radius, radius, radius, radius), mode="replicate")  # [V, C, H', W']
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
+    x = F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
+    return x.permute(0, 2, 3, 1).contiguous()
 
 
 def _resample(images: Tensor, height: int, width: int) -> Tensor:
@@ -239,15 +263,26 @@ class Reconstruction:
 
     @property
     def _focal_trainable(self) -> bool:
-        """Focal lengths move only with the epipolar term: the renderers give no gradient w.r.t. K."""
-        rc = self.rc
-        has_matches = self._flat_matches is not None and self._flat_matches.num_matches > 0
-        return bool(rc.optimize_cameras and rc.lr_focal > 0.0 and rc.lambda_epipolar > 0.0 and has_matches)
+        """Focal scales are optimised (by the photometric terms through :meth:`_focal_viewmats`, and by the
+        epipolar term when it is on) when cameras are and ``lr_focal > 0``."""
+        return bool(self.rc.optimize_cameras and self.rc.lr_focal > 0.0)
 
     def focal_scale(self) -> Tensor:
         """[V] current focal scale per view: exp(log_focal) for inliers, 1 for outliers (differentiable)."""
         ones = torch.ones(len(self.ids), device=self.device)
         return ones.index_copy(0, self._inlier_index_t, torch.exp(self.log_focal))
+
+    def _focal_viewmats(self, w2c: Tensor, views: Tensor) -> Tensor:
+        """w2c [C, 4, 4] of `views` [C] with rows 0 and 1 scaled by the focal scale: the renderers have no
+        gradient w.r.t. K, but ``diag(s, s, 1, 1) @ w2c`` with K projects every point exactly as K with fx, fy
+        scaled by s (and the EWA covariance too), so the focal scale gets its gradient through the w2c
+        gradient. The SH view direction uses ``-Rᵀ t`` of the scaled matrix, which moves the centre by
+        (s² - 1) of its lateral offset from the optical axis through the origin: negligible for centred objects."""
+        if not self._focal_trainable:
+            return w2c
+        scale = self.focal_scale()[views]  # [C]
+        ones = torch.ones_like(scale)
+        return torch.diag_embed(torch.stack([scale, scale, ones, ones], dim=-1)) @ w2c  # [C, 4, 4]
 
     def current_K(self, K: Tensor) -> Tensor:
         """[V, 3, 3] intrinsics `K` (any resolution) with the focal lengths scaled by :meth:`focal_scale`."""
@@ -342,9 +377,9 @@ class Reconstruction:
         resolution = self.width if resolution is None else int(resolution)
         height, width = self._size_at(resolution)
         _, _, K = self.targets_at(resolution)
-        K = self.current_K(K)
         background = torch.ones(3, device=self.device) if white_background else None
-        out = self.render(self.current_w2c(), K, width, height, background)
+        all_views = torch.arange(len(self.ids), device=self.device)
+        out = self.render(self._focal_viewmats(self.current_w2c(), all_views), K, width, height, background)
         return out.rgb, out.alpha[..., 0]
 
     # ------------------------------------------------------------------------------------------
@@ -534,10 +569,18 @@ class Reconstruction:
         images, masks, K = self.targets_at(resolution)
         views = self._sample_views()
         w2c = self.current_w2c()[views]
-        out = self.render(w2c, self.current_K(K)[views], width, height, torch.ones(3, device=self.device))
+        out = self.render(self._focal_viewmats(w2c, views), K[views], width, height, torch.ones(3, device=self.device))
         weight = step_ratio if rc.loss_warmup else 1.0
-        mse_rgb = ((out.rgb - images[views]) ** 2).mean(dim=(1, 2, 3))  # [C]
-        mse_mask = ((out.alpha[..., 0] - masks[views]) ** 2).mean(dim=(1, 2))  # [C]
+        # Coarse to fine: render and target blurred alike (pixels of the current resolution). A sharp model
+        # against a sharp photo gives a pose basin of a few pixels; blurring both widens it without letting
+        # the Gaussians turn into a blur themselves.
+        sigma = float(resolution_at_value(rc.blur_schedule, step_ratio)) if rc.blur_schedule else 0.0
+        rendered = torch.cat([out.rgb, out.alpha], dim=-1)  # [C, h, w, 4]
+        wanted = torch.cat([images[views], masks[views][..., None]], dim=-1)  # [C, h, w, 4]
+        if sigma > 0.0:
+            rendered, wanted = gaussian_blur(rendered, sigma), gaussian_blur(wanted, sigma)
+        mse_rgb = ((rendered[..., :3] - wanted[..., :3]) ** 2).mean(dim=(1, 2, 3))  # [C]
+        mse_mask = ((rendered[..., 3] - wanted[..., 3]) ** 2).mean(dim=(1, 2))  # [C]
         loss_rgb = rc.lambda_rgb * weight * mse_rgb.sum()
         loss_mask = rc.lambda_mask * weight * mse_mask.sum()
         loss = loss_rgb + loss_mask
