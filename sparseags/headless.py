@@ -128,6 +128,7 @@ class Checkpointer:
         self.last_phase = pipeline.phase
         self.count = 0
         self.seconds = 0.0
+        self.max_bytes = 0
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self.started
@@ -142,6 +143,7 @@ class Checkpointer:
                             elapsed_s=self.elapsed(), decision_entries=self.decision_entries)
         self.count += 1
         self.seconds += time.perf_counter() - t0
+        self.max_bytes = max(self.max_bytes, self.path.stat().st_size)
         self.last_time = time.perf_counter()
         self.last_phase = self.pipeline.phase
 
@@ -273,7 +275,8 @@ def run_headless(scene_dir: Path, out: Path, cfg: Config, decisions: Optional[st
             run_state.publish(staging, out, run_id, cfg, extra={
                 "scene_dir": str(Path(scene_dir).resolve()), "scene": run_state.scene_fingerprint(pipeline.scene),
                 "resumed": payload is not None,
-                "checkpoints": {"count": checkpointer.count, "seconds": round(checkpointer.seconds, 4)}})
+                "checkpoints": {"count": checkpointer.count, "seconds": round(checkpointer.seconds, 4),
+                                "max_bytes": checkpointer.max_bytes}})
         shutil.rmtree(ckpt.parent, ignore_errors=True)
         print(summary_line(metrics, out))
         return metrics

@@ -290,7 +290,7 @@ def test_resume_without_checkpoint_and_unwritable_output_are_one_line(scene, tmp
 # ------------------------------------------------------------------------------------------------------
 # real processes: SIGKILL, SIGTERM, SIGINT
 
-SLOW = TINY + ["pipeline.outliers=false", "recon.iters=600"]  # one long reconstruction
+SLOW = TINY + ["pipeline.outliers=false", "recon.iters=300"]  # one long reconstruction
 
 
 def wait_for_checkpoint(proc, out: Path, min_steps: int, timeout: float = 300.0) -> dict:
