@@ -30,6 +30,7 @@ import numpy as np
 from gui import actions
 from gui.engine import EngineWorker
 from gui.handles import Text
+from gui.importer import CaptureLayout, ImportProgress, find_capture, fresh_scene_dir, is_scene, run_import
 from gui.panels.controls import ControlsPanel
 from gui.panels.evidence import EvidencePanel
 from gui.panels.export import ExportPanel
@@ -111,6 +112,7 @@ class DebuggerApp:
         self.jobs = PendingJobs(self.report)
         self.worker: Optional[EngineWorker] = None
         self.screenshot_error: Optional[str] = None
+        self.import_progress: Optional[ImportProgress] = None  # the latest raw-capture import (progress bar)
         self._applied_version = -1
         self._window_ready = False
 
@@ -263,6 +265,65 @@ class DebuggerApp:
 
         return self.jobs.add(self.worker.swap(lambda _: build_pipeline(Path(scene_dir), cfg)), "open scene", opened)
 
+    def open_path(self, folder: Path) -> Future:
+        """``Open scene...``: a scene folder is opened; a raw capture (photos, optional masks and poses, see
+        :mod:`gui.importer`) is imported into a fresh scene folder on the engine thread, then opened.
+
+        The future resolves when the scene is open (to the opened folder) or carries the one-line error.
+        """
+        folder = Path(folder)
+        if not folder.is_dir() or is_scene(folder):
+            return self._chain(self.open_scene(folder), lambda _: folder)
+        try:
+            layout = find_capture(folder)
+            out = fresh_scene_dir(folder, self.out_dir if self.explicit_out else None)
+        except UserError as err:
+            failed: Future = Future()
+            failed.set_exception(err)
+            return self.jobs.add(failed, f"open {folder}")
+        return self.import_capture(layout, out)
+
+    def import_capture(self, layout: CaptureLayout, out: Path) -> Future:
+        """Import on the engine thread (progress in :attr:`import_progress`), then open the new scene."""
+        progress = ImportProgress(layout, out)
+        self.import_progress = progress
+        resolution = int(self.cfg.scene.resolution)
+        self.report(f"importing {layout.folder} ({layout.describe()}) into {out} ...", False)
+        result: Future = Future()
+
+        def imported(report: Any) -> None:
+            skipped = f"; not imported: {', '.join(report.skipped)}" if report.skipped else ""
+            self.report(f"imported {len(report.ids)} views into {out}{skipped}; opening ...", False)
+            opened = self.open_scene(out)
+            self._chain(opened, lambda _: out, result)
+
+        def failed(f: Future) -> None:  # a failed import fails the whole open (success chains in `imported`)
+            if not f.cancelled() and f.exception() is not None and not result.done():
+                result.set_exception(f.exception())
+
+        self.jobs.add(self.worker.call(lambda _: run_import(layout, out, progress, resolution)), "import",
+                      imported).add_done_callback(failed)
+        return result
+
+    @staticmethod
+    def _chain(source: Future, value: Any, target: Optional[Future] = None) -> Future:
+        """`target` (a new future by default) resolves to ``value(result)`` of `source`, or its error
+        (set from whichever thread completes `source`; no DearPyGui call)."""
+        target = Future() if target is None else target
+
+        def done(f: Future) -> None:
+            if target.done():
+                return
+            if f.cancelled():
+                target.cancel()
+            elif f.exception() is not None:
+                target.set_exception(f.exception())
+            else:
+                target.set_result(value(f.result()))
+
+        source.add_done_callback(done)
+        return target
+
     # ------------------------------------------------------------------------------------------
     # screenshots
     def request_screenshot(self, path: Path) -> threading.Event:
@@ -318,6 +379,7 @@ class DebuggerApp:
         self.overlays.update(view)
         self.evidence.update(view)
         self.export.update()
+        self.controls.update_import(self.import_progress)
         self.controls.update_timing(view)
         dpg.render_dearpygui_frame()
 

@@ -23,6 +23,7 @@
     - run: true / pause: true
     - export: gaussians             # gaussians, mesh, cameras (a failure is an error)
     - save_checkpoint: ck.pt / load_checkpoint: ck.pt
+    - open_scene: DIR               # "Open scene...": a scene, or a raw capture imported first (gui/importer.py)
     - seed: 3                       # reset with this seed
     - wait_frames: 10
     - benchmark_orbit: {frames: 120, out: bench.json}   # orbit every frame, measure the frame rate
@@ -119,6 +120,7 @@ ACTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "save_checkpoint": (lambda v: isinstance(v, str) and v != "", "a file path"),
     "load_checkpoint": (lambda v: isinstance(v, str) and v != "", "a file path"),
     "seed": (_is_int, "an integer"),
+    "open_scene": (lambda v: isinstance(v, str) and v != "", "a scene or raw capture folder"),
     "select_pair": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_view_ref(x) for x in v),
                     "[view, view] (indices or ids)"),
     "tab": (lambda v: v in ("overlays", "evidence"), "overlays or evidence"),
@@ -307,6 +309,10 @@ class ScriptRunner:
 
     def _do_load_checkpoint(self, path: str) -> Iterator[None]:
         yield from self._wait(self.app.controls.load_checkpoint(Path(path)))
+
+    def _do_open_scene(self, path: str) -> Iterator[None]:
+        opened = yield from self._wait(self.app.open_path(Path(path)))
+        self.results.setdefault("open_scene", []).append(str(opened))
 
     def _do_select_round(self, arg: Any) -> Iterator[None]:
         view = self.app.worker.view

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from gui.app import DebuggerApp
+    from gui.importer import ImportProgress
 
 LOSS_SERIES = (("total", "total"), ("rgb", "RGB"), ("mask", "mask"), ("prior", "prior (SDS)"))
 LOSS_FLOOR = 1e-6  # the loss plot is log-scaled: zeros (no prior) are drawn at this floor
@@ -54,6 +55,10 @@ class ControlsPanel:
             dpg.add_button(label="Save checkpoint", callback=self.save_checkpoint)
             dpg.add_button(label="Load checkpoint...", callback=lambda: dpg.show_item(self.checkpoint_dialog))
         self.scene_label = Text(f"scene: {app.scene_dir}", parent=parent, wrap=width - 20)
+        # a raw capture chosen in "Open scene..." is imported first (gui/importer.py): its progress
+        self.import_bar = dpg.add_progress_bar(default_value=0.0, width=width - 20, overlay="", show=False,
+                                               parent=parent)
+        self._import_shown: tuple = ()
         self.scene_dialog = dpg.add_file_dialog(directory_selector=True, show=False, width=700, height=420,
                                                 callback=self._scene_chosen, default_path=str(app.scene_dir))
         with dpg.file_dialog(show=False, width=700, height=420, callback=self._checkpoint_chosen,
@@ -95,7 +100,7 @@ class ControlsPanel:
     def _scene_chosen(self, sender: int, app_data: dict) -> None:
         path = app_data.get("file_path_name")
         if path:
-            self.app.open_scene(Path(path))
+            self.app.open_path(Path(path))  # a scene, or a raw capture to import first
 
     # ------------------------------------------------------------------------------------------
     def update(self, view: EngineView) -> None:
@@ -122,6 +127,21 @@ class ControlsPanel:
             dpg.set_value(series, [steps, np.maximum(raw, LOSS_FLOOR).tolist()])
         dpg.fit_axis_data(self.loss_x)
         dpg.fit_axis_data(self.loss_y)
+
+    def update_import(self, progress: Optional["ImportProgress"]) -> None:
+        """The import progress bar (hidden until a raw capture is imported) and, while it runs, the status line."""
+        if progress is None:
+            return
+        fraction, message = progress.read()
+        shown = (progress.state, fraction, message)
+        if shown == self._import_shown:
+            return
+        self._import_shown = shown
+        label = {"running": "importing", "done": "import done", "failed": "import failed"}[progress.state]
+        dpg.configure_item(self.import_bar, show=True, overlay=f"{label} {100 * fraction:.0f}%: {message}")
+        dpg.set_value(self.import_bar, fraction)
+        if progress.state == "running":
+            self.app.report(f"importing {progress.layout.folder.name} -> {progress.out}: {message}", False)
 
     def update_timing(self, view: Optional[EngineView]) -> None:
         timing = self.app.timing
