@@ -95,14 +95,12 @@ def _crop(path: Path, box: tuple) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))[y0:y1, x0:x1].astype(np.int16)
 
 
-@pytest.fixture(scope="module")
-def session(tmp_path_factory):
+def _collect(root: Path):
     from gui.app import DebuggerApp
     from gui.script import ScriptRunner, parse_script
     from sparseags.config import load_config
     from sparseags.synth import make_demo_scene
 
-    root = tmp_path_factory.mktemp("gui_evidence")
     scene = make_demo_scene(root / "scene", seed=0, n_views=5, n_novel=0, resolution=256)
     app = DebuggerApp(scene, load_config(None, FAST), root / "out")
     app.start_engine()
@@ -146,9 +144,33 @@ def session(tmp_path_factory):
         facts["synthetic"] = _panel_facts(app)
         facts["guard_text"] = app.evidence.guard_text.value
         facts["regions_synthetic"] = app.regions()
-        yield facts
+        return facts
     finally:
         app.close()
+
+
+def _child(root: str) -> None:
+    """Entry point of the child process: run the session and pickle its facts (our own file, our own data)."""
+    import pickle
+
+    facts = _collect(Path(root))
+    (Path(root) / "facts.pkl").write_bytes(pickle.dumps(facts))
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    """The scripted window session, run in its own process: DearPyGui crashes when a second context (after
+    another test module's window) draws this tab, which a real user never does (one window per process)."""
+    import pickle
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("gui_evidence")
+    repo = Path(__file__).resolve().parent.parent
+    code = f"import sys; sys.path.insert(0, {str(repo)!r}); from tests.test_gui_evidence import _child; _child({str(root)!r})"
+    result = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return pickle.loads((root / "facts.pkl").read_bytes())
 
 
 def _panel_facts(app) -> dict:
