@@ -93,13 +93,14 @@ class ReconConfig:
     # be corrected by rotation first.
     camera_translation_scale: float = 1.0
     # Per-view evidence (RGB / mask residual, epipolar median, match inliers) is recorded every
-    # `evidence_every` steps; the guard then rolls back a view whose epipolar error grew above
-    # max(guard_ratio x its start, start + guard_margin_px), if it has >= guard_min_matches matches.
+    # `evidence_every` steps (0 = off); the guard (off by default: on the bench it rolled back views early and
+    # did not keep scenes from ending worse, docs/BENCHMARKS.md) then rolls back a view whose epipolar error
+    # grew above max(guard_ratio x its start, start + guard_margin_px), if it has >= guard_min_matches matches.
     # [[fraction of iters, sigma px], ...]: render and target are blurred alike by sigma (pixels of the current
     # resolution) in the RGB and mask losses from that fraction on; [] = no blur (official).
     blur_schedule: list = field(default_factory=list)
     evidence_every: int = 25
-    guard: bool = True
+    guard: bool = False
     guard_ratio: float = 1.5
     guard_margin_px: float = 1.0
     guard_min_matches: int = 20

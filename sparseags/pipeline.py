@@ -252,12 +252,12 @@ class Pipeline:
 
     def _pair_matches(self, cache: Any) -> Any:
         """Verified feature matches between every pair of views (sparseags/matches.py), read from or written
-        to `cache` (a .npz path, e.g. in the run folder) when given; None when neither the epipolar term
-        nor the guard uses them."""
+        to `cache` (a .npz path, e.g. in the run folder) when given; None when neither the epipolar term,
+        the guard nor the per-view evidence (``recon.evidence_every > 0``) uses them."""
         from .matches import extract_pair_matches, load_or_extract
 
         rc = self.cfg.recon
-        if rc.lambda_epipolar <= 0.0 and not rc.guard:
+        if rc.lambda_epipolar <= 0.0 and not rc.guard and rc.evidence_every <= 0:
             return None
         if cache is not None:
             return load_or_extract(cache, self.scene)

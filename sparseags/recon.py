@@ -624,8 +624,8 @@ class Reconstruction:
             self.last_densify = densify
 
         self.step_count += 1
-        every = max(1, int(rc.evidence_every))
-        if self.step_count % every == 0 or self.done:
+        every = int(rc.evidence_every)  # 0 = no evidence (and no guard)
+        if every > 0 and (self.step_count % every == 0 or self.done):
             self._record_evidence(views, mse_rgb.detach(), mse_mask.detach())
             if rc.guard and rc.optimize_cameras:
                 self._guard()
