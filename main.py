@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -105,12 +106,25 @@ def dispatch(args: argparse.Namespace) -> int:
     return handler(args)
 
 
+class _Terminated(Exception):
+    """SIGTERM before a run installs its own handler (loading, match extraction): nothing to resume yet."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from sparseags.errors import RunInterrupted, UserError
 
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return dispatch(args)
+    except _Terminated:
+        print("interrupted (SIGTERM) before the first checkpoint: nothing to resume; start the command again",
+              file=sys.stderr)
+        return 143
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -120,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
