@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
-import numpy as np
 import pytest
 import trimesh
 from plyfile import PlyData

@@ -16,14 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import FAST_PIPELINE as FAST
+
 pytestmark = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (run under xvfb-run -a)")
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = ["recon.iters=6", "recon.num_pts=300", "recon.resolution_schedule=[[0.0,32]]", "outliers.round_iters=4",
-        "outliers.score=mse", "outliers.threshold=-1", "lpips.weights_dir=/nonexistent/lpips",
-        "search.stage_steps=[3,3,3]", "search.stage_resolution=[16,16,16]", "search.keep_min=4", "search.n_azimuth=8",
-        "search.align_copies=4", "search.align_steps=3", "scene.resolution=32", "pipeline.outliers=true",
-        "prior.enabled=false", "device=cpu"]
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 import sys
 from pathlib import Path
@@ -20,23 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.helpers import FAST_PIPELINE as FAST
+from tests.helpers import TouchOnUnpickle
+
 REPO = Path(__file__).resolve().parent.parent
-FAST = ["recon.iters=6", "recon.num_pts=300", "recon.resolution_schedule=[[0.0,32]]", "outliers.round_iters=4",
-        "outliers.score=mse", "outliers.threshold=-1", "lpips.weights_dir=/nonexistent/lpips",
-        "search.stage_steps=[3,3,3]", "search.stage_resolution=[16,16,16]", "search.keep_min=4", "search.n_azimuth=8",
-        "search.align_copies=4", "search.align_steps=3", "scene.resolution=32", "pipeline.outliers=true",
-        "prior.enabled=false", "device=cpu"]
 needs_display = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (run under xvfb-run -a)")
-
-
-class _TouchOnUnpickle:
-    """Unpickling this object creates a file: a stand-in for any code a shared checkpoint could run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +50,7 @@ def test_checkpoint_carrying_a_pickled_callable_is_refused_and_runs_nothing(scen
 
     marker = tmp_path / "pwned"
     bad = tmp_path / "bad.pt"
-    torch.save({"format": actions.CHECKPOINT_FORMAT, "pipeline": _TouchOnUnpickle(marker)}, bad)
+    torch.save({"format": actions.CHECKPOINT_FORMAT, "pipeline": TouchOnUnpickle(marker)}, bad)
     pipeline = _pipeline(scenes["a"])
     with pytest.raises(actions.CheckpointError) as caught:
         actions.load_checkpoint(pipeline, bad)
@@ -182,7 +169,7 @@ def session(scenes, tmp_path_factory):
         other = actions.save_checkpoint(_pipeline(scenes["b"]), root / "other.pt", scenes["b"])
         evil = root / "evil.pt"
         facts["marker"] = root / "pwned"
-        torch.save({"format": actions.CHECKPOINT_FORMAT, "pipeline": _TouchOnUnpickle(facts["marker"])}, evil)
+        torch.save({"format": actions.CHECKPOINT_FORMAT, "pipeline": TouchOnUnpickle(facts["marker"])}, evil)
         damaged = root / "damaged.pt"
         damaged.write_bytes(b"\x00garbage")
         failures = {}

@@ -15,7 +15,7 @@ from PIL import Image
 from sparseags import capture
 from sparseags.capture import CaptureError, import_capture, to_input_frame
 from sparseags.export import write_colmap_text, write_nerfstudio_transforms
-from sparseags.scene import CameraRecord, load_scene, read_cameras_json, validate_scene, write_cameras_json
+from sparseags.scene import load_scene, read_cameras_json, validate_scene
 
 REPO = Path(__file__).resolve().parent.parent
 W, H = 200, 150

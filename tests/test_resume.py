@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import pathlib
 import shutil
 import signal
 import subprocess
@@ -29,6 +28,7 @@ from sparseags.config import load_config
 from sparseags.errors import UserError
 from sparseags.headless import run_headless
 from sparseags.pipeline import Pipeline
+from tests.helpers import TouchOnUnpickle
 
 REPO = Path(__file__).resolve().parent.parent
 # The whole procedure (reconstruction, leave-one-out with a forced removal, pose search, arbitration) on a
@@ -45,16 +45,6 @@ TINY = ["recon.iters=6", "recon.num_pts=300", "recon.resolution_schedule=[[0.0,3
 
 class InjectedFault(RuntimeError):
     pass
-
-
-class _TouchOnUnpickle:
-    """Unpickling this object creates a file: a stand-in for any code a shared checkpoint could run."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +256,7 @@ def test_resume_refuses_a_checkpoint_carrying_code_and_creates_nothing(scene, tm
     marker = tmp_path / "pwned"
     ckpt = run_state.checkpoint_path(out)
     ckpt.parent.mkdir(parents=True)
-    torch.save({"format": run_state.RUN_CHECKPOINT_FORMAT, "pipeline": _TouchOnUnpickle(marker)}, ckpt)
+    torch.save({"format": run_state.RUN_CHECKPOINT_FORMAT, "pipeline": TouchOnUnpickle(marker)}, ckpt)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     result = run_cli("run", "--scene", scene, "--out", out, "--quiet", "--resume", *TINY)
     lines = error_lines(result.stderr)

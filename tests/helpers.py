@@ -1,0 +1,24 @@
+"""Small pieces shared by several test modules (not a test module itself)."""
+
+from __future__ import annotations
+
+import pathlib
+from pathlib import Path
+
+# A tiny, fast full-pipeline configuration (outlier stage on, every candidate accepted) for window tests.
+FAST_PIPELINE = [
+    "recon.iters=6", "recon.num_pts=300", "recon.resolution_schedule=[[0.0,32]]", "outliers.round_iters=4",
+    "outliers.score=mse", "outliers.threshold=-1", "lpips.weights_dir=/nonexistent/lpips",
+    "search.stage_steps=[3,3,3]", "search.stage_resolution=[16,16,16]", "search.keep_min=4", "search.n_azimuth=8",
+    "search.align_copies=4", "search.align_steps=3", "scene.resolution=32", "pipeline.outliers=true",
+    "prior.enabled=false", "device=cpu"]
+
+
+class TouchOnUnpickle:
+    """Unpickling this object creates a file: a stand-in for any code a shared checkpoint could run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
