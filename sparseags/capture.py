@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from sparseags.errors import UserError
+from sparseags.export import frame_c2w
 
 __all__ = [
     "CaptureError",
@@ -312,15 +313,9 @@ def read_transforms(path: str | os.PathLike, image_sizes: dict[str, tuple[int, i
         if view_id in poses.w2c:
             raise CaptureError(f"frame {index}: a second frame for image {view_id!r}", path)
         try:
-            c2w = np.asarray(frame["transform_matrix"], dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise CaptureError(f"frame {index}: transform_matrix is not numeric", path) from err
-        if c2w.shape == (3, 4):
-            c2w = np.vstack([c2w, [0.0, 0.0, 0.0, 1.0]])
-        if c2w.shape != (4, 4):
-            raise CaptureError(f"frame {index}: transform_matrix must be 4x4 (or 3x4)", path)
-        if not np.all(np.isfinite(c2w)):
-            raise CaptureError(f"frame {index} ({view_id}): transform_matrix contains NaN or infinite values", path)
+            c2w = frame_c2w(frame)
+        except ValueError as err:
+            raise CaptureError(f"frame {index} ({view_id}): {err}", path) from None
         size = (image_sizes or {}).get(view_id)
         w = _number(_frame_value(frame, meta, "w"))
         h = _number(_frame_value(frame, meta, "h"))

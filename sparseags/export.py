@@ -310,6 +310,24 @@ def _frame_value(frame: Mapping[str, Any], meta: Mapping[str, Any], key: str, in
     return float(value)
 
 
+def frame_c2w(frame: dict) -> np.ndarray:
+    """[4, 4] float64 c2w of a nerfstudio / instant-ngp frame's ``transform_matrix`` (3x4 rows accepted).
+
+    Raises ValueError (a short reason) when it is not numeric, not 4x4 / 3x4, or not finite.
+    """
+    try:
+        c2w = np.asarray(frame["transform_matrix"], dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError("transform_matrix is not numeric") from err
+    if c2w.shape == (3, 4):
+        c2w = np.vstack([c2w, [0.0, 0.0, 0.0, 1.0]])
+    if c2w.shape != (4, 4):
+        raise ValueError("transform_matrix must be 4x4 (or 3x4)")
+    if not np.all(np.isfinite(c2w)):
+        raise ValueError("transform_matrix contains NaN or infinite values")
+    return c2w
+
+
 def read_nerfstudio_transforms(path: str | os.PathLike) -> CameraSet:
     """Read a nerfstudio ``transforms.json`` (pinhole intrinsics per frame or per file) into OpenCV ``w2c``.
 
@@ -333,13 +351,9 @@ def read_nerfstudio_transforms(path: str | os.PathLike) -> CameraSet:
         if not isinstance(frame, dict) or "file_path" not in frame or "transform_matrix" not in frame:
             raise ExportError(f"frame {index}: needs 'file_path' and 'transform_matrix'", path)
         try:
-            c2w = np.asarray(frame["transform_matrix"], dtype=np.float64)
-        except (TypeError, ValueError) as err:
-            raise ExportError(f"frame {index}: transform_matrix is not numeric", path) from err
-        if c2w.shape == (3, 4):
-            c2w = np.vstack([c2w, [0.0, 0.0, 0.0, 1.0]])
-        if c2w.shape != (4, 4) or not np.all(np.isfinite(c2w)):
-            raise ExportError(f"frame {index}: transform_matrix must be a finite 4x4 (or 3x4) matrix", path)
+            c2w = frame_c2w(frame)
+        except ValueError as err:
+            raise ExportError(f"frame {index}: {err}", path) from None
         fx, fy, cx, cy, w, h = (_frame_value(frame, meta, key, index, path)
                                 for key in ("fl_x", "fl_y", "cx", "cy", "w", "h"))
         name = str(frame["file_path"])

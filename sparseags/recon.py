@@ -100,13 +100,10 @@ def xyz_learning_rate(step: int, iters: int, lr_init: float, lr_final: float) ->
 
 def _scale_focal(K: Tensor, scale: Tensor) -> Tensor:
     """K [V, 3, 3] with fx, fy (K[:, 0, 0], K[:, 1, 1]) multiplied by scale [V]; differentiable in scale."""
-    diag = torch.stack([scale, scale, torch.ones_like(scale)], dim=-1)  # [V, 3]
-    eye = torch.eye(3, device=K.device, dtype=K.dtype)
-    factor = eye * (diag[..., None] - 1.0) + 1.0  # [V, 3, 3]: diag entries scaled, others 1
-    # Only the focal entries change: the principal point column and the last row keep factor 1.
-    factor = factor.clone()
-    factor[:, 2, 2] = 1.0
-    return K * factor.to(K.dtype)
+    out = K.clone()
+    out[:, 0, 0] = K[:, 0, 0] * scale.to(K.dtype)
+    out[:, 1, 1] = K[:, 1, 1] * scale.to(K.dtype)
+    return out
 
 
 def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
@@ -230,6 +227,7 @@ class Reconstruction:
         self.guard_log: list[dict] = []
         self.evidence: dict[str, list] = {"step": [], "rgb": [], "mask": [], "epipolar": [], "match_inliers": []}
         self._epipolar_start = self.view_epipolar_errors()[0]  # [V] at the initial poses (nan: no matches)
+        self._pose_error_cache: dict[int, tuple[list, dict]] = {}
         self.history: dict[str, list[float]] = {"step": [], "rgb": [], "mask": [], "prior": [], "epipolar": [],
                                                 "total": []}
         self.camera_tracks: list[Tensor] = []  # per completed step: [V, 4, 4] float32 (CPU)
@@ -705,7 +703,7 @@ class Reconstruction:
         if steps[-1] != len(tracks) - 1:
             steps.append(len(tracks) - 1)
         per_view, summary = [], []
-        cache = self.__dict__.setdefault("_pose_error_cache", {})  # step -> (per-view errors, metrics)
+        cache = self._pose_error_cache  # step -> (per-view errors, metrics)
         for k in steps:
             if k not in cache:  # a recorded track never changes: compute each step once (snapshots are frequent)
                 w2c = tracks[k].double()
@@ -776,7 +774,7 @@ class Reconstruction:
         self.history = {key: list(values) for key, values in state["history"].items()}
         self.history.setdefault("epipolar", [0.0] * len(self.history["step"]))  # states from before the term
         self.camera_tracks = [t.clone() for t in state["camera_tracks"]]
-        self.__dict__.pop("_pose_error_cache", None)
+        self._pose_error_cache = {}
         self.last_densify = state["last_densify"]
         if state.get("prior_hook") is not None and hasattr(self.prior_hook, "load_state_dict"):
             self.prior_hook.load_state_dict(state["prior_hook"])
