@@ -119,7 +119,7 @@ class DebuggerApp:
     # ------------------------------------------------------------------------------------------
     # construction
     def start_engine(self) -> None:
-        from sparseags.headless import build_pipeline
+        from sparseags.session import build_pipeline
 
         print(f"loading {self.scene_dir} ...", file=sys.stderr)
         pipeline = build_pipeline(self.scene_dir, self.cfg)
@@ -252,7 +252,7 @@ class DebuggerApp:
                              lambda _: self.report(f"view {index} flag -> {flag}; pipeline restarted", False))
 
     def open_scene(self, scene_dir: Path) -> Future:
-        from sparseags.headless import build_pipeline
+        from sparseags.session import build_pipeline
 
         cfg = self.cfg
 

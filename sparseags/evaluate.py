@@ -655,9 +655,9 @@ def _rescore(finished: dict, cfg: Config, log: Callable[[str], None]) -> int:
     """
     from sparseags.artifacts import RescoreError, rescore_run
     from sparseags.config import resolve_device
-    from sparseags.headless import load_lpips_for
     from sparseags.run_state import refresh_manifest
     from sparseags.scene import load_scene
+    from sparseags.session import load_lpips_for
 
     resumed = [job for job, result in finished.items() if result.status == "resumed"]
     if not resumed:

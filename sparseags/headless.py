@@ -16,8 +16,9 @@ from typing import Any, Callable, Optional
 
 from sparseags import artifacts
 from sparseags.atomic import OutputError
-from sparseags.config import Config, read_yaml, resolve_device, save_config
+from sparseags.config import Config, read_yaml, save_config
 from sparseags.errors import UserError
+from sparseags.session import build_pipeline
 
 
 class DecisionFileError(UserError):
@@ -32,45 +33,6 @@ def load_decisions(path: str | Path) -> list[dict]:
     if not isinstance(data, list) or not all(isinstance(e, dict) and "action" in e for e in data):
         raise DecisionFileError(f"{path}: expected a list of decisions, each with an 'action'")
     return data
-
-
-def load_lpips_for(cfg: Config, device: str) -> Any:
-    """The LPIPS metric, or None when its weights are missing and nothing requires it (metrics then omit it)."""
-    from sparseags.lpips_model import LpipsWeightsError, lpips_from_config
-
-    try:
-        return lpips_from_config(cfg.lpips, device)
-    except LpipsWeightsError:
-        if cfg.pipeline.outliers and cfg.outliers.score == "lpips":
-            raise
-        print("notice: LPIPS weights not found; per-view LPIPS is omitted (see checkpoints/README.md)",
-              file=sys.stderr)
-        return None
-
-
-def prior_factory_for(cfg: Config, scene: Any, device: str):
-    """A factory of prior hooks when the generative prior is enabled, else None (with a one-line notice)."""
-    try:
-        from sparseags.prior import make_prior_hook_factory
-    except ImportError:
-        return None
-    factory, notice = make_prior_hook_factory(cfg, scene, device)
-    if notice:
-        print(f"notice: {notice}", file=sys.stderr)
-    return factory
-
-
-def build_pipeline(scene_dir: Path, cfg: Config, match_cache: Optional[Path] = None):
-    """Load the scene and build the pipeline exactly as the headless run and the debugger do."""
-    from sparseags.pipeline import Pipeline
-    from sparseags.scene import load_scene
-
-    device = resolve_device(cfg)
-    scene = load_scene(Path(scene_dir), resolution=cfg.scene.resolution, init=cfg.scene.init)
-    lpips_metric = load_lpips_for(cfg, device)
-    prior_factory = prior_factory_for(cfg, scene, device)
-    return Pipeline(scene, cfg, device=device, lpips_metric=lpips_metric, prior_hook_factory=prior_factory,
-                    match_cache=match_cache)
 
 
 def _progress_bar(enabled: bool):

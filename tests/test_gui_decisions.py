@@ -37,7 +37,7 @@ def scenes(tmp_path_factory):
 
 def _pipeline(scene_dir: Path, *overrides: str):
     from sparseags.config import load_config
-    from sparseags.headless import build_pipeline
+    from sparseags.session import build_pipeline
 
     return build_pipeline(Path(scene_dir), load_config(None, FAST + list(overrides)))
 
