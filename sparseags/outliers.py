@@ -10,6 +10,15 @@ The rule (docs/reference/sparseags.md, section 5):
   the previous round and stops;
 * at most ``max_removals(N)`` views are removed: 1 for N ≤ 5, N − 4 for 5 < N < 8, 4 for N ≥ 8.
 
+``rule="relative"`` (the default of configs/default.yaml) keeps the loop but replaces the absolute test:
+each round also returns per-view *evidence* (photometric score, and where available the epipolar residual
+of the view's verified matches and its silhouette disagreement). Every kind of evidence becomes a robust
+modified z-score over the round's inliers (:func:`robust_z`); the candidate is the inlier with the largest
+combined z (:func:`combined_z`, the largest over the kinds), and it is removed if, and only if, that z is at
+least ``z_threshold`` (3.5, the Iglewicz-Hoaglin cut-off). The verdict is known before the round without
+the candidate runs, so a rejected candidate costs no reconstruction; an accepted one runs the round (its
+Gaussians, built without the candidate, are what the pose search renders).
+
 Every verdict can be overruled (:meth:`LeaveOneOut.override`): the loop rewinds to that verdict, applies
 the user's decision and continues from there, exactly as if the automatic rule had decided so.
 
@@ -41,6 +50,75 @@ def removal_accepted(mean_without_candidate_before: float, mean_after: float, th
     return (mean_without_candidate_before - mean_after) >= threshold - 1e-12
 
 
+# Robust z-scores: per kind of evidence, the smallest spread (MAD) that counts, so that views that agree
+# closely do not turn a tiny difference into a large z. ("relative", f): MAD >= f x |median|;
+# ("absolute", a): MAD >= a, in the evidence's own unit.
+EVIDENCE_MAD_FLOOR = {
+    "photometric": ("relative", 0.05),  # LPIPS (or MSE) normalised by object area
+    "epipolar": ("absolute", 0.5),  # median Sampson error, pixels
+    "mask": ("absolute", 0.01),  # 1 - IoU of rendered and photographed silhouettes
+}
+
+
+def robust_z(values: np.ndarray, among: np.ndarray, floor: tuple[str, float] = ("relative", 0.05)) -> np.ndarray:
+    """Modified z-score 0.6745 (x - median) / MAD of every entry of `values` [V], median and MAD taken over
+    the finite entries selected by the bool mask `among` [V]; nan where the value is nan, or everywhere
+    when fewer than 3 selected entries are finite (no spread to compare with)."""
+    values = np.asarray(values, dtype=np.float64)
+    chosen = values[np.asarray(among, dtype=bool)]
+    chosen = chosen[np.isfinite(chosen)]
+    if chosen.size < 3:
+        return np.full(values.shape, np.nan)
+    median = float(np.median(chosen))
+    mad = float(np.median(np.abs(chosen - median)))
+    kind, amount = floor
+    mad = max(mad, amount * abs(median) if kind == "relative" else amount, 1e-12)
+    return 0.6745 * (values - median) / mad
+
+
+def evidence_z(evidence: dict, flags: np.ndarray) -> dict:
+    """Per kind of evidence ([V] each), the robust z over the inliers (`flags` == 1), plus "combined"."""
+    among = np.asarray(flags, dtype=bool)
+    zs = {kind: robust_z(values, among, EVIDENCE_MAD_FLOOR.get(kind, ("relative", 0.05)))
+          for kind, values in evidence.items()}
+    zs["combined"] = combined_z(zs)
+    return zs
+
+
+def combined_z(zs: dict) -> np.ndarray:
+    """Largest z over the kinds of evidence per view (nan kinds ignored; nan if no kind has a value)."""
+    stack = np.stack([np.asarray(z, dtype=np.float64) for kind, z in zs.items() if kind != "combined"])
+    with np.errstate(all="ignore"):
+        best = np.nanmax(np.where(np.isnan(stack), -np.inf, stack), axis=0)
+    return np.where(np.isneginf(best), np.nan, best)
+
+
+def as_evidence(result: Any) -> dict:
+    """A score callable's result as evidence: a dict with at least "photometric" [V], or a bare [V] array."""
+    if isinstance(result, dict):
+        if "photometric" not in result:
+            raise ValueError("evidence needs a 'photometric' entry")
+        return {k: np.asarray(_to_numpy(v), dtype=np.float64) for k, v in result.items()}
+    return {"photometric": np.asarray(_to_numpy(result), dtype=np.float64)}
+
+
+def relative_verdict(evidence: dict, flags: np.ndarray, z_threshold: float) -> tuple[int, bool, str, dict]:
+    """The relative rule on one round: (candidate, accept, reason, z per kind) among the inliers of `flags`."""
+    zs = evidence_z(evidence, flags)
+    inliers = np.flatnonzero(flags)
+    combined = np.where(np.isnan(zs["combined"][inliers]), -np.inf, zs["combined"][inliers])
+    photometric = evidence["photometric"][inliers]
+    # largest combined z; ties (and all-nan) broken by the photometric score
+    order = np.lexsort((-photometric, -combined))
+    candidate = int(inliers[order[0]])
+    z = float(zs["combined"][candidate])
+    parts = ", ".join(f"{kind} z {float(zs[kind][candidate]):.1f}" for kind in evidence
+                      if np.isfinite(zs[kind][candidate]))
+    accept = bool(np.isfinite(z) and z >= z_threshold - 1e-12)
+    reason = (f"z {z:.1f} {'>=' if accept else '<'} {z_threshold:g} ({parts or 'no evidence'})")
+    return candidate, accept, reason, zs
+
+
 class Steppable(Protocol):
     """What the loop needs of a reconstruction (sparseags.recon.Reconstruction satisfies it)."""
 
@@ -57,8 +135,9 @@ class Steppable(Protocol):
 
 # make_recon(flags [V] int, w2c_init [V, 4, 4]) -> a fresh steppable reconstruction
 MakeRecon = Callable[[np.ndarray, np.ndarray], Steppable]
-# score(recon) -> per-view scores [V] (lower is better), computed for inliers and outliers alike
-ScoreViews = Callable[[Steppable], np.ndarray]
+# score(recon) -> per-view scores [V] (lower is better), computed for inliers and outliers alike, or a
+# dict of per-view evidence {"photometric": [V], "epipolar": [V], "mask": [V], ...} (nan = not available)
+ScoreViews = Callable[[Steppable], Any]
 
 
 @dataclass
@@ -78,6 +157,9 @@ class Round:
     auto_accept: Optional[bool] = None
     manual_accept: Optional[bool] = None
     recon_state: Optional[dict] = None  # final state of the reconstruction (to revert to it)
+    evidence: Optional[dict] = None  # kind -> [V] per-view evidence after the round ("photometric" = scores)
+    z: Optional[dict] = None  # kind -> [V] robust z over this round's inliers, and "combined" (relative rule)
+    reason: str = ""  # why the automatic verdict on this round's removal is what it is
 
     @property
     def accepted(self) -> Optional[bool]:
@@ -95,6 +177,10 @@ class Round:
             "auto_accept": self.auto_accept,
             "manual_accept": self.manual_accept,
             "accepted": self.accepted,
+            "ran": self.scores is not None or self.index == 0,
+            "reason": self.reason,
+            "evidence": None if self.evidence is None else {k: np.asarray(v).tolist() for k, v in self.evidence.items()},
+            "z": None if self.z is None else {k: np.asarray(v).tolist() for k, v in self.z.items()},
         }
 
 
@@ -113,6 +199,8 @@ class LeaveOneOut:
     w2c_init: np.ndarray  # [V, 4, 4] initial poses
     threshold: float = 0.05
     max_count: Optional[int] = None  # default: max_removals(V)
+    rule: str = "paper"  # "paper" (absolute drop of the mean) or "relative" (robust z of the evidence)
+    z_threshold: float = 3.5
     rounds: list = field(default_factory=list)
     recon: Optional[Steppable] = None
     finished: bool = False
@@ -124,6 +212,8 @@ class LeaveOneOut:
         self.w2c_init = np.asarray(self.w2c_init, dtype=np.float64).copy()
         if self.max_count is None:
             self.max_count = max_removals(len(self.flags))
+        if self.rule not in ("paper", "relative"):
+            raise ValueError(f"leave-one-out rule must be 'paper' or 'relative', not {self.rule!r}")
 
     # ---------------------------------------------------------------------------------------------
     # stepping
@@ -156,13 +246,16 @@ class LeaveOneOut:
     def _finish_round(self) -> dict:
         current = self.rounds[-1]
         assert self.recon is not None
-        current.scores = np.asarray(self.score_views(self.recon), dtype=np.float64)
+        current.evidence = as_evidence(self.score_views(self.recon))
+        current.scores = current.evidence["photometric"]
         current.w2c = np.asarray(_to_numpy(self.recon.current_w2c()), dtype=np.float64)
         current.mean_inliers = mean_over(current.scores, current.flags)
         current.recon_state = self.recon.state_dict()
         event = {"phase": "loo", "event": "round_scored", "round": current.index,
                  "mean": current.mean_inliers}
-        if current.index > 0:
+        if current.index > 0 and self.rule == "relative":
+            event.update(candidate=current.candidate, accept=current.accepted)
+        elif current.index > 0:
             previous = self.rounds[-2]
             current.auto_accept = removal_accepted(previous.mean_without_next, current.mean_inliers,
                                                    self.threshold)
@@ -187,12 +280,24 @@ class LeaveOneOut:
         if len(inlier_ids) <= 2:
             self._stop(index)
             return
-        worst = int(inlier_ids[np.argmax(current.scores[inlier_ids])])
+        if self.rule == "relative":
+            evidence = current.evidence if current.evidence is not None else {"photometric": current.scores}
+            worst, accept, reason, current.z = relative_verdict(evidence, current.flags, self.z_threshold)
+        else:
+            worst = int(inlier_ids[np.argmax(current.scores[inlier_ids])])
         current.next_candidate = worst
         others = current.flags.copy()
         others[worst] = 0
         current.mean_without_next = mean_over(current.scores, others)
         next_round = Round(index=index + 1, flags=others, candidate=worst)
+        if self.rule == "relative":
+            # The verdict is known now; a rejected candidate costs no reconstruction.
+            next_round.auto_accept, next_round.reason = accept, reason
+            self.log.append({"round": next_round.index, "candidate": worst, "auto_accept": accept, "reason": reason})
+            if not accept:
+                self.rounds.append(next_round)
+                self._stop(index)
+                return
         self._start_round(next_round, current.w2c)
 
     def _stop(self, final_index: int) -> None:
@@ -228,7 +333,7 @@ class LeaveOneOut:
         if not 1 <= round_index < len(self.rounds):
             raise ValueError(f"round {round_index} has no verdict to override")
         target = self.rounds[round_index]
-        if target.scores is None:
+        if target.accepted is None:
             raise ValueError(f"round {round_index} is still running; its verdict is not known yet")
         del self.rounds[round_index + 1:]
         # The candidate chosen from this round is recomputed by _advance_from.
@@ -239,6 +344,10 @@ class LeaveOneOut:
         self.final_round = None
         self.recon = None
         self.log.append({"round": round_index, "candidate": target.candidate, "manual_accept": bool(accept)})
+        if accept and target.scores is None:
+            # The round never ran (the relative rule rejected it up front, or it was still running): run it.
+            self.recon = self.make_recon(target.flags.copy(), np.asarray(self.rounds[round_index - 1].w2c).copy())
+            return
         self._advance_from(round_index)
 
     def snapshot(self) -> dict:
@@ -250,6 +359,8 @@ class LeaveOneOut:
             "candidate": self.pending_candidate(),
             "threshold": self.threshold,
             "max_count": self.max_count,
+            "rule": self.rule,
+            "z_threshold": self.z_threshold,
             "done": self.finished,
             "final_round": self.final_round,
             "outliers": self.outliers if self.finished else [],

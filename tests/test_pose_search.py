@@ -141,3 +141,41 @@ def test_checkpoint_resume_mid_search_gives_same_result():
     np.testing.assert_array_equal(resumed.candidates.numpy(), reference.candidates.numpy())
     assert resumed.chosen == reference.chosen
     np.testing.assert_array_equal(resumed.stage_a_mse_grid, reference.stage_a_mse_grid)
+
+
+def plain_cylinder(around=48, rows=12):
+    """A uniformly grey cylinder about the world y axis (the orbit axis), Gaussians on a regular grid of its
+    side: every azimuth looks the same."""
+    angle = torch.arange(around).repeat(rows) * (2 * np.pi / around)
+    height = torch.linspace(-0.5, 0.5, rows).repeat_interleave(around)
+    means = torch.stack([0.35 * torch.cos(angle), height, 0.35 * torch.sin(angle)], dim=-1)
+    n = len(means)
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1)
+    scales = torch.full((n, 3), 0.06)
+    opacities = torch.full((n,), 0.9)
+    sh = rgb_to_sh0(torch.full((n, 3), 0.4))[:, None, :]
+    return means, quats, scales, opacities, sh
+
+
+def test_a_symmetric_object_makes_the_search_ambiguous_and_a_textured_one_does_not():
+    render = make_render_fn(plain_cylinder())
+    focal = 0.5 * RES / np.tan(np.radians(49.1 / 2))
+    K = intrinsics_matrix(focal, focal, RES / 2, RES / 2).double().numpy()
+    inlier_w2c = c2w_gl_to_w2c(orbit_camera(torch.full((3,), -25.0), torch.tensor([-90.0, -45.0, 0.0]), 2.5,
+                                            dtype=torch.float64)).numpy()
+    true_w2c = c2w_gl_to_w2c(orbit_camera(-25.0, 90.0, 2.5, dtype=torch.float64)).numpy()
+    with torch.no_grad():
+        target = render(torch.as_tensor(true_w2c)[None], torch.as_tensor(K)[None], RES, RES)[0].numpy()
+    grid = build_search_grid(inlier_w2c, np.zeros(3), n_azimuth=8, radius_margin=0.2)
+    search = PoseSearch(render, target, K, grid, stage_steps=[8, 8, 8], stage_lr=[5e-3, 1e-3, 1e-3],
+                        stage_jitter=[0.0, 0.1, 0.01], stage_resolution=[RES, RES, RES], keep_min=8,
+                        keep_fraction=0.2, replicate=1, chunk=64, seed=0, view_id="003")
+    run(search)
+    assert search.ambiguous
+    snap = search.snapshot()
+    assert snap["ambiguous"] and snap["competitors"]
+    assert all(c["angle_deg"] >= 30.0 for c in snap["competitors"])
+
+    textured, _ = small_search()
+    run(textured)
+    assert not textured.ambiguous and textured.snapshot()["competitors"] == []
