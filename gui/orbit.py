@@ -21,20 +21,32 @@ Conventions
 * Intrinsics: ``fy = fx = H / (2 tan(fovy / 2))`` and the principal point is the exact image centre
   ``(W / 2, H / 2)`` (our pixel convention; kiui's ``W // 2`` differs only for odd sizes).
 
+* ``pan_pixels(dx, dy)``: the pointer-following pan of the mouse: the look-at point moves by
+  ``radius / focal`` world units per pixel (:func:`pan_world_per_pixel`), against the drag, so the point
+  at the look-at depth stays under the pointer.
+* ``fit_all(points)``: keeps the viewing direction and field of view and moves the camera (look-at
+  point and radius) so that every point projects inside the image (:func:`fit_all_view`).
+
+Pure helpers for the orbit view (numpy only, unit-tested without a window): :func:`fit_all_view`,
+:func:`pick_segment`, :func:`pan_world_per_pixel`, :func:`frusta_at_camera`, and
+:class:`ProgressivePolicy`, the rule for low-resolution frames while the camera moves.
+
 Angles are in degrees where a name ends in ``_deg``; ``fovy`` and ``fovx`` are radians as in kiui.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from scipy.spatial.transform import Rotation
 
 from sparseags.cameras import look_at_c2w_gl
 
-__all__ = ["OrbitCamera", "ORBIT_DEG_PER_PIXEL", "PAN_PER_PIXEL", "ZOOM_BASE"]
+__all__ = ["OrbitCamera", "ORBIT_DEG_PER_PIXEL", "PAN_PER_PIXEL", "ZOOM_BASE", "ProgressivePolicy", "fit_all_view",
+           "frusta_at_camera", "pan_world_per_pixel", "pick_segment", "project_points"]
 
 ORBIT_DEG_PER_PIXEL = 0.05  # kiui/DreamGaussian mouse sensitivity
 PAN_PER_PIXEL = 0.0005  # world units per pixel of pan drag
@@ -170,6 +182,18 @@ class OrbitCamera:
         """Translate camera and look-at point by ``0.0005 * rot @ (dx, dy, -dz)`` (DreamGaussian sign)."""
         self.center = self.center + PAN_PER_PIXEL * (self.rot.as_matrix() @ np.array([dx, dy, -dz], dtype=np.float64))
 
+    def pan_pixels(self, dx: float, dy: float) -> None:
+        """Pointer-following pan: a drag of (dx, dy) pixels (screen x right, y down) moves the scene
+        with the pointer; the look-at point moves by ``radius / focal`` world units per pixel."""
+        step = pan_world_per_pixel(self.radius, self.focal)
+        rotation = self.rot.as_matrix()
+        self.center = self.center + step * (-float(dx) * rotation[:, 0] + float(dy) * rotation[:, 1])
+
+    def fit_all(self, points: Any, margin: float = 0.08, pivot: Any = None) -> None:
+        """Frame ``points [N, 3]`` (world) without turning: see :func:`fit_all_view`."""
+        self.center, self.radius = fit_all_view(points, self.rot.as_matrix(), self.fovy, self.width / self.height,
+                                                margin=margin, pivot=pivot)
+
     def from_angle(self, elevation_deg: float, azimuth_deg: float) -> None:
         """Place the camera at kiui ``(elevation, azimuth)`` around ``center`` (negative elevation = above)."""
         e, a = math.radians(elevation_deg), math.radians(azimuth_deg)
@@ -240,3 +264,139 @@ def _rigid_inverse(matrix: np.ndarray) -> np.ndarray:
     inverse[:3, :3] = matrix[:3, :3].T
     inverse[:3, 3] = -matrix[:3, :3].T @ matrix[:3, 3]
     return inverse
+
+
+# ----------------------------------------------------------------------------------------------
+# Pure helpers of the orbit view
+# ----------------------------------------------------------------------------------------------
+def pan_world_per_pixel(depth: float, focal: float) -> float:
+    """World units per pixel at view depth ``depth`` for a pinhole of focal length ``focal`` pixels: a
+    point at that depth moves ``focal * d / depth`` pixels when the camera moves ``d`` sideways."""
+    return float(depth) / max(float(focal), 1e-12)
+
+
+def fit_all_view(points: Any, rotation_c2w_gl: Any, fovy: float, aspect: float, margin: float = 0.08,
+                 pivot: Any = None) -> tuple[np.ndarray, float]:
+    """Look-at point and radius that frame ``points [N, 3]`` for a camera of fixed orientation.
+
+    rotation_c2w_gl: [3, 3] OpenGL camera-to-world rotation (columns: right, up, backward); fovy in
+    radians, aspect = width / height; ``margin``: fraction of the half field of view left free on each
+    side. The camera position is the tightest one for this direction: in camera axes (x right, y up,
+    z backward) a point (x, y, z) is inside when ``|x - Cx| <= tx (Cz - z)`` and likewise for y, which
+    for each axis is minimised in closed form (``Cx = tx (A - B) / 2``, ``Cz >= (A + B) / 2`` with
+    ``A = max(x / tx + z)``, ``B = max(-x / tx + z)``). The look-at point is put on the optical axis at the
+    depth of ``pivot`` (default: the points' mean), or halfway through the points when that is not in front.
+    Returns ``(center [3], radius)``.
+    """
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    pts = pts[np.all(np.isfinite(pts), axis=1)]
+    rotation = np.asarray(rotation_c2w_gl, dtype=np.float64)
+    if len(pts) == 0:
+        raise ValueError("fit_all_view: no finite points to frame")
+    if not 0.0 <= margin < 1.0:
+        raise ValueError(f"fit_all_view: margin must be in [0, 1), got {margin}")
+    tan_y = math.tan(0.5 * float(fovy)) * (1.0 - margin)
+    tan_x = math.tan(0.5 * float(fovy)) * float(aspect) * (1.0 - margin)
+    local = pts @ rotation  # [N, 3]: coordinates along right, up, backward
+    x, y, z = local[:, 0], local[:, 1], local[:, 2]
+    a_x, b_x = np.max(x / tan_x + z), np.max(-x / tan_x + z)
+    a_y, b_y = np.max(y / tan_y + z), np.max(-y / tan_y + z)
+    extent = float(np.max(np.ptp(local, axis=0))) if len(pts) > 1 else 1.0
+    extent = max(extent, 1e-6)
+    cam_z = max(0.5 * (a_x + b_x), 0.5 * (a_y + b_y), float(np.max(z)) + 1e-3 * extent)
+    cam_local = np.array([0.5 * tan_x * (a_x - b_x), 0.5 * tan_y * (a_y - b_y), cam_z])
+    pivot_local = local.mean(axis=0) if pivot is None else np.asarray(pivot, dtype=np.float64) @ rotation
+    radius = cam_z - float(pivot_local[2])
+    if radius <= 1e-3 * extent:
+        radius = cam_z - 0.5 * (float(np.min(z)) + float(np.max(z)))
+    radius = max(radius, 1e-3 * extent)
+    campos = rotation @ cam_local
+    return campos - rotation[:, 2] * radius, float(radius)
+
+
+def project_points(points: Any, w2c: Any, K: Any) -> tuple[np.ndarray, np.ndarray]:
+    """OpenCV projection of world ``points [N, 3]``: ``(uv [N, 2] pixels, z [N] view depth)``."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    w2c, K = np.asarray(w2c, dtype=np.float64), np.asarray(K, dtype=np.float64)
+    cam = pts @ w2c[:3, :3].T + w2c[:3, 3]
+    z = cam[:, 2]
+    safe = np.where(np.abs(z) > 1e-12, z, 1e-12)
+    uv = np.stack([K[0, 0] * cam[:, 0] / safe + K[0, 2], K[1, 1] * cam[:, 1] / safe + K[1, 2]], axis=1)
+    return uv, z
+
+
+def pick_segment(point: Sequence[float], segments: Sequence[Any], tolerance: float = 6.0) -> Optional[int]:
+    """Which of several 2D wireframes is under the pointer.
+
+    point: (u, v) pixels; segments: one array [S_k, 2, 2] of projected line segments per candidate (an
+    empty array for a hidden one). Returns the index of the candidate with the segment nearest to the
+    point when that distance is at most ``tolerance`` pixels (the earlier candidate on ties), else None.
+    """
+    p = np.asarray(point, dtype=np.float64).reshape(2)
+    best, best_distance = None, float(tolerance)
+    for index, segs in enumerate(segments):
+        segs = np.asarray(segs, dtype=np.float64).reshape(-1, 2, 2)
+        if len(segs) == 0:
+            continue
+        a, b = segs[:, 0], segs[:, 1]
+        ab = b - a
+        length2 = np.sum(ab * ab, axis=1)
+        t = np.clip(np.sum((p - a) * ab, axis=1) / np.maximum(length2, 1e-12), 0.0, 1.0)
+        distance = float(np.min(np.linalg.norm(a + t[:, None] * ab - p, axis=1)))
+        if distance < best_distance or (best is None and distance <= best_distance):
+            best, best_distance = index, distance
+    return best
+
+
+def frusta_at_camera(apexes: Any, campos: Any, min_distance: float) -> np.ndarray:
+    """[V] bool: frusta whose apex (camera centre) is within ``min_distance`` of the viewing camera's
+    centre, e.g. the view the orbit camera is snapped to. Their lines pass through (or next to) the eye
+    and would slash across the whole image, so the orbit view does not draw them."""
+    apexes = np.asarray(apexes, dtype=np.float64).reshape(-1, 3)
+    return np.linalg.norm(apexes - np.asarray(campos, dtype=np.float64).reshape(1, 3), axis=1) < float(min_distance)
+
+
+class ProgressivePolicy:
+    """When to draw a quick low-resolution frame and when the full one (the nerfstudio / gsplat viewers' rule).
+
+    The camera is *moving* while it changed less than ``settle_s`` seconds ago (:meth:`moved` marks a
+    change); then frames are drawn at ``1 / divisor`` of the size, and once it has been still for
+    ``settle_s`` the full size is drawn. The divisor adapts to the cost of the quick frames
+    (:meth:`record`): a smoothed frame time above ``target_ms`` takes the next coarser divisor, one below
+    ``0.4 target_ms`` the next finer one, within :attr:`DIVISORS`. ``clock`` is injectable for tests.
+    """
+
+    DIVISORS = (2, 3, 4, 6, 8)
+
+    def __init__(self, settle_s: float = 0.1, target_ms: float = 40.0, divisor: int = 4,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
+        if divisor not in self.DIVISORS:
+            raise ValueError(f"ProgressivePolicy: divisor must be one of {self.DIVISORS}, got {divisor}")
+        self.settle_s = float(settle_s)
+        self.target_ms = float(target_ms)
+        self.divisor = int(divisor)
+        self.clock = clock
+        self.last_motion: Optional[float] = None
+        self._smoothed_ms: Optional[float] = None
+
+    def moved(self) -> None:
+        self.last_motion = self.clock()
+
+    def moving(self) -> bool:
+        return self.last_motion is not None and self.clock() - self.last_motion < self.settle_s
+
+    def interactive_size(self, width: int, height: int) -> tuple[int, int]:
+        return max(1, int(round(width / self.divisor))), max(1, int(round(height / self.divisor)))
+
+    def record(self, milliseconds: float) -> None:
+        """Adapt the divisor to the time of the latest quick frame."""
+        ms = float(milliseconds)
+        self._smoothed_ms = ms if self._smoothed_ms is None else 0.7 * self._smoothed_ms + 0.3 * ms
+        position = self.DIVISORS.index(self.divisor)
+        if self._smoothed_ms > self.target_ms:
+            if position + 1 < len(self.DIVISORS):
+                self.divisor, self._smoothed_ms = self.DIVISORS[position + 1], None
+            else:  # already the coarsest: no memory of the slow frames, so a recovery is seen at once
+                self._smoothed_ms = ms
+        elif self._smoothed_ms < 0.4 * self.target_ms and position > 0:
+            self.divisor, self._smoothed_ms = self.DIVISORS[position - 1], None

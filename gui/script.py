@@ -14,12 +14,13 @@
     - zoom: 2                       # wheel steps (radius *= 1.1 ** -zoom)
     - pan: [dx, dy]
     - snap_to: 1                    # orbit camera to an input view
+    - fit_all: true                 # orbit view: frame every frustum, the trajectories and the Gaussians
     - record_turntable: {frames: 8, out: x.mp4, elevation: -20, radius: 0, resolution: 128}
     - screenshot: x.png
     - set_flag: [1, 0]              # view, flag (restarts the pipeline; a view set to 0 is pose-searched)
     - heatmap: coarse               # or refined
     - blend: 0.5
-    - frusta: {initial: true, current: true, gt: false}
+    - frusta: {initial: true, current: true, gt: false, tracks: true}
     - run: true / pause: true
     - export: gaussians             # gaussians, mesh, cameras (a failure is an error)
     - save_checkpoint: ck.pt / load_checkpoint: ck.pt
@@ -99,6 +100,7 @@ ACTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "run_until": (lambda v: v in PHASES, f"one of {', '.join(PHASES)}"),
     "select_view": (_view_ref, "a view index or id"),
     "snap_to": (_view_ref, "a view index or id"),
+    "fit_all": (lambda v: v is True, "true"),
     "accept_outlier": (_decision, "true or a round index"),
     "reject_outlier": (_decision, "true or a round index"),
     "apply_candidate": (_candidate, "a rank position or {view: ID, rank: N}"),
@@ -113,7 +115,8 @@ ACTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
                  "[view, 0 or 1]"),
     "heatmap": (lambda v: v in ("coarse", "refined"), "coarse or refined"),
     "blend": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "frusta": (lambda v: isinstance(v, dict) and set(v) <= {"initial", "current", "gt"}, "{initial, current, gt}"),
+    "frusta": (lambda v: isinstance(v, dict) and set(v) <= {"initial", "current", "gt", "tracks"},
+               "{initial, current, gt, tracks}"),
     "run": (lambda v: isinstance(v, bool), "true or false"),
     "pause": (lambda v: v is True, "true"),
     "export": (lambda v: v in ("gaussians", "mesh", "cameras"), "gaussians, mesh or cameras"),
@@ -226,6 +229,10 @@ class ScriptRunner:
 
     def _do_snap_to(self, ref: Any) -> Iterator[None]:
         self.app.orbit.snap_to(self._view_index(ref))
+        yield
+
+    def _do_fit_all(self, _: Any) -> Iterator[None]:
+        self.app.orbit.fit_all()
         yield
 
     def _decide(self, accept: bool, arg: Any) -> Iterator[None]:

@@ -12,6 +12,11 @@ at 0 (evaluated on the CPU, degree <= 3), splats composited in view-space depth 
 with SRC_ALPHA / ONE_MINUS_SRC_ALPHA blending, which equals the engine's front-to-back sum except for
 its T < 1e-4 early stop).
 
+Progressive rendering (:class:`ProgressiveRenderer`): while the orbit camera moves, frames are drawn at a
+fraction of the size (``render(..., size=(w, h), interactive=True)``: one GL point per splat instead of a
+quad, SH colours kept from the last full frame); once the camera has been still for a moment the full
+size is drawn again (the policy, pure logic, is :class:`gui.orbit.ProgressivePolicy`).
+
 Sorting is by view-space z, which depends only on the viewing direction (moving the camera adds the
 same constant to every z), so the order is recomputed only when the direction turned by more than
 ``resort_angle_deg`` since the last sort (antimatter15's "1 %" rule, as an angle); ``sort_count``
@@ -30,7 +35,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -48,6 +53,9 @@ __all__ = [
     "create_gl_context",
     "covariances_from_scales_quats",
     "make_orbit_renderer",
+    "ProgressiveFrame",
+    "ProgressiveRenderer",
+    "scale_intrinsics",
     "sh_colors_numpy",
     "turbo_lut",
 ]
@@ -293,7 +301,7 @@ class SplatView:
         self._gl_renderer = str(self.ctx.info.get("GL_RENDERER", "unknown"))  # queried while current
         # Programs specialised per (fragment path, depth output), compiled on first use; compiling the
         # default one now surfaces shader/driver problems as GLUnavailableError at construction.
-        self._programs: dict[tuple[int, bool], Any] = {}
+        self._programs: dict[tuple[int, bool, bool], Any] = {}
         try:
             self._program_for(RENDER_MODES["rgb"], depth_layer=False)
         except moderngl.Error as err:
@@ -305,35 +313,54 @@ class SplatView:
         self._fbo_color = self.ctx.framebuffer(color_attachments=[self._color_target])
         self._fbo_depth = self.ctx.framebuffer(color_attachments=[self._depth_target])
         self._fbo_layers = self.ctx.framebuffer(color_attachments=[self._color_target, self._depth_target])
+        self._small_targets: dict[tuple[int, int], tuple[Any, Any]] = {}  # (w, h) -> (texture, framebuffer)
+        point_range = self.ctx.info.get("GL_POINT_SIZE_RANGE", (1.0, 64.0))
+        self.max_point_size = float(point_range[1]) if isinstance(point_range, (tuple, list)) else 64.0
+        self.last_depth_range: tuple[float, float] | None = None  # (near, far) of the latest "depth" frame
         self._colormap = self.ctx.texture((COLORMAP_SIZE, 1), 3, turbo_lut().tobytes(), dtype="f4")
         self._colormap.filter = (moderngl.LINEAR, moderngl.LINEAR)
         self._colormap.repeat_x = self._colormap.repeat_y = False
         self._data_textures: dict[str, Any] = {}
         self._quad_indices: Any = None
-        self._vaos: dict[tuple[int, bool], Any] = {}
+        self._vaos: dict[tuple[int, bool, bool], Any] = {}
         self._gaussians: _Gaussians | None = None
         self._means_np: np.ndarray | None = None
         self._sh_np: np.ndarray | None = None
         self._sorted_forward: np.ndarray | None = None
         self._colored_campos: np.ndarray | None = None
 
-    def _program_for(self, mode: int, depth_layer: bool) -> Any:
+    def _program_for(self, mode: int, depth_layer: bool, points: bool = False) -> Any:
         """The program for a mode: fragment path pinned with STATIC_MODE (0 = splats, 3, 4), optional
-        depth output (DEPTH_LAYER). The vertex shader still reads ``u_mode`` (rgb/depth/alpha colour)."""
-        key = (0 if mode <= 2 else mode, depth_layer)
+        depth output (DEPTH_LAYER), one point per splat (POINT_SPRITES) or a quad. The vertex shader
+        still reads ``u_mode`` (rgb/depth/alpha colour)."""
+        key = (0 if mode <= 2 else mode, depth_layer, points)
         if key not in self._programs:
             defines = f"#define STATIC_MODE {key[0]}\n" + ("#define DEPTH_LAYER\n" if depth_layer else "")
             version, rest = _read_shader("splat.frag").split("\n", 1)  # #defines must follow #version
-            self._programs[key] = self.ctx.program(vertex_shader=_read_shader("splat.vert"),
+            vert_version, vert_rest = _read_shader("splat.vert").split("\n", 1)
+            vert_defines = "#define POINT_SPRITES\n" if points else ""
+            self._programs[key] = self.ctx.program(vertex_shader=f"{vert_version}\n{vert_defines}{vert_rest}",
                                                    fragment_shader=f"{version}\n{defines}{rest}")
         return self._programs[key]
 
-    def _vao_for(self, mode: int, depth_layer: bool) -> Any:
-        key = (0 if mode <= 2 else mode, depth_layer)
+    def _vao_for(self, mode: int, depth_layer: bool, points: bool = False) -> Any:
+        key = (0 if mode <= 2 else mode, depth_layer, points)
         if key not in self._vaos:
-            self._vaos[key] = self.ctx.vertex_array(self._program_for(mode, depth_layer), [],
-                                                    index_buffer=self._quad_indices, index_element_size=4)
+            program = self._program_for(mode, depth_layer, points)
+            if points:  # glDrawArrays(GL_POINTS): vertex k = splat k in draw order
+                self._vaos[key] = self.ctx.vertex_array(program, [])
+            else:
+                self._vaos[key] = self.ctx.vertex_array(program, [], index_buffer=self._quad_indices,
+                                                        index_element_size=4)
         return self._vaos[key]
+
+    def _small_target(self, width: int, height: int) -> tuple[Any, Any]:
+        """(colour texture, framebuffer) of a reduced size, made on first use and kept (a few sizes)."""
+        key = (int(width), int(height))
+        if key not in self._small_targets:
+            texture = self.ctx.texture(key, 4, dtype="f4")
+            self._small_targets[key] = (texture, self.ctx.framebuffer(color_attachments=[texture]))
+        return self._small_targets[key]
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -449,11 +476,12 @@ class SplatView:
         self._sorted_forward = forward
         self.sort_count += 1
 
-    def _update_colors(self, w2c: np.ndarray) -> None:
-        """SH colours for the current camera centre (once for degree 0)."""
+    def _update_colors(self, w2c: np.ndarray, keep: bool = False) -> None:
+        """SH colours for the current camera centre (once for degree 0; ``keep``: reuse any earlier ones)."""
         gaussians = self._gaussians
         campos = -w2c[:3, :3].T @ w2c[:3, 3]
-        if self._colored_campos is not None and (gaussians.sh_degree == 0 or np.array_equal(campos, self._colored_campos)):
+        if self._colored_campos is not None and (keep or gaussians.sh_degree == 0
+                                                 or np.array_equal(campos, self._colored_campos)):
             return
         if self._means_np is not None:
             colors = sh_colors_numpy(self._sh_np, self._means_np, campos.astype(np.float32), gaussians.sh_degree)
@@ -477,7 +505,8 @@ class SplatView:
             uniform.value = value
 
     def _draw(self, w2c: np.ndarray, K: np.ndarray, mode: int, fbo: Any, background: Sequence[float],
-              depth_range: tuple[float, float]) -> None:
+              depth_range: tuple[float, float], viewport: tuple[int, int] | None = None,
+              interactive: bool = False) -> None:
         timings = {}
         fbo.use()
         fbo.clear(float(background[0]), float(background[1]), float(background[2]), 0.0)
@@ -491,12 +520,13 @@ class SplatView:
         self._update_order(w2c)
         timings["sort_ms"] = 1e3 * (time.perf_counter() - start)
         start = time.perf_counter()
-        self._update_colors(w2c)
+        self._update_colors(w2c, keep=interactive)
         timings["color_ms"] = 1e3 * (time.perf_counter() - start)
         start = time.perf_counter()
         gl = self._gl
         layers = fbo is self._fbo_layers
-        program = self._program_for(mode, layers)
+        program = self._program_for(mode, layers, points=interactive)
+        width, height = viewport or (self.width, self.height)
 
         def set_uniform(name: str, value: Any) -> None:
             self._set_uniform(program, name, value)
@@ -512,43 +542,63 @@ class SplatView:
         set_uniform("u_tex_width", self._data_textures["u_centers"].size[0])
         set_uniform("u_w2c", w2c.T.copy())  # GLSL matrices are column-major
         set_uniform("u_intrinsics", (K[0, 0], K[1, 1], K[0, 2], K[1, 2]))
-        set_uniform("u_viewport", (float(self.width), float(self.height)))
+        set_uniform("u_viewport", (float(width), float(height)))
+        set_uniform("u_max_point_size", self.max_point_size)
         set_uniform("u_near", NEAR_PLANE)
         set_uniform("u_mode", mode)
         set_uniform("u_point_radius", self.point_radius)
         set_uniform("u_ellipse_sigma", self.ellipse_sigma)
         set_uniform("u_ellipse_min_opacity", self.ellipse_min_opacity)
         set_uniform("u_depth_range", (float(depth_range[0]), float(depth_range[1])))
-        self._vao_for(mode, layers).render(gl.TRIANGLES, vertices=6 * self.num_gaussians)
+        if interactive:
+            self.ctx.enable(gl.PROGRAM_POINT_SIZE)
+            self._vao_for(mode, layers, points=True).render(gl.POINTS, vertices=self.num_gaussians)
+        else:
+            self._vao_for(mode, layers).render(gl.TRIANGLES, vertices=6 * self.num_gaussians)
         timings["draw_ms"] = 1e3 * (time.perf_counter() - start)
         self.last_timings = timings
 
     def _read(self, texture: Any) -> np.ndarray:
         """[H, W, 4] float32 in image order: framebuffer row i (from the bottom) is image row i."""
         start = time.perf_counter()
-        data = np.frombuffer(texture.read(), dtype=np.float32).reshape(self.height, self.width, 4)
+        width, height = texture.size
+        data = np.frombuffer(texture.read(), dtype=np.float32).reshape(height, width, 4)
         self.last_timings["read_ms"] = 1e3 * (time.perf_counter() - start)
         return data
 
     # ------------------------------------------------------------------------------------------
     def render(self, w2c: Any, K: Any, mode: str = "rgb", background: Sequence[float] = (1.0, 1.0, 1.0),
-               depth_range: tuple[float, float] | None = None) -> np.ndarray:
+               depth_range: tuple[float, float] | None = None, size: tuple[int, int] | None = None,
+               interactive: bool = False) -> np.ndarray:
         """Render one view to ``uint8 [H, W, 3]`` (row 0 = image top).
 
-        w2c [4, 4] OpenCV world-to-camera, K [3, 3] pixels for this view's size. mode: "rgb", "depth"
+        w2c [4, 4] OpenCV world-to-camera, K [3, 3] pixels for the rendered size. mode: "rgb", "depth"
         (turbo colour map of view-space z over ``depth_range = (near, far)``; None = 1st-99th
-        percentile of the visible means' depths), "alpha" (grey accumulated alpha; background
-        ignored), "centres", "ellipsoids".
+        percentile of the visible means' depths, kept in :attr:`last_depth_range`), "alpha" (grey
+        accumulated alpha; background ignored), "centres", "ellipsoids". ``size = (w, h)`` renders
+        at another (smaller) size than the view's. ``interactive``: the quick frame drawn while the
+        camera moves (one point per splat, the SH colours of the last full frame).
         """
         mode_id = _check_mode(mode)
         w2c, K = _camera_arrays(w2c, K)
+        width, height = (self.width, self.height) if size is None else (int(size[0]), int(size[1]))
+        if width <= 0 or height <= 0:
+            raise ValueError(f"render: size must be positive, got {size}")
         if mode == "alpha":
             background = (0.0, 0.0, 0.0)
         if mode == "depth" and depth_range is None and self._gaussians is not None:
             depth_range = _auto_depth_range(self._gaussians.means, w2c)
+        depth_range = depth_range or (NEAR_PLANE, 1.0)
+        if mode == "depth":
+            self.last_depth_range = (float(depth_range[0]), float(depth_range[1]))
         with self._current():
-            self._draw(w2c, K, mode_id, self._fbo_color, background, depth_range or (NEAR_PLANE, 1.0))
-            return _to_uint8(self._read(self._color_target)[..., :3])
+            if (width, height) == (self.width, self.height):
+                texture, fbo = self._color_target, self._fbo_color
+            else:
+                texture, fbo = self._small_target(width, height)
+            self._draw(w2c, K, mode_id, fbo, background, depth_range, viewport=(width, height),
+                       interactive=interactive)
+            return _to_uint8(self._read(texture)[..., :3])
 
     def render_layers(self, w2c: Any, K: Any, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderLayers:
         """Float rgb / alpha / accumulated depth of one view (the engine renderer's outputs)."""
@@ -592,6 +642,7 @@ class EngineFallbackView:
         self.last_timings: dict[str, float] = {}
         self._gaussians: _Gaussians | None = None
         self._lut = turbo_lut()
+        self.last_depth_range: tuple[float, float] | None = None
 
     @property
     def num_gaussians(self) -> int:
@@ -616,21 +667,22 @@ class EngineFallbackView:
         self._gaussians = _validate_gaussians(means, quats, scales, opacities, sh, sh_degree)
 
     def _render_engine(self, w2c: np.ndarray, K: np.ndarray, background: Sequence[float],
-                       opacities: Tensor | None = None) -> RenderLayers:
+                       opacities: Tensor | None = None, size: tuple[int, int] | None = None) -> RenderLayers:
         from sparseags.render import render_gaussians
 
         g = self._gaussians
+        width, height = size or (self.width, self.height)
         start = time.perf_counter()
         if g is None or g.count == 0:
-            blank = np.zeros((self.height, self.width, 1), np.float32)
-            rgb = np.broadcast_to(np.asarray(background, np.float32), (self.height, self.width, 3)).copy()
+            blank = np.zeros((height, width, 1), np.float32)
+            rgb = np.broadcast_to(np.asarray(background, np.float32), (height, width, 3)).copy()
             return RenderLayers(rgb=rgb, alpha=blank, depth=blank.copy())
         device, dtype = g.means.device, g.means.dtype
         with torch.no_grad():
             out = render_gaussians(
                 g.means, g.quats, g.scales, g.opacities if opacities is None else opacities, g.sh,
                 torch.as_tensor(w2c, dtype=dtype, device=device)[None],
-                torch.as_tensor(K, dtype=dtype, device=device)[None], self.width, self.height,
+                torch.as_tensor(K, dtype=dtype, device=device)[None], width, height,
                 sh_degree=g.sh_degree, background=torch.as_tensor(background, dtype=dtype, device=device),
                 backend=self.backend)
         self.color_update_count += 1
@@ -638,9 +690,11 @@ class EngineFallbackView:
         return RenderLayers(rgb=out.rgb[0].cpu().numpy(), alpha=out.alpha[0].cpu().numpy(),
                             depth=out.depth[0].cpu().numpy())
 
-    def _render_centres(self, w2c: np.ndarray, K: np.ndarray, background: Sequence[float]) -> np.ndarray:
+    def _render_centres(self, w2c: np.ndarray, K: np.ndarray, background: Sequence[float],
+                        size: tuple[int, int] | None = None) -> np.ndarray:
         g = self._gaussians
-        image = np.broadcast_to(np.asarray(background, np.float32), (self.height, self.width, 3)).copy()
+        width, height = size or (self.width, self.height)
+        image = np.broadcast_to(np.asarray(background, np.float32), (height, width, 3)).copy()
         if g is None or g.count == 0:
             return image
         viewmat = torch.as_tensor(w2c, dtype=g.means.dtype, device=g.means.device)[None]
@@ -660,8 +714,8 @@ class EngineFallbackView:
                 cols = np.floor(u + col_off).astype(np.int64)
                 rows = np.floor(v + row_off).astype(np.int64)
                 inside = ((np.abs(cols + 0.5 - u) < self.point_radius) & (np.abs(rows + 0.5 - v) < self.point_radius)
-                          & (cols >= 0) & (cols < self.width) & (rows >= 0) & (rows < self.height))
-                pixels.append((rows * self.width + cols)[inside])
+                          & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height))
+                pixels.append((rows * width + cols)[inside])
                 ranks.append(np.flatnonzero(inside))  # position in back-to-front order
         pixels, ranks = np.concatenate(pixels), np.concatenate(ranks)
         by_rank = np.argsort(-ranks, kind="stable")  # nearest first, so np.unique keeps the nearest dot
@@ -670,36 +724,115 @@ class EngineFallbackView:
         return image
 
     def render(self, w2c: Any, K: Any, mode: str = "rgb", background: Sequence[float] = (1.0, 1.0, 1.0),
-               depth_range: tuple[float, float] | None = None) -> np.ndarray:
-        """Same contract as :meth:`SplatView.render`."""
+               depth_range: tuple[float, float] | None = None, size: tuple[int, int] | None = None,
+               interactive: bool = False) -> np.ndarray:
+        """Same contract as :meth:`SplatView.render` (``interactive`` changes nothing here: the engine
+        renderer has no cheaper path than a smaller ``size``)."""
         _check_mode(mode)
         w2c, K = _camera_arrays(w2c, K)
+        size = None if size is None else (int(size[0]), int(size[1]))
+        if size is not None and (size[0] <= 0 or size[1] <= 0):
+            raise ValueError(f"render: size must be positive, got {size}")
         if mode == "rgb":
-            return _to_uint8(self._render_engine(w2c, K, background).rgb)
+            return _to_uint8(self._render_engine(w2c, K, background, size=size).rgb)
         if mode == "alpha":
-            return _to_uint8(np.repeat(self._render_engine(w2c, K, (0.0, 0.0, 0.0)).alpha, 3, axis=-1))
+            return _to_uint8(np.repeat(self._render_engine(w2c, K, (0.0, 0.0, 0.0), size=size).alpha, 3, axis=-1))
         if mode == "depth":
-            layers = self._render_engine(w2c, K, (0.0, 0.0, 0.0))
+            layers = self._render_engine(w2c, K, (0.0, 0.0, 0.0), size=size)
             if depth_range is None:
                 depth_range = _auto_depth_range(self._gaussians.means, w2c) if self.num_gaussians else (NEAR_PLANE, 1.0)
+            self.last_depth_range = (float(depth_range[0]), float(depth_range[1]))
             mean_depth = layers.depth / np.maximum(layers.alpha, 1e-8)
             t = (mean_depth[..., 0] - depth_range[0]) / max(depth_range[1] - depth_range[0], 1e-12)
             rgb = _apply_lut(t, self._lut) * layers.alpha + (1.0 - layers.alpha) * np.asarray(background, np.float32)
             return _to_uint8(rgb)
         if mode == "centres":
-            return _to_uint8(self._render_centres(w2c, K, background))
+            return _to_uint8(self._render_centres(w2c, K, background, size=size))
         g = self._gaussians
         if g is None:
-            return _to_uint8(self._render_engine(w2c, K, background).rgb)
+            return _to_uint8(self._render_engine(w2c, K, background, size=size).rgb)
         saturating = 0.99 * math.exp(0.5 * self.ellipse_sigma ** 2)
         opacities = torch.where(g.opacities >= self.ellipse_min_opacity, torch.full_like(g.opacities, saturating),
                                 torch.zeros_like(g.opacities))
-        return _to_uint8(self._render_engine(w2c, K, background, opacities).rgb)
+        return _to_uint8(self._render_engine(w2c, K, background, opacities, size=size).rgb)
 
     def render_layers(self, w2c: Any, K: Any, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderLayers:
         """Same contract as :meth:`SplatView.render_layers`."""
         w2c, K = _camera_arrays(w2c, K)
         return self._render_engine(w2c, K, background)
+
+
+# ----------------------------------------------------------------------------------------------
+# Progressive rendering: low resolution while the camera moves, full resolution once it stops
+# ----------------------------------------------------------------------------------------------
+def scale_intrinsics(K: Any, size: tuple[int, int], new_size: tuple[int, int]) -> np.ndarray:
+    """K [3, 3] of a ``size = (w, h)`` image for a ``new_size`` one: row 0 times w'/w, row 1 times h'/h."""
+    scaled = np.array(K, dtype=np.float64, copy=True)
+    scaled[0] *= new_size[0] / size[0]
+    scaled[1] *= new_size[1] / size[1]
+    return scaled
+
+
+@dataclass
+class ProgressiveFrame:
+    """One frame drawn by :class:`ProgressiveRenderer`."""
+
+    image: np.ndarray  # uint8 [h, w, 3]
+    full: bool  # drawn at the view's full size (else a quick low-resolution frame)
+    render_ms: float
+
+
+class ProgressiveRenderer:
+    """Draws a renderer's frames progressively (the nerfstudio / gsplat viewers' scheme).
+
+    Call :meth:`frame` once per UI frame with the current camera: while the camera moves (it changed
+    less than ``policy.settle_s`` ago) each new camera gets a quick frame at ``1 / policy.divisor`` of the
+    size (``render(..., interactive=True)``); once the camera has been still that long, the full-size
+    frame is drawn once. Returns None when the image on display is still current. ``progressive=False``
+    draws every new camera at full size (the old behaviour, kept for comparison in the benchmark).
+    """
+
+    def __init__(self, renderer: Any, policy: Any = None, progressive: bool = True) -> None:
+        from gui.orbit import ProgressivePolicy
+
+        self.renderer = renderer
+        self.policy = policy if policy is not None else ProgressivePolicy()
+        self.progressive = bool(progressive)
+        self._camera_key: Optional[tuple] = None
+        self._drawn_key: Optional[tuple] = None
+        self._drawn_full = False
+        self.last_frame: Optional[ProgressiveFrame] = None
+
+    def invalidate(self) -> None:
+        """Draw again at the next call (e.g. after new Gaussians were uploaded)."""
+        self._drawn_key = None
+
+    def frame(self, w2c: Any, K: Any, mode: str = "rgb", background: Sequence[float] = (1.0, 1.0, 1.0),
+              content_key: Any = None) -> Optional[ProgressiveFrame]:
+        """The frame to show now, or None (nothing changed). w2c [4, 4], K [3, 3] for the full size."""
+        w2c, K = _camera_arrays(w2c, K)
+        camera_key = (w2c.tobytes(), K.tobytes())
+        if self._camera_key is not None and camera_key != self._camera_key:
+            self.policy.moved()
+        self._camera_key = camera_key
+        key = (camera_key, content_key, mode, tuple(float(c) for c in background))
+        quick = self.progressive and self.policy.moving()
+        if key == self._drawn_key and (quick or self._drawn_full):
+            return None
+        width, height = self.renderer.width, self.renderer.height
+        start = time.perf_counter()
+        if quick:
+            size = self.policy.interactive_size(width, height)
+            image = self.renderer.render(w2c, scale_intrinsics(K, (width, height), size), mode=mode,
+                                         background=background, size=size, interactive=True)
+        else:
+            image = self.renderer.render(w2c, K, mode=mode, background=background)
+        milliseconds = 1e3 * (time.perf_counter() - start)
+        if quick:
+            self.policy.record(milliseconds)
+        self._drawn_key, self._drawn_full = key, not quick
+        self.last_frame = ProgressiveFrame(image=image, full=not quick, render_ms=milliseconds)
+        return self.last_frame
 
 
 def make_orbit_renderer(width: int, height: int, prefer: str = "glsl", **kwargs: Any) -> SplatView | EngineFallbackView:

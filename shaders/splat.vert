@@ -10,6 +10,12 @@
 //   u_cov_a:   (S00, S01, S02, S11)      3D covariance S = R diag(s)^2 R^T (precomputed on the CPU)
 //   u_cov_b:   (S12, S22, 0, 0)
 //   u_colors:  (r, g, b, 0)              SH colour for the current camera centre (evaluated on the CPU)
+// With POINT_SPRITES defined (the host prepends the #define; used for the low-resolution frames while
+// the orbit camera moves) each splat is one GL point instead of a quad: vertex k is splat k in draw
+// order and gl_PointSize is the side of the square bounding its ellipse (capped at u_max_point_size).
+// llvmpipe's vertex stage is single-threaded and costs per vertex, so one vertex per splat instead of
+// four cuts it about 4x; the fragment shader is the same (it only uses gl_FragCoord), and at low
+// resolution the splats are small, so the extra fragments of the square are few.
 // Debug modes (u_mode): 0 rgb, 1 depth (turbo colour of the splat's view-space z over u_depth_range),
 // 2 alpha (white), 3 centres (u_point_radius dots), 4 ellipsoids (see splat.frag).
 //
@@ -40,6 +46,7 @@ uniform float u_point_radius;       // half size in pixels of the "centres" dots
 uniform float u_ellipse_min_opacity; // "ellipsoids": splats below this opacity are hidden
 uniform vec2 u_depth_range;  // "depth": (near, far) mapped to the ends of the colour map
 uniform sampler2D u_colormap;  // 256 x 1 RGB look-up table (matplotlib "turbo"), linear filtering
+uniform float u_max_point_size;  // POINT_SPRITES: the driver's largest point (pixels)
 
 flat out vec2 v_mean2d;      // pixels
 flat out vec3 v_conic;       // (a, b, c) of [[a, b], [b, c]] = cov2d^-1
@@ -66,12 +73,18 @@ vec2 quad_corner() {
     return vec2(float(corner & 1), float(corner >> 1)) * 2.0 - 1.0;
 }
 
+#ifdef POINT_SPRITES
+const int VERTICES_PER_SPLAT_LOG2 = 0;
+#else
+const int VERTICES_PER_SPLAT_LOG2 = 2;
+#endif
+
 vec4 pixel_to_clip(vec2 pixel) {
     return vec4(pixel / u_viewport * 2.0 - 1.0, 0.0, 1.0);
 }
 
 void main() {
-    int a_index = texelFetch(u_order, texel(gl_VertexID >> 2), 0).r;
+    int a_index = texelFetch(u_order, texel(gl_VertexID >> VERTICES_PER_SPLAT_LOG2), 0).r;
     vec4 center = fetch(u_centers, a_index);
     vec4 cov_a = fetch(u_cov_a, a_index);
     vec4 cov_b = fetch(u_cov_b, a_index);
@@ -94,7 +107,12 @@ void main() {
     v_mean2d = vec2(fx * t.x / t.z + cx, fy * t.y / t.z + cy);
 
     if (u_mode == 3) {  // centres: fixed-size dots, no covariance needed
+#ifdef POINT_SPRITES
+        gl_PointSize = min(2.0 * u_point_radius, u_max_point_size);
+        gl_Position = pixel_to_clip(v_mean2d);
+#else
         gl_Position = pixel_to_clip(v_mean2d + quad_corner() * u_point_radius);
+#endif
         return;
     }
     if (u_mode == 4 && center.w < u_ellipse_min_opacity) {
@@ -153,7 +171,13 @@ void main() {
         gl_Position = CULLED;
         return;
     }
+#ifdef POINT_SPRITES
+    // The axis-aligned box of the k sigma ellipse has half sides k sqrt(a) and k sqrt(c).
+    gl_PointSize = min(2.0 * extent * sqrt(max(a, c)) + 1.0, u_max_point_size);
+    gl_Position = pixel_to_clip(v_mean2d);
+#else
     vec2 corner = quad_corner();
     vec2 offset = corner.x * radius * axis_major + corner.y * extent * sqrt(lambda_minor) * axis_minor;
     gl_Position = pixel_to_clip(v_mean2d + offset);
+#endif
 }

@@ -15,8 +15,9 @@ import torch
 
 from gui import splat_view
 from gui.orbit import OrbitCamera
-from gui.splat_view import (EngineFallbackView, GLUnavailableError, SplatView, make_orbit_renderer,
-                            sh_colors_numpy, turbo_lut)
+from gui.orbit import ProgressivePolicy
+from gui.splat_view import (EngineFallbackView, GLUnavailableError, ProgressiveRenderer, SplatView,
+                            make_orbit_renderer, scale_intrinsics, sh_colors_numpy, turbo_lut)
 from sparseags.render import render_gaussians
 from sparseags.render.sh import sh_to_colors
 from sparseags.render.synthetic import random_object_scene
@@ -236,3 +237,82 @@ def test_benchmark_runs_small(view: SplatView) -> None:
     result = run_orbit_benchmark(quick=True, num_gaussians=300, size=48)
     assert result["paused"]["fps"] > 0 and result["orbiting"]["fps"] > 0
     assert result["sorts_paused"] == 1 and result["sorts_orbiting"] == result["frames"]
+    old, new = result["interactive"]["full_every_frame"], result["interactive"]["progressive"]
+    assert old["moving_width_median"] == 48 and new["moving_width_median"] < 48  # quick frames while moving
+    assert old["settle_s"] == 0.0 and new["settle_s"] > 0
+    for stats in (old, new):
+        assert stats["fps_moving"] > 0 and stats["refine_s_median"] > 0
+    assert new["refine_s_median"] >= new["settle_s"]  # the full frame comes once the camera is still
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_scaled_render_matches_full_render_at_that_size(view: SplatView) -> None:
+    scene = random_object_scene(300, sh_degree=2, radius=0.6, scale_range=(0.02, 0.1), seed=4)
+    view.set_gaussians(*scene.tensors())
+    big = OrbitCamera(SIZE, SIZE, radius=2.2)
+    big.from_angle(-20.0, 40.0)
+    small_size = (SIZE // 3, SIZE // 3)
+    small = OrbitCamera(*small_size, radius=2.2)
+    small.set_state({**big.state(), "width": small_size[0], "height": small_size[1]})
+    np.testing.assert_allclose(scale_intrinsics(big.K(), (SIZE, SIZE), small_size), small.K(), atol=1e-9)
+    with SplatView(*small_size) as other:
+        other.set_gaussians(*scene.tensors())
+        expected = other.render(small.w2c(), small.K())
+    got = view.render(big.w2c(), small.K(), size=small_size)
+    assert got.shape == (small_size[1], small_size[0], 3)
+    np.testing.assert_array_equal(got, expected)
+    # the interactive path (one GL point per splat) draws nearly the same image
+    quick = view.render(big.w2c(), small.K(), size=small_size, interactive=True)
+    assert _psnr(quick / 255.0, expected / 255.0) > 35.0
+    assert view.render(big.w2c(), big.K()).shape == (SIZE, SIZE, 3)  # the full size is unaffected
+    with pytest.raises(ValueError, match="size"):
+        view.render(big.w2c(), big.K(), size=(0, 10))
+
+
+def test_progressive_renderer_quick_while_moving_full_when_still(view: SplatView) -> None:
+    scene = random_object_scene(300, sh_degree=3, radius=0.6, scale_range=(0.02, 0.1), seed=6)
+    view.set_gaussians(*scene.tensors(), sh_degree=3)
+    clock = _Clock()
+    policy = ProgressivePolicy(settle_s=0.1, target_ms=1e9, divisor=4, clock=clock)
+    renderer = ProgressiveRenderer(view, policy)
+    camera = OrbitCamera(SIZE, SIZE, radius=2.2)
+    first = renderer.frame(camera.w2c(), camera.K())
+    assert first.full and first.image.shape == (SIZE, SIZE, 3)  # a still camera: full size at once
+    assert renderer.frame(camera.w2c(), camera.K()) is None  # nothing changed: nothing drawn
+    colors = view.color_update_count
+    camera.orbit(30.0, 0.0)
+    quick = renderer.frame(camera.w2c(), camera.K())
+    assert not quick.full and quick.image.shape == (SIZE // 4, SIZE // 4, 3)
+    assert view.color_update_count == colors  # no SH re-evaluation while moving
+    clock.now += 0.05
+    assert renderer.frame(camera.w2c(), camera.K()) is None  # still moving, this camera already drawn
+    clock.now += 0.06  # still for 0.11 s > settle_s
+    full = renderer.frame(camera.w2c(), camera.K())
+    assert full.full and full.image.shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(full.image, view.render(camera.w2c(), camera.K()))
+    assert view.color_update_count == colors + 1
+    assert renderer.frame(camera.w2c(), camera.K()) is None
+    # new content while still: drawn at full size; the old mode draws every camera at full size
+    assert renderer.frame(camera.w2c(), camera.K(), content_key=1).full
+    old = ProgressiveRenderer(view, ProgressivePolicy(clock=clock), progressive=False)
+    old.frame(camera.w2c(), camera.K())
+    camera.orbit(30.0, 0.0)
+    assert old.frame(camera.w2c(), camera.K()).full
+
+
+def test_fallback_view_renders_at_another_size() -> None:
+    scene = random_object_scene(80, sh_degree=1, radius=0.5, scale_range=(0.02, 0.1), seed=3)
+    camera = OrbitCamera(48, 40, radius=2.0)
+    fallback = EngineFallbackView(48, 40, backend="reference")
+    fallback.set_gaussians(*scene.tensors())
+    K = scale_intrinsics(camera.K(), (48, 40), (24, 20))
+    for mode in ("rgb", "depth", "alpha", "centres", "ellipsoids"):
+        assert fallback.render(camera.w2c(), K, mode=mode, size=(24, 20), interactive=True).shape == (20, 24, 3)
+    assert fallback.last_depth_range is not None
