@@ -1,11 +1,14 @@
 """SparseAGS Studio debugger: the DearPyGui window that drives the pipeline live.
 
-Layout (viewport 1600 x 1000): the orbit view (512 x 512) with its options on the left; the controls
-(stepping, phase, timing, loss curves, seed, scene, checkpoints, export, turntable) next to it; per-view
-score bars with the outlier decisions top right; the pose-search heatmap with the top candidates below
-them; along the bottom, two tabs: the input-vs-render strip, and the matches of a view pair with the per-view
-pose-evidence curves, the guard's rollbacks and the pose error against ground truth
-(:mod:`gui.panels.evidence`).
+Layout (``gui.width`` x ``gui.height``, 1600 x 1000 by default; resizable: every window keeps its share of
+the viewport, see :func:`layout_for`): the orbit view with its options on the left; the controls
+(stepping, phase, timing, loss curves, pose accuracy against ground truth, seed, scene, checkpoints, export,
+turntable) next to it; per-view score bars with the outlier decisions top right; the pose-search panel
+(heatmap with a hover read-out, the target photo and the top candidates) below them; along the bottom,
+four tabs: the input-vs-render strip, the matches of a view pair with the per-view pose-evidence curves
+(:mod:`gui.panels.evidence`), the arbitration (:mod:`gui.panels.arbitration`) and the pose accuracy per view.
+
+Panels see the window through :class:`gui.port.WindowPort`; none of them imports this module.
 
 Threads: the pipeline lives on the engine thread (:mod:`gui.engine`), stepped in slices of at most
 ``cfg.gui.frame_budget_ms``; this (main) thread is the only one that calls DearPyGui. Callbacks are
@@ -31,33 +34,57 @@ from gui import actions
 from gui.engine import EngineWorker
 from gui.handles import Text
 from gui.importer import CaptureLayout, ImportProgress, find_capture, fresh_scene_dir, is_scene, run_import
+from gui.panels.arbitration import ArbitrationPanel
 from gui.panels.controls import ControlsPanel
-from gui.panels.evidence import EvidencePanel
+from gui.panels.evidence import EvidencePanel, PoseAccuracyPanel
 from gui.panels.export import ExportPanel
-from gui.panels.lpips_bars import LpipsBarsPanel, bar_model
+from gui.panels.lpips_bars import LpipsBarsPanel
 from gui.panels.orbit_view import OrbitViewPanel
 from gui.panels.outliers import OutliersPanel
 from gui.panels.overlays import OverlayStrip
 from gui.panels.search_heatmap import SearchHeatmapPanel, searched_view_for
+from gui.readouts import bar_model
 from gui.script import ScriptError, ScriptRunner, load_script
 from gui.state import PendingJobs, Timing, UiState, one_line
 from sparseags.atomic import atomic_output
 from sparseags.config import Config
 from sparseags.errors import UserError
 
-__all__ = ["DebuggerApp", "run_app", "default_out_dir", "LAYOUT"]
+__all__ = ["DebuggerApp", "run_app", "default_out_dir", "LAYOUT", "layout_for", "BOTTOM_TABS"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-VIEWPORT = (1600, 1000)
-# window name -> (x, y, width, height) in viewport pixels
+VIEWPORT = (1600, 1000)  # the reference size of LAYOUT (cfg.gui.width / height choose the window's size)
+MIN_VIEWPORT = (800, 600)
+# window name -> (x, y, width, height) in viewport pixels at the reference size
 LAYOUT = {
     "orbit": (0, 0, 532, 640),
     "controls": (532, 0, 440, 640),
-    "scores": (972, 0, 628, 330),
-    "search": (972, 330, 628, 310),
+    "scores": (972, 0, 628, 300),
+    "search": (972, 300, 628, 340),
     "overlays": (0, 640, 1600, 360),
 }
+BOTTOM_TABS = {"overlays": "input vs render", "evidence": "matches & pose evidence", "arbitration": "arbitration",
+               "accuracy": "pose accuracy"}
 FONT_SIZE = 15
+SMALL_FONT_SIZE = 13
+
+
+def layout_for(width: int, height: int) -> dict[str, tuple[int, int, int, int]]:
+    """LAYOUT scaled to a `width` x `height` viewport: every window keeps its share (edges rounded, so the
+    windows tile the viewport without gaps or overlaps)."""
+    sx, sy = width / VIEWPORT[0], height / VIEWPORT[1]
+    out = {}
+    for name, (x, y, w, h) in LAYOUT.items():
+        x0, y0 = round(x * sx), round(y * sy)
+        x1, y1 = round((x + w) * sx), round((y + h) * sy)
+        out[name] = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+    return out
+
+
+def orbit_view_size(layout: dict, wanted: int) -> int:
+    """The orbit view's square size that fits its window (its options take about 130 px below it)."""
+    _, _, w, h = layout["orbit"]
+    return int(max(128, min(int(wanted), w - 20, h - 150)))
 STATUS_COLOURS = {False: (170, 230, 170), True: (255, 110, 100)}
 
 
@@ -115,6 +142,10 @@ class DebuggerApp:
         self.import_progress: Optional[ImportProgress] = None  # the latest raw-capture import (progress bar)
         self._applied_version = -1
         self._window_ready = False
+        self.small_font: Optional[int] = None
+        self.viewport_size: tuple[int, int] = (0, 0)  # the size the layout was last made for
+        self._client_size: tuple[int, int] = (0, 0)  # the viewport's client size it was made from
+        self.layout: dict = {}
 
     # ------------------------------------------------------------------------------------------
     # construction
@@ -132,37 +163,66 @@ class DebuggerApp:
         if font is not None:
             with dpg.font_registry():
                 dpg.bind_font(dpg.add_font(str(font), FONT_SIZE))
+                self.small_font = dpg.add_font(str(font), SMALL_FONT_SIZE)
         _apply_theme()
         self.textures = dpg.add_texture_registry()
+        width = max(MIN_VIEWPORT[0], int(getattr(self.cfg.gui, "width", VIEWPORT[0])))
+        height = max(MIN_VIEWPORT[1], int(getattr(self.cfg.gui, "height", VIEWPORT[1])))
+        layout = self.layout = layout_for(width, height)
+        self.viewport_size = (width, height)
         windows = {}
-        for name, (x, y, width, height) in LAYOUT.items():
-            windows[name] = dpg.add_window(pos=(x, y), width=width, height=height, no_title_bar=True, no_move=True,
+        for name, (x, y, w, h) in layout.items():
+            windows[name] = dpg.add_window(pos=(x, y), width=w, height=h, no_title_bar=True, no_move=True,
                                            no_resize=True, no_collapse=True, no_close=True,
                                            horizontal_scrollbar=name == "overlays")
         self.windows = windows
-        size = int(self.cfg.gui.view_size)
-        self.orbit = OrbitViewPanel(self, windows["orbit"], size)
-        self.status = Text("", parent=windows["orbit"], wrap=LAYOUT["orbit"][2] - 16)
-        self.controls = ControlsPanel(self, windows["controls"], LAYOUT["controls"][2])
+        self.orbit = OrbitViewPanel(self, windows["orbit"], orbit_view_size(layout, int(self.cfg.gui.view_size)))
+        self.status = Text("", parent=windows["orbit"], wrap=layout["orbit"][2] - 16)
+        self.controls = ControlsPanel(self, windows["controls"], layout["controls"][2])
         dpg.add_separator(parent=windows["controls"])
         self.export = ExportPanel(self, windows["controls"])
-        self.bars = LpipsBarsPanel(self, windows["scores"], LAYOUT["scores"][2] - 16, 140)
+        self.bars = LpipsBarsPanel(self, windows["scores"], -1, 130)
         self.outliers = OutliersPanel(self, windows["scores"])
-        self.heatmap = SearchHeatmapPanel(self, windows["search"], (300, 240))
+        self.heatmap = SearchHeatmapPanel(self, windows["search"], self._heatmap_size(layout))
         with dpg.tab_bar(parent=windows["overlays"], callback=lambda s, a: self._tab_changed(a)) as tabs:
-            self.bottom_tabs = {"overlays": dpg.add_tab(label="input vs render"),
-                                "evidence": dpg.add_tab(label="matches & pose evidence")}
+            self.bottom_tabs = {name: dpg.add_tab(label=label) for name, label in BOTTOM_TABS.items()}
         self.tab_bar = tabs
         self.overlays = OverlayStrip(self, self.bottom_tabs["overlays"])
         self.evidence = EvidencePanel(self, self.bottom_tabs["evidence"])
+        self.arbitration_panel = ArbitrationPanel(self, self.bottom_tabs["arbitration"])
+        self.accuracy = PoseAccuracyPanel(self, self.bottom_tabs["accuracy"])
         with dpg.handler_registry():
             dpg.add_mouse_wheel_handler(callback=lambda s, a: self.orbit.on_wheel(a))
             dpg.add_key_press_handler(dpg.mvKey_Spacebar, callback=lambda: self.controls.toggle_run())
-        dpg.create_viewport(title="SparseAGS Studio - debugger", width=VIEWPORT[0], height=VIEWPORT[1],
-                            resizable=False)
+        dpg.create_viewport(title="SparseAGS Studio - debugger", width=width, height=height, resizable=True,
+                            min_width=MIN_VIEWPORT[0], min_height=MIN_VIEWPORT[1])
+        dpg.set_viewport_resize_callback(lambda: self.apply_layout())
         dpg.setup_dearpygui()
         dpg.show_viewport()
         self._window_ready = True
+
+    @staticmethod
+    def _heatmap_size(layout: dict) -> tuple[int, int]:
+        _, _, w, h = layout["search"]
+        return int(max(180, 0.45 * w)), int(max(120, h - 140))
+
+    def apply_layout(self, width: Optional[int] = None, height: Optional[int] = None) -> dict:
+        """Fit the windows to a `width` x `height` viewport (default: the viewport's client size now): each
+        window keeps its share, the plots follow their windows. Runs on every viewport resize."""
+        if width is None or height is None:
+            width, height = dpg.get_viewport_client_width(), dpg.get_viewport_client_height()
+        self._client_size = (int(width), int(height))
+        width, height = max(int(width), MIN_VIEWPORT[0]), max(int(height), MIN_VIEWPORT[1])
+        layout = self.layout = layout_for(width, height)
+        self.viewport_size = (width, height)
+        for name, (x, y, w, h) in layout.items():
+            dpg.configure_item(self.windows[name], pos=(x, y), width=w, height=h)
+        dpg.configure_item(self.status.tag, wrap=layout["orbit"][2] - 16)
+        self.controls.resize(layout["controls"][2], layout["controls"][3])
+        self.bars.resize(layout["scores"][3])
+        self.heatmap.resize(*self._heatmap_size(layout))
+        self.accuracy.resize(layout["overlays"][3])
+        return layout
 
     # ------------------------------------------------------------------------------------------
     # messages and selection
@@ -179,7 +239,7 @@ class DebuggerApp:
             self.orbit.snap_to(int(index))
 
     def show_tab(self, name: str) -> None:
-        """Bring a tab of the bottom window to the front: "overlays" or "evidence"."""
+        """Bring a tab of the bottom window to the front: "overlays", "evidence", "arbitration" or "accuracy"."""
         if name not in self.bottom_tabs:
             raise ValueError(f"unknown tab {name!r}; tabs are {', '.join(self.bottom_tabs)}")
         self.ui.bottom_tab = name
@@ -240,6 +300,54 @@ class DebuggerApp:
 
         return self.jobs.add(self.worker.call(apply), "apply candidate",
                              lambda _: self.report(f"candidate #{rank_position} applied to view {view_index}", False))
+
+    def apply_cell(self, view_index: Optional[int], cell: tuple) -> Future:
+        """Apply the hypothesis of heatmap cell ``(elevation index, azimuth index)`` of the search for
+        `view_index` (default: the search on display); its frustum and tile show the new pose at once."""
+        view = self.worker.view
+        if view_index is None and view is not None:
+            view_index = searched_view_for(view, self.ui.selected_view)
+        if view_index is None:
+            future: Future = Future()
+            future.set_exception(ScriptError("apply cell: no pose search yet"))
+            return self.jobs.add(future, "apply cell")
+        out_dir = self.out_dir
+        cell = (int(cell[0]), int(cell[1]))
+
+        def apply(pipeline: Any) -> dict:
+            hypothesis = pipeline.apply_cell(view_index, cell)
+            actions.write_decisions(pipeline, out_dir)
+            return hypothesis
+
+        def done(hypothesis: dict) -> None:
+            search = None if self.worker.view is None else self.worker.view.searches.get(view_index)
+            where = (f"elev {search.elevations_deg[cell[0]]:.0f}, azim {search.azimuths_deg[cell[1]]:.0f} deg"
+                     if search is not None else f"cell {cell}")
+            what = (f"its best candidate #{hypothesis['rank_position']}" if hypothesis.get("rank_position") is not None
+                    else f"its grid pose at radius {hypothesis.get('radius', float('nan')):.3f}")
+            name = self.worker.view.ids[view_index] if self.worker.view is not None else view_index
+            self.report(f"cell {where} applied to view {name}: {what}", False)
+
+        return self.jobs.add(self.worker.call(apply), "apply cell", done)
+
+    def choose_arbitration(self, choice: str, view_index: Optional[int] = None) -> Future:
+        """Overrule the arbitration: "recovered" or "initial" pose for view `view_index` (None: every searched
+        view). An engine that arbitrates all views at once takes no view."""
+        out_dir = self.out_dir
+
+        def apply(pipeline: Any) -> None:
+            if view_index is None:
+                pipeline.choose_arbitration(choice)
+            else:
+                if "view" not in inspect.signature(pipeline.choose_arbitration).parameters:
+                    raise ScriptError("this engine arbitrates all searched views at once: choose without a view")
+                pipeline.choose_arbitration(choice, view=int(view_index))
+            actions.write_decisions(pipeline, out_dir)
+
+        ids = [] if self.worker.view is None else self.worker.view.ids
+        where = "every searched view" if view_index is None else f"view {ids[view_index] if ids else view_index}"
+        return self.jobs.add(self.worker.call(apply), "choose arbitration",
+                             lambda _: self.report(f"arbitration: {choice} poses chosen for {where}", False))
 
     def set_flag(self, index: int, flag: int) -> Future:
         out_dir = self.out_dir
@@ -346,9 +454,17 @@ class DebuggerApp:
         """Viewport pixel rectangles (x0, y0, x1, y1) of the main items, for tests and docs."""
         items = {"orbit_view": self.orbit.drawlist, "loss_plot": self.controls.loss_plot, "bars": self.bars.plot,
                  "heatmap": self.heatmap.plot, "overlays": self.windows["overlays"]}
+        items.update({"search": self.windows["search"], "search_target": self.heatmap.target_image,
+                      "controls": self.windows["controls"], "scores": self.windows["scores"],
+                      "orbit": self.windows["orbit"], "accuracy_line": self.controls.accuracy.tag})
         if self.ui.bottom_tab == "evidence":  # items of a hidden tab have no rectangle
             items.update({"matches": self.evidence.drawlist, "epipolar_plot": self.evidence.epipolar.plot,
                           "rgb_plot": self.evidence.rgb.plot, "pose_plot": self.evidence.pose_plot})
+        if self.ui.bottom_tab == "arbitration":
+            items["arbitration_table"] = self.arbitration_panel.table
+        if self.ui.bottom_tab == "accuracy":
+            items.update({"accuracy_rot_plot": self.accuracy.plots["rot"]["plot"],
+                          "accuracy_centre_plot": self.accuracy.plots["centre"]["plot"]})
         out = {}
         for name, item in items.items():
             state = dpg.get_item_state(item)
@@ -363,6 +479,9 @@ class DebuggerApp:
         """One UI frame: callbacks, input, engine results, panels, render."""
         self.timing.frame()
         self._run_callbacks()
+        size = (dpg.get_viewport_client_width(), dpg.get_viewport_client_height())
+        if size != self._client_size and min(size) > 0:  # also when the resize callback did not come
+            self.apply_layout(*size)
         self.orbit.handle_mouse()
         self.jobs.poll()
         view = self.worker.view
@@ -378,6 +497,9 @@ class DebuggerApp:
         self.orbit.update(view)
         self.overlays.update(view)
         self.evidence.update(view)
+        self.arbitration_panel.update(view)
+        self.accuracy.update(view)
+        self.heatmap.poll_hover()
         self.export.update()
         self.controls.update_import(self.import_progress)
         self.controls.update_timing(view)

@@ -49,6 +49,16 @@ class SearchView:
     progress: float
     done: bool
     manual: bool
+    # per cell, for the hover read-out (NaN / -1 = none): the radius of the best MSE ("coarse", "refined"),
+    # the best LPIPS and the best rank position of the final candidates descending from the cell
+    radii: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [R]
+    best_radius: dict = field(default_factory=dict)  # "coarse" / "refined" -> [E, A]
+    cell_lpips: Optional[np.ndarray] = None  # [E, A]
+    cell_rank: Optional[np.ndarray] = None  # [E, A] int
+    target: Optional[np.ndarray] = None  # [H, W, 3] the photo searched for (white background)
+    ambiguous: bool = False
+    competitors: list = field(default_factory=list)  # [{"rank", "angle_deg", "score", ...}]
+    has_lpips: bool = False  # the final ranking used LPIPS (rank rule: rank(MSE) + rank(LPIPS))
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,13 @@ class EngineView:
     last_event: dict = field(default_factory=dict)
     error: str = ""
     evidence: Optional[EvidenceView] = None  # matches and per-view pose evidence of the active reconstruction
+    accuracy: Optional[dict] = None  # pose error against ground truth, now and at the start (see pose_accuracy)
+    picked_views: tuple = ()  # views whose w2c_current is their search's chosen pose, not yet arbitrated
+    boundary_ms: float = 0.0  # the latest one-off phase-boundary step (scoring, new round), excluded from ms/step
+    boundary_label: str = ""  # what that step was (the phase label it led to)
+    boundary_count: int = 0
+    seed: int = 0  # the pipeline's seed (the controls' seed field follows it)
+    loss_warmup: bool = False  # the active reconstruction weights its RGB and mask losses by step / iters
 
 
 def _gaussian_arrays(recon: Any) -> dict:
@@ -102,10 +119,38 @@ def _gaussian_arrays(recon: Any) -> dict:
                 "sh": g.sh.detach().cpu().clone(), "sh_degree": int(g.active_sh_degree)}
 
 
+def _cell_tables(search: Any) -> tuple[dict, Optional[np.ndarray], Optional[np.ndarray]]:
+    """Per (elevation, azimuth) cell: best radius per heat map, best LPIPS and rank of its final candidates."""
+    shape = search.grid.shape
+    radii = np.asarray(search.grid.radii, dtype=np.float64)
+    best = {}
+    for name, values in (("coarse", search.initial_mse_grid), ("refined", search.stage_a_mse_grid)):
+        grid = np.asarray(values, dtype=np.float64).reshape(shape)
+        empty = np.all(np.isnan(grid), axis=-1)
+        index = np.argmin(np.where(np.isnan(grid), np.inf, grid), axis=-1)
+        best[name] = np.where(empty, np.nan, radii[index])
+    ranking = getattr(search, "ranking", None)
+    if ranking is None:
+        return best, None, None
+    lpips = np.full(shape[:2], np.nan)
+    rank = np.full(shape[:2], -1, dtype=np.int64)
+    for position, index in enumerate(ranking["order"]):
+        cell = int(search.origin[int(index)]) // shape[2]
+        e, a = divmod(cell, shape[1])
+        if rank[e, a] < 0:
+            rank[e, a] = position
+        if ranking["lpips"] is not None:
+            value = float(ranking["lpips"][int(index)])
+            if not value >= lpips[e, a]:  # NaN-aware minimum
+                lpips[e, a] = value
+    return best, lpips, rank
+
+
 def _search_view(pipeline: Any, view: int, search: Any) -> SearchView:
     from sparseags import artifacts
 
     snap = search.snapshot()
+    best_radius, cell_lpips, cell_rank = _cell_tables(search)
     try:
         truth = artifacts.true_cell(pipeline, view, search)
     except (ValueError, np.linalg.LinAlgError):
@@ -118,7 +163,10 @@ def _search_view(pipeline: Any, view: int, search: Any) -> SearchView:
         chosen_cell=None if snap["chosen_cell"] is None else tuple(snap["chosen_cell"][:2]),
         truth_cell=None if truth is None else tuple(truth), top=list(snap["top"]), stage=int(snap["stage"]),
         n_stages=int(snap["n_stages"]), progress=float(snap["progress"]), done=bool(snap["done"]),
-        manual=bool(snap["manual"]))
+        manual=bool(snap["manual"]), radii=np.asarray(snap["radii"], float), best_radius=best_radius,
+        cell_lpips=cell_lpips, cell_rank=cell_rank, target=np.asarray(search.target_image, np.float32),
+        ambiguous=bool(snap.get("ambiguous", False)), competitors=list(snap.get("competitors") or []),
+        has_lpips=search.ranking is not None and search.ranking.get("lpips") is not None)
 
 
 def _gt_in_frame(pipeline: Any) -> Optional[np.ndarray]:
@@ -132,15 +180,56 @@ def _gt_in_frame(pipeline: Any) -> Optional[np.ndarray]:
         return None
 
 
+def pose_accuracy(pipeline: Any, w2c_now: np.ndarray, cache: Optional[dict] = None) -> Optional[dict]:
+    """Pose error against ground truth (None without it): per-view rotation error (degrees, after the best
+    global rotation) and centre error (Umeyama-aligned, in GT scene scales), and Rot@5 / Rot@15 / CC@0.1 (%),
+    for the poses shown now and for the input poses ("start").
+
+    ``{"rot_err_deg": {"start", "now"} [V], "centre_err": {"start", "now"} [V], "metrics": {"start", "now"}
+    {"rot5", "rot15", "cc10", "rot_err_mean_deg"}}``; `cache` keeps the start (it never changes).
+    """
+    from sparseags.metrics import MetricError, camera_center_errors, per_view_rotation_error_deg, pose_metrics
+
+    gt = pipeline.scene.w2c_gt
+    if gt is None or len(gt) < 2:
+        return None
+    gt = np.asarray(gt, dtype=np.float64)
+
+    def measure(w2c: np.ndarray) -> tuple:
+        w2c = np.asarray(w2c, dtype=np.float64)
+        try:
+            return (np.asarray(per_view_rotation_error_deg(w2c, gt), float),
+                    np.asarray(camera_center_errors(w2c, gt), float), pose_metrics(w2c, gt))
+        except (MetricError, ValueError, RuntimeError, np.linalg.LinAlgError):
+            nan = np.full(len(gt), np.nan)
+            return nan, nan, {"rot5": float("nan"), "rot15": float("nan"), "cc10": float("nan"),
+                              "rot_err_mean_deg": float("nan")}
+
+    cache = {} if cache is None else cache
+    key = id(pipeline)
+    if cache.get("start_key") != key:
+        cache["start_key"], cache["start"] = key, measure(pipeline.initial_w2c)
+    now_key = (key, np.asarray(w2c_now, dtype=np.float64).round(9).tobytes())
+    if cache.get("now_key") != now_key:
+        cache["now_key"], cache["now"] = now_key, measure(w2c_now)
+    start, now = cache["start"], cache["now"]
+    return {"rot_err_deg": {"start": start[0], "now": now[0]}, "centre_err": {"start": start[1], "now": now[1]},
+            "metrics": {"start": dict(start[2]), "now": dict(now[2])}}
+
+
 def build_view(pipeline: Any, version: int, gaussians_version: int, *, busy: bool, running: bool,
                ms_per_step: float, steps_per_s: float, last_event: dict, error: str = "",
-               previous_evidence: Optional[EvidenceView] = None) -> EngineView:
+               previous_evidence: Optional[EvidenceView] = None, accuracy_cache: Optional[dict] = None,
+               boundary: tuple = (0.0, "", 0)) -> EngineView:
     """Read everything the panels show from `pipeline` (call on the thread that owns it)."""
     from sparseags.pipeline import gaussian_centre
 
     recon = pipeline.recon
     scene = pipeline.scene
-    w2c_current = recon.current_w2c().detach().double().cpu().numpy() if recon is not None else pipeline.initial_w2c
+    from gui.actions import displayed_w2c
+
+    w2c_current, picked = displayed_w2c(pipeline)
+    cfg = getattr(pipeline, "cfg", None)
     searches = {int(v): _search_view(pipeline, int(v), s) for v, s in pipeline.searches.items()}
     active = pipeline.active_search()
     active_view = None
@@ -165,7 +254,10 @@ def build_view(pipeline: Any, version: int, gaussians_version: int, *, busy: boo
             k: np.asarray(v, dtype=float).copy() for k, v in pipeline.latest_scores.items()},
         decisions=[dict(d) for d in pipeline.decisions], busy=busy, running=running, ms_per_step=ms_per_step,
         steps_per_s=steps_per_s, last_event=dict(last_event), error=error,
-        evidence=build_evidence(pipeline, busy, previous_evidence))
+        evidence=build_evidence(pipeline, busy, previous_evidence),
+        accuracy=pose_accuracy(pipeline, w2c_current, accuracy_cache), picked_views=tuple(picked),
+        boundary_ms=float(boundary[0]), boundary_label=str(boundary[1]), boundary_count=int(boundary[2]),
+        seed=int(getattr(cfg, "seed", 0)), loss_warmup=bool(getattr(getattr(cfg, "recon", None), "loss_warmup", False)))
 
 
 @dataclass
@@ -215,6 +307,8 @@ class EngineWorker:
         self._ms_per_step = 0.0
         self._steps_per_s = 0.0
         self._last_event: dict = {}
+        self._boundary: tuple = (0.0, "", 0)  # (ms, label, count) of the one-off phase-boundary steps
+        self._accuracy_cache: dict = {}
         self._error = ""
         self._dirty = True
         self._serving = False
@@ -386,24 +480,41 @@ class EngineWorker:
                 task.future.set_exception(err)
 
     def _step_slice(self) -> None:
-        """Steps until the budget is spent (at least one)."""
+        """Steps until the budget is spent (at least one).
+
+        ms/step and steps/s average the regular steps only: a step that crosses a phase boundary (a new
+        phase or stage, a new reconstruction, a round's scoring, a search's ranking: ``pipeline.step`` then
+        returns an ``"event"``) is one-off work, published separately as ``boundary_ms``.
+        """
         start = time.perf_counter()
         count = 0
+        regular_s = 0.0
         while self._wants_steps() and not self._stop.is_set():
+            p = self.pipeline
+            before = (p.phase_label(), id(p.recon))
+            began = time.perf_counter()
             try:
-                self._last_event = self.pipeline.step(1)
+                self._last_event = p.step(1)
                 self._error = ""
             except Exception as err:  # keep the window alive; show the failure and stop running
                 self._error = f"engine step failed: {type(err).__name__}: {err}"
                 self.pause_all()
                 break
-            count += 1
+            took = time.perf_counter() - began
+            after = (p.phase_label(), id(p.recon))
+            if after != before or "event" in (self._last_event or {}):
+                # the latest boundary that cost more than a regular step (cheap ones keep the previous)
+                if self._boundary[2] == 0 or 1000.0 * took > 1.5 * self._ms_per_step:
+                    self._boundary = (1000.0 * took, after[0], self._boundary[2] + 1)
+            else:
+                count += 1
+                regular_s += took
             self._after_step()
             self._dirty = True
             if time.perf_counter() - start >= self.budget_s:
                 break
         if count:
-            elapsed = time.perf_counter() - start
+            elapsed = regular_s
             # smoothed: single steps vary a lot (a leave-one-out round ends with a full LPIPS scoring)
             ms, rate = 1000.0 * elapsed / count, count / max(elapsed, 1e-9)
             first = self._ms_per_step == 0.0
@@ -438,7 +549,8 @@ class EngineWorker:
             self.view = build_view(p, self._version, self._gaussians_version, busy=busy and not p.done,
                                    running=self._running, ms_per_step=self._ms_per_step,
                                    steps_per_s=self._steps_per_s, last_event=self._last_event, error=self._error,
-                                   previous_evidence=None if self.view is None else self.view.evidence)
+                                   previous_evidence=None if self.view is None else self.view.evidence,
+                                   accuracy_cache=self._accuracy_cache, boundary=self._boundary)
         except Exception as err:  # a half-built state must not stop the engine; report it instead
             self._error = f"cannot read the pipeline state: {type(err).__name__}: {err}"
         self._dirty = False

@@ -5,10 +5,16 @@
                                     # (an error if the pipeline finishes without reaching it)
     - select_view: 1                # index, or the view id as a string ("001")
     - select_pair: [0, 2]           # matches panel: views 0 and 2 (indices or ids); shows the evidence tab
-    - tab: evidence                 # bottom window: evidence (matches, pose evidence) or overlays
+    - tab: evidence                 # bottom window: overlays, evidence, arbitration or accuracy
     - select_round: 1               # the outlier panel shows (and decides on) round 1's verdict; or latest
     - accept_outlier: true          # or a round index; reject_outlier likewise (a no-op changes nothing)
     - apply_candidate: 0            # rank position in the shown search, or {view: "001", rank: 2}
+    - apply_cell: [2, 5]            # heatmap cell [elevation index, azimuth index] of the shown search,
+                                    # or {view: "001", cell: [2, 5]}: its best candidate, else its grid pose
+    - hover_cell: [2, 5]            # the search panel's hover read-out for that cell (as the mouse shows it)
+    - choose_arbitration: initial   # recovered or initial for every searched view, or
+                                    # {choice: recovered, view: "004"} for one view (per-view arbitration)
+    - resize: [1366, 768]           # the viewport's size (the layout follows)
     - render_mode: depth            # rgb, depth, alpha, centres, ellipsoids
     - orbit: [dx, dy]               # mouse-drag pixels (0.05 degrees per pixel)
     - zoom: 2                       # wheel steps (radius *= 1.1 ** -zoom)
@@ -46,7 +52,7 @@ from sparseags.errors import UserError
 from sparseags.pipeline import PHASES
 
 if TYPE_CHECKING:
-    from gui.app import DebuggerApp
+    from gui.port import WindowPort
 
 __all__ = ["Action", "ScriptError", "ScriptRunner", "load_script", "parse_script", "ACTIONS"]
 
@@ -90,6 +96,23 @@ def _candidate(value: Any) -> bool:
     return isinstance(value, dict) and _is_int(value.get("rank")) and set(value) <= {"view", "rank"}
 
 
+def _cell_pair(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(_is_int(v) and v >= 0 for v in value)
+
+
+def _cell(value: Any) -> bool:
+    if _cell_pair(value):
+        return True
+    return isinstance(value, dict) and set(value) <= {"view", "cell"} and _cell_pair(value.get("cell"))
+
+
+def _arbitration(value: Any) -> bool:
+    if value in ("recovered", "initial"):
+        return True
+    return (isinstance(value, dict) and set(value) <= {"choice", "view"} and value.get("choice") in
+            ("recovered", "initial") and ("view" not in value or _view_ref(value["view"])))
+
+
 def _turntable(value: Any) -> bool:
     return isinstance(value, dict) and set(value) <= {"frames", "out", "elevation", "radius", "resolution"}
 
@@ -104,6 +127,11 @@ ACTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "accept_outlier": (_decision, "true or a round index"),
     "reject_outlier": (_decision, "true or a round index"),
     "apply_candidate": (_candidate, "a rank position or {view: ID, rank: N}"),
+    "apply_cell": (_cell, "[elevation index, azimuth index] or {view: ID, cell: [e, a]}"),
+    "hover_cell": (_cell_pair, "[elevation index, azimuth index]"),
+    "choose_arbitration": (_arbitration, "recovered, initial or {choice: recovered|initial, view: ID}"),
+    "resize": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) and x >= 100 for x in v),
+               "[width, height] in pixels"),
     "render_mode": (lambda v: v in ("rgb", "depth", "alpha", "centres", "ellipsoids"),
                     "rgb, depth, alpha, centres or ellipsoids"),
     "orbit": (_pair, "[dx, dy]"),
@@ -126,7 +154,8 @@ ACTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "open_scene": (lambda v: isinstance(v, str) and v != "", "a scene or raw capture folder"),
     "select_pair": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_view_ref(x) for x in v),
                     "[view, view] (indices or ids)"),
-    "tab": (lambda v: v in ("overlays", "evidence"), "overlays or evidence"),
+    "tab": (lambda v: v in ("overlays", "evidence", "arbitration", "accuracy"),
+            "overlays, evidence, arbitration or accuracy"),
     "select_round": (lambda v: v == "latest" or (_is_int(v) and v >= 1), "a round index >= 1 or latest"),
     "wait_frames": (lambda v: _is_int(v) and v >= 0, "a number of frames"),
     "benchmark_orbit": (lambda v: isinstance(v, dict) and set(v) <= {"frames", "out", "dx"}, "{frames, out, dx}"),
@@ -156,10 +185,18 @@ def load_script(path: str | Path) -> list[Action]:
     return parse_script(data, str(path))
 
 
+def dpg_viewport_resize(width: int, height: int) -> None:
+    """Ask the window system for a `width` x `height` viewport (the layout is applied by the caller)."""
+    import dearpygui.dearpygui as dpg
+
+    dpg.set_viewport_width(int(width))
+    dpg.set_viewport_height(int(height))
+
+
 class ScriptRunner:
     """Runs actions as a generator advanced once per frame by :meth:`tick` (one yield = one frame)."""
 
-    def __init__(self, app: "DebuggerApp", actions: list[Action]) -> None:
+    def __init__(self, app: "WindowPort", actions: list[Action]) -> None:
         self.app = app
         self.actions = actions
         self.error: Optional[str] = None
@@ -251,6 +288,55 @@ class ScriptRunner:
         else:
             view, rank = None, int(arg)
         yield from self._wait(self.app.apply_candidate(view, rank))
+
+    def _do_apply_cell(self, arg: Any) -> Iterator[None]:
+        if isinstance(arg, dict):
+            view, cell = (self._view_index(arg["view"]) if "view" in arg else None), tuple(arg["cell"])
+        else:
+            view, cell = None, tuple(arg)
+        if view is None:
+            view = self._shown_search()
+        search = self.app.worker.view.searches.get(view) if view is not None else None
+        if search is not None:
+            rows, cols = len(search.elevations_deg), len(search.azimuths_deg)
+            if not (cell[0] < rows and cell[1] < cols):
+                raise ScriptError(f"cell {list(cell)} is outside the {rows} x {cols} search grid")
+        result = yield from self._wait(self.app.apply_cell(view, cell))
+        self.results.setdefault("apply_cell", []).append(result)
+
+    def _shown_search(self) -> Optional[int]:
+        from gui.panels.search_heatmap import searched_view_for
+
+        view = self.app.worker.view
+        return None if view is None else searched_view_for(view, self.app.ui.selected_view)
+
+    def _do_hover_cell(self, arg: list) -> Iterator[None]:
+        view = self.app.worker.view
+        shown = self._shown_search()
+        if shown is None:
+            raise ScriptError("hover_cell: no pose search yet")
+        search = view.searches[shown]
+        rows, cols = len(search.elevations_deg), len(search.azimuths_deg)
+        if not (arg[0] < rows and arg[1] < cols):
+            raise ScriptError(f"cell {list(arg)} is outside the {rows} x {cols} search grid")
+        text = self.app.heatmap.hover_at(float(search.azimuths_deg[arg[1]]), float(search.elevations_deg[arg[0]]))
+        self.results.setdefault("hover_cell", []).append(text)
+        yield
+
+    def _do_choose_arbitration(self, arg: Any) -> Iterator[None]:
+        if isinstance(arg, dict):
+            choice, view = arg["choice"], (self._view_index(arg["view"]) if "view" in arg else None)
+        else:
+            choice, view = arg, None
+        yield from self._wait(self.app.choose_arbitration(choice, view))
+
+    def _do_resize(self, size: list) -> Iterator[None]:
+        width, height = int(size[0]), int(size[1])
+        dpg_viewport_resize(width, height)
+        for _ in range(3):  # the window system answers within a few frames
+            yield
+        self.app.apply_layout(width, height)
+        yield
 
     def _do_render_mode(self, mode: str) -> Iterator[None]:
         self.app.orbit.set_mode(mode)

@@ -242,6 +242,9 @@ class GuiConfig:
     view_size: int = 512
     # "glsl" = moderngl splat shaders; "engine" = the engine's renderer.
     orbit_renderer: Literal["glsl", "engine"] = "glsl"
+    # Initial window size in pixels (the window is resizable; the panels keep their proportions).
+    width: int = 1600
+    height: int = 1000
 
 
 @dataclass

@@ -519,6 +519,23 @@ class Pipeline:
             self.arbitration, self.final_recon = None, None
             self.phase = "search"
 
+    def apply_cell(self, view: int, cell: tuple) -> dict:
+        """Use the hypothesis of heatmap cell ``(elevation_index, azimuth_index)`` of the search for `view`
+        (:meth:`PoseSearch.cell_candidate`: its best refined candidate, else its grid pose at the best radius).
+        Returns that hypothesis (``rank_position``, ``radius``, ``mse``, ``lpips``, ``w2c``)."""
+        search = self.searches.get(view)
+        if search is None or not search.done:
+            raise PipelineError(f"the search for view {self.scene.ids[view]} has not finished")
+        try:
+            hypothesis = search.apply_cell(int(cell[0]), int(cell[1]))
+        except ValueError as err:
+            raise PipelineError(str(err)) from None
+        self._log({"action": "apply_cell", "view": self.scene.ids[view], "cell": [int(cell[0]), int(cell[1])]})
+        if self.phase in ("arbitration", "done") and self.arbitration is not None:
+            self.arbitration, self.final_recon = None, None  # as apply_candidate: arbitrate the new choice
+            self.phase = "search"
+        return hypothesis
+
     def choose_arbitration(self, choice: str) -> None:
         """Overrule the final decision: "recovered" or "initial" poses."""
         if choice not in ("recovered", "initial"):
@@ -540,7 +557,7 @@ class Pipeline:
         """Decisions to apply as soon as the pipeline reaches the point each one concerns."""
         for entry in entries:
             action = entry.get("action")
-            if action not in ("set_flag", "accept_outlier", "reject_outlier", "apply_candidate",
+            if action not in ("set_flag", "accept_outlier", "reject_outlier", "apply_candidate", "apply_cell",
                               "choose_arbitration"):
                 raise PipelineError(f"unknown decision action {action!r}")
         self.pending.extend(dict(e) for e in entries)
@@ -559,7 +576,7 @@ class Pipeline:
         if action in ("accept_outlier", "reject_outlier"):
             return self.loo is not None and any(
                 r.index == entry.get("round") and r.scores is not None for r in self.loo.rounds)
-        if action == "apply_candidate":
+        if action in ("apply_candidate", "apply_cell"):
             search = self.searches.get(self._view_index(entry["view"]))
             return search is not None and search.done
         return self.arbitration is not None and self.arbitration.done
@@ -574,6 +591,8 @@ class Pipeline:
                 self.decide_outlier(action == "accept_outlier", entry.get("round"))
             elif action == "apply_candidate":
                 self.apply_candidate(self._view_index(entry["view"]), int(entry["rank"]))
+            elif action == "apply_cell":
+                self.apply_cell(self._view_index(entry["view"]), tuple(entry["cell"]))
             else:
                 self.choose_arbitration(entry["choice"])
 

@@ -27,9 +27,9 @@ from gui.handles import RawTexture, Text
 from gui.imaging import colormap_lut, resize
 
 if TYPE_CHECKING:
-    from gui.app import DebuggerApp
+    from gui.port import WindowPort
 
-__all__ = ["EvidencePanel", "TILE", "GAP"]
+__all__ = ["EvidencePanel", "PoseAccuracyPanel", "accuracy_headline", "accuracy_table", "TILE", "GAP"]
 
 TILE = 200  # pixels of each of the two images
 GAP = 8
@@ -106,7 +106,7 @@ class _ViewPlot:
 class EvidencePanel:
     """The pose-evidence tab (see the module docstring)."""
 
-    def __init__(self, app: "DebuggerApp", parent: int | str) -> None:
+    def __init__(self, app: "WindowPort", parent: int | str) -> None:
         self.app = app
         self.evidence: Optional[EvidenceView] = None
         self.pair: Optional[PairView] = None
@@ -276,3 +276,129 @@ class EvidencePanel:
         if last:
             self.pose_text.set(f"now: Rot@5 {last['Rot@5']:.0f}%  Rot@15 {last['Rot@15']:.0f}%  CC@0.1 "
                                f"{last['CC@0.1']:.0f}%  mean rot err {last['mean rot err (deg)']:.2f} deg")
+
+
+# ----------------------------------------------------------------------------------------------
+# pose accuracy (its own bottom tab; the headline numbers also sit in the controls panel)
+
+ACCURACY_COLOURS = {"start": (150, 150, 150, 255), "now": (90, 170, 255, 255)}
+ACCURACY_LEVELS = {"rot": ((5.0, (90, 200, 255, 255)), (15.0, (60, 230, 120, 255))),
+                   "centre": ((0.1, (255, 200, 60, 255)),)}
+
+
+def accuracy_headline(accuracy: Optional[dict]) -> str:
+    """"Rot@5 a -> b %  Rot@15 ...  CC@0.1 ..." (start -> now), or why there is none."""
+    if accuracy is None:
+        return "pose accuracy: the scene has no ground truth"
+    start, now = accuracy["metrics"]["start"], accuracy["metrics"]["now"]
+
+    def pct(value: float) -> str:
+        return "-" if value is None or not np.isfinite(value) else f"{value:.0f}"
+
+    parts = [f"{label} {pct(start[key])} -> {pct(now[key])} %"
+             for key, label in (("rot5", "Rot@5"), ("rot15", "Rot@15"), ("cc10", "CC@0.1"))]
+    mean_s, mean_n = start.get("rot_err_mean_deg"), now.get("rot_err_mean_deg")
+    parts.append(f"mean rot err {pct(mean_s) if mean_s is None else f'{mean_s:.1f}'} -> "
+                 f"{pct(mean_n) if mean_n is None else f'{mean_n:.1f}'} deg")
+    return "pose vs GT (start -> now): " + "   ".join(parts)
+
+
+def accuracy_table(accuracy: Optional[dict], ids: list) -> list[tuple]:
+    """Rows (id, rot start, rot now, centre start, centre now) in degrees / GT scene scales."""
+    if accuracy is None:
+        return []
+    rot, centre = accuracy["rot_err_deg"], accuracy["centre_err"]
+    return [(str(ids[i]), float(rot["start"][i]), float(rot["now"][i]), float(centre["start"][i]),
+             float(centre["now"][i])) for i in range(len(ids))]
+
+
+def _bar_theme(colour: tuple) -> int:
+    with dpg.theme() as theme:
+        with dpg.theme_component(dpg.mvBarSeries):
+            dpg.add_theme_color(dpg.mvPlotCol_Fill, colour, category=dpg.mvThemeCat_Plots)
+            dpg.add_theme_color(dpg.mvPlotCol_Line, colour, category=dpg.mvThemeCat_Plots)
+    return theme
+
+
+class PoseAccuracyPanel:
+    """Per-view rotation and centre error against ground truth, at the start and now (bars and a table),
+    and Rot@5 / Rot@15 / CC@0.1 start -> now. Data: ``EngineView.accuracy`` (:func:`gui.engine.pose_accuracy`)."""
+
+    def __init__(self, app: "WindowPort", parent: int | str) -> None:
+        self.app = app
+        self.headline = Text("pose accuracy: -", parent=parent, colour=(255, 220, 120), wrap=0)
+        self.note = Text("errors after aligning the poses to the ground truth (rotation: best global rotation; "
+                         "centre: similarity, in units of the GT scene radius); grey = input poses, blue = now",
+                         parent=parent, wrap=0)
+        self.plots: dict[str, dict] = {}
+        with dpg.group(horizontal=True, parent=parent):
+            for name, title, unit in (("rot", "rotation error per view", "deg"),
+                                      ("centre", "camera centre error per view", "GT scene radius")):
+                with dpg.plot(label=title, width=PLOT[0] + 60, height=PLOT[1] - 40, no_menus=True) as plot:
+                    dpg.add_plot_legend(location=dpg.mvPlot_Location_NorthEast)
+                    x_axis = dpg.add_plot_axis(dpg.mvXAxis, label="view", no_gridlines=True)
+                    y_axis = dpg.add_plot_axis(dpg.mvYAxis, label=unit)
+                    bars = {}
+                    for series, colour in ACCURACY_COLOURS.items():
+                        bar = dpg.add_bar_series([-10.0], [0.0], weight=0.38, label=series, parent=y_axis)
+                        dpg.bind_item_theme(bar, _bar_theme(colour))
+                        bars[series] = bar
+                    levels = []
+                    for level, colour in ACCURACY_LEVELS[name]:
+                        line = dpg.add_line_series([0.0], [level], label=f"{level:g}", parent=y_axis)
+                        dpg.bind_item_theme(line, _line_theme(colour, 1.5))
+                        levels.append((level, line))
+                self.plots[name] = {"plot": plot, "x": x_axis, "y": y_axis, "bars": bars, "levels": levels}
+            self.table = dpg.add_table(header_row=True, borders_innerH=True, borders_outerH=True, borders_innerV=True,
+                                       borders_outerV=True, row_background=True, policy=dpg.mvTable_SizingFixedFit,
+                                       scrollY=True, height=PLOT[1] - 40, width=-1)
+            for label in ("view", "rot start", "rot now", "centre start", "centre now"):
+                dpg.add_table_column(label=label, parent=self.table)
+        self.rows: list[tuple] = []
+        self._key: tuple = ()
+
+    def resize(self, window_height: int) -> None:
+        """The bottom window's height changed: the plots and the table take what is left under the text."""
+        height = int(max(120, window_height - 110))
+        for plot in self.plots.values():
+            dpg.configure_item(plot["plot"], height=height)
+        dpg.configure_item(self.table, height=height)
+
+    def update(self, view: Optional["EngineView"]) -> None:
+        if view is None:
+            return
+        accuracy = view.accuracy
+        key = (id(accuracy), tuple(view.ids))
+        if key == self._key:
+            return
+        self._key = key
+        self.headline.set(accuracy_headline(accuracy))
+        self.rows = accuracy_table(accuracy, view.ids)
+        for child in dpg.get_item_children(self.table, 1) or []:
+            dpg.delete_item(child)
+        for row in self.rows:
+            with dpg.table_row(parent=self.table):
+                dpg.add_text(row[0])
+                for value, limit in zip(row[1:], (5.0, 5.0, 0.1, 0.1)):
+                    text = "-" if not np.isfinite(value) else (f"{value:.2f}" if limit < 1 else f"{value:.1f}")
+                    dpg.add_text(text, color=(120, 230, 130) if np.isfinite(value) and value < limit else (230, 150, 140))
+        n = len(view.ids)
+        ticks = tuple((str(v), float(i)) for i, v in enumerate(view.ids))
+        for name, plot in self.plots.items():
+            dpg.set_axis_ticks(plot["x"], ticks)
+            dpg.set_axis_limits(plot["x"], -0.7, n - 0.3)
+            if accuracy is None:
+                for bar in plot["bars"].values():
+                    dpg.set_value(bar, [[-10.0], [0.0]])
+                dpg.set_axis_limits(plot["y"], 0.0, 1.0)
+                continue
+            data = accuracy["rot_err_deg" if name == "rot" else "centre_err"]
+            top = 0.0
+            for series, offset in (("start", -0.2), ("now", 0.2)):
+                values = np.nan_to_num(np.asarray(data[series], float), nan=0.0)
+                top = max(top, float(values.max()) if values.size else 0.0)
+                dpg.set_value(plot["bars"][series], [[i + offset for i in range(n)], values.tolist()])
+            for level, line in plot["levels"]:
+                dpg.set_value(line, [[-0.5, n - 0.5], [level, level]])
+            top = max(top, max(level for level, _ in plot["levels"]))
+            dpg.set_axis_limits(plot["y"], 0.0, top * 1.15)

