@@ -29,8 +29,11 @@ Edge conventions (converted only here)
   i.e. **negative elevation puts the camera above** the object (+y), azimuth 0 is on +z, 90 deg on +x.
   The inverse is ``elev = -asin(y / r)``, ``azim = atan2(x, z)``.
 * SE(3) perturbation (SparseAGS, liegroups convention): ``xi = [rho (3, translation), phi (3, rotation
-  vector)]``, ``se3_exp(xi) = [[so3_exp(phi), J_l(phi) @ rho], [0, 1]]`` and the applied pose is
-  ``w2c = w2c_init @ se3_exp(xi)``.
+  vector)]``, ``se3_exp(xi) = [[so3_exp(phi), J_l(phi) @ rho], [0, 1]]``. :func:`apply_pose_delta` is the
+  one place the update is applied, on the side ``recon.pose_delta`` names: ``"camera"`` (the default)
+  ``w2c = se3_exp(xi) @ w2c_init`` (the camera turns about its own centre and moves along its own axes),
+  ``"world"`` (the official SparseAGS form) ``w2c = w2c_init @ se3_exp(xi)`` (the world moves about its
+  origin).
 * Quaternions are **WXYZ** everywhere.
 
 Array handling
@@ -427,10 +430,22 @@ def se3_log(T: Any) -> Tensor:
     return torch.cat([rho, phi], dim=-1)
 
 
-def apply_pose_delta(w2c_init: Any, xi: Any) -> Tensor:
-    """SparseAGS pose update: ``w2c = w2c_init @ se3_exp(xi)`` (the perturbation acts in the world frame)."""
+POSE_DELTA_SIDES = ("camera", "world")
+
+
+def apply_pose_delta(w2c_init: Any, xi: Any, side: str = "camera") -> Tensor:
+    """Pose update ``w2c [..., 4, 4]`` of ``w2c_init [..., 4, 4]`` by the twist ``xi [..., 6]``.
+
+    ``side="camera"`` (the default, ``recon.pose_delta: camera``): ``w2c = se3_exp(xi) @ w2c_init``; the
+    perturbation acts in the camera's frame (a pure rotation turns the camera about its own centre).
+    ``side="world"`` (official SparseAGS): ``w2c = w2c_init @ se3_exp(xi)``; it acts in the world frame
+    (a pure rotation turns the world about its origin, moving the camera centre to ``R^T C``).
+    Differentiable w.r.t. both inputs; tensors of one dtype and device are used as they are (no copy).
+    """
+    if side not in POSE_DELTA_SIDES:
+        raise ValueError(f"apply_pose_delta: side must be one of {POSE_DELTA_SIDES}, got {side!r}")
     w2c_init, xi = as_float_tensors(w2c_init, xi)
-    return w2c_init @ se3_exp(xi)
+    return se3_exp(xi) @ w2c_init if side == "camera" else w2c_init @ se3_exp(xi)
 
 
 def rotation_angle_deg(R1: Any, R2: Any) -> Tensor:

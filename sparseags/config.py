@@ -72,7 +72,8 @@ class ReconConfig:
     lr_opacity: float = 5.0e-2
     lr_scaling: float = 5.0e-3
     lr_rotation: float = 5.0e-3
-    # Camera pose deltas xi in se(3), w2c = w2c_init @ exp(xi); constant Adam lr.
+    # Camera pose deltas xi in se(3), applied on the side `pose_delta` names (default "camera":
+    # w2c = exp(xi) @ w2c_init; sparseags.cameras.apply_pose_delta); constant Adam lr.
     optimize_cameras: bool = True
     # Official: 2.5e-4 with pose_delta "world". Our CPU default moves the camera about its own centre at
     # 1e-3, which improves poses where the official setting drifts (docs/BENCHMARKS.md, "Pose refinement").

@@ -1,9 +1,11 @@
 """Joint 3D Gaussians + camera pose reconstruction (SparseAGS stage 1, "MV-DreamGaussian") as a steppable object.
 
 Conventions (docs/ARCHITECTURE.md): OpenCV world-to-camera ``w2c``, pixel intrinsics ``K``. Every inlier
-view (flag 1) gets a twist ``xi = [rho, phi]`` and is rendered at ``w2c = w2c_init @ se3_exp(xi)``, as the
-official code (all inliers optimised, no gauge anchor). Outliers (flag 0) keep ``w2c_init``, take no part
-in the loss and can still be rendered and scored.
+view (flag 1) gets a twist ``xi = [rho, phi]`` and is rendered at ``w2c = se3_exp(xi) @ w2c_init`` (the
+default ``recon.pose_delta: camera``; ``world`` is the official ``w2c_init @ se3_exp(xi)``, both applied by
+:func:`sparseags.cameras.apply_pose_delta`); all inliers are optimised with no gauge anchor, as in the
+official code. Outliers (flag 0) keep ``w2c_init``, take no part in the loss and can still be rendered
+and scored.
 
 Step numbering: ``step`` counts completed optimisation steps (0-based). The official loop increments its
 counter *before* using it, so our step k is official step k + 1, and every schedule below uses k + 1:
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cameras import se3_exp
+from .cameras import apply_pose_delta
 from .config import Config
 from .gaussians import GaussianModel
 from .render import RenderOutput, render_gaussians
@@ -307,15 +309,13 @@ class Reconstruction:
     # poses and rendering
     # ------------------------------------------------------------------------------------------
     def current_w2c(self) -> Tensor:
-        """[V, 4, 4] current poses: ``w2c_init @ se3_exp(xi)`` for inliers, ``w2c_init`` for outliers.
+        """[V, 4, 4] current poses: for inliers ``se3_exp(xi) @ w2c_init`` (``recon.pose_delta: camera``, the
+        default) or ``w2c_init @ se3_exp(xi)`` (``world``, official), for outliers ``w2c_init``.
 
         Differentiable w.r.t. ``xi``.
         """
         xi = self.xi * self._twist_scale  # [I, 6]
-        if self.rc.pose_delta == "camera":
-            inlier_w2c = se3_exp(xi) @ self.w2c_init[self._inlier_index_t]  # [I, 4, 4]
-        else:
-            inlier_w2c = self.w2c_init[self._inlier_index_t] @ se3_exp(xi)  # [I, 4, 4]
+        inlier_w2c = apply_pose_delta(self.w2c_init[self._inlier_index_t], xi, side=self.rc.pose_delta)  # [I, 4, 4]
         return self.w2c_init.index_copy(0, self._inlier_index_t, inlier_w2c)
 
     def set_view_pose(self, index: int, w2c: Any) -> None:

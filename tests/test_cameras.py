@@ -317,15 +317,30 @@ def test_se3_gradients_finite_at_zero():
 def test_apply_pose_delta_acts_in_world_frame():
     w2c_init = cam.p3d_to_w2c(Rotation.from_rotvec([0.1, 0.7, -0.3]).as_matrix(), [0.1, 0.2, 2.0])
     xi = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.3, 0.0], dtype=torch.float64)
-    w2c = cam.apply_pose_delta(w2c_init, xi)
+    w2c = cam.apply_pose_delta(w2c_init, xi, side="world")
     torch.testing.assert_close(w2c, w2c_init @ cam.se3_exp(xi))
     # Right-multiplying by [[R, 0], [0, 1]] rotates the world: the camera centre becomes R^T C.
     R = cam.so3_exp(xi[3:])
     torch.testing.assert_close(cam.camera_centers(w2c), R.T @ cam.camera_centers(w2c_init))
     # Pure translation xi moves the camera centre by -rho.
     rho = torch.tensor([0.2, -0.1, 0.05], dtype=torch.float64)
-    w2c_t = cam.apply_pose_delta(w2c_init, torch.cat([rho, torch.zeros(3, dtype=torch.float64)]))
+    w2c_t = cam.apply_pose_delta(w2c_init, torch.cat([rho, torch.zeros(3, dtype=torch.float64)]), side="world")
     torch.testing.assert_close(cam.camera_centers(w2c_t), cam.camera_centers(w2c_init) - rho)
+
+
+def test_apply_pose_delta_acts_in_camera_frame_by_default():
+    w2c_init = cam.p3d_to_w2c(Rotation.from_rotvec([0.1, 0.7, -0.3]).as_matrix(), [0.1, 0.2, 2.0])
+    xi = torch.tensor([0.1, -0.2, 0.05, 0.2, 0.3, -0.1], dtype=torch.float64)
+    w2c = cam.apply_pose_delta(w2c_init, xi)
+    assert torch.equal(w2c, cam.se3_exp(xi) @ w2c_init)  # the exact expression Reconstruction used before
+    assert torch.equal(w2c, cam.apply_pose_delta(w2c_init, xi, side="camera"))
+    # A pure rotation turns the camera about its own centre: the centre stays, the axes turn by R.
+    rot = torch.cat([torch.zeros(3, dtype=torch.float64), xi[3:]])
+    w2c_r = cam.apply_pose_delta(w2c_init, rot)
+    torch.testing.assert_close(cam.camera_centers(w2c_r), cam.camera_centers(w2c_init))
+    torch.testing.assert_close(w2c_r[:3, :3], cam.so3_exp(xi[3:]) @ w2c_init[:3, :3])
+    with pytest.raises(ValueError, match="side"):
+        cam.apply_pose_delta(w2c_init, xi, side="left")
 
 
 @SETTINGS
