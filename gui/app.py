@@ -456,18 +456,20 @@ class DebuggerApp:
                  "heatmap": self.heatmap.plot, "overlays": self.windows["overlays"]}
         items.update({"search": self.windows["search"], "search_target": self.heatmap.target_image,
                       "controls": self.windows["controls"], "scores": self.windows["scores"],
-                      "orbit": self.windows["orbit"], "accuracy_line": self.controls.accuracy.tag})
+                      "orbit": self.windows["orbit"]})
         if self.ui.bottom_tab == "evidence":  # items of a hidden tab have no rectangle
             items.update({"matches": self.evidence.drawlist, "epipolar_plot": self.evidence.epipolar.plot,
                           "rgb_plot": self.evidence.rgb.plot, "pose_plot": self.evidence.pose_plot})
         if self.ui.bottom_tab == "arbitration":
-            items["arbitration_table"] = self.arbitration_panel.table
+            items["arbitration_table"] = self.arbitration_panel.box
         if self.ui.bottom_tab == "accuracy":
             items.update({"accuracy_rot_plot": self.accuracy.plots["rot"]["plot"],
                           "accuracy_centre_plot": self.accuracy.plots["centre"]["plot"]})
         out = {}
         for name, item in items.items():
             state = dpg.get_item_state(item)
+            if "rect_size" not in state:  # not drawn (this frame)
+                continue
             x, y = state.get("rect_min", state["pos"])  # windows report their position as "pos"
             w, h = state["rect_size"]
             out[name] = (int(x), int(y), int(x + w), int(y + h))

@@ -17,5 +17,6 @@ def pytest_configure(config):
 # Modules that build the DearPyGui window in-process. DearPyGui can crash (segfault) when a later module builds
 # a second window in the same process, so `pytest tests` runs each of them in its own process through
 # tests/test_gui_windows.py, which sets SPARSEAGS_WINDOW_TESTS=1 for the child run.
-WINDOW_TEST_MODULES = ["test_gui_app.py", "test_gui_decisions.py", "test_gui_import.py", "test_gui_orbit.py"]
+WINDOW_TEST_MODULES = ["test_gui_app.py", "test_gui_decisions.py", "test_gui_import.py", "test_gui_orbit.py",
+                       "test_gui_panels.py"]
 collect_ignore = [] if os.environ.get("SPARSEAGS_WINDOW_TESTS") else list(WINDOW_TEST_MODULES)

@@ -253,3 +253,142 @@ def test_heat_values_fill_missing_cells_with_the_worst_score() -> None:
     assert (low, high) == (0.1, 0.4) and values[0, 1] == 0.4 and values.shape == (2, 2)
     _, low_refined, _ = heat_values(search, "refined")
     assert low_refined == pytest.approx(0.2)
+
+
+# -------------------------------------------------------------------------------------------------
+# issue 14: read-outs, arbitration rows, search read-out, layout, the window port (no display needed)
+
+def _search_view(**extra):
+    from gui.engine import SearchView
+
+    heat = np.array([[0.02, np.nan, 0.03], [0.01, 0.05, 0.04]])
+    base = dict(view=3, elevations_deg=np.array([-30.0, 0.0]), azimuths_deg=np.array([-120.0, 0.0, 120.0]),
+                heat_coarse=heat, heat_refined=heat, current_cell=None, chosen_cell=None, truth_cell=None, top=[],
+                stage=3, n_stages=3, progress=1.0, done=True, manual=False, radii=np.array([1.5, 2.0]),
+                best_radius={"coarse": np.full((2, 3), 2.0), "refined": np.full((2, 3), 1.5)},
+                cell_lpips=np.array([[0.2, np.nan, np.nan], [0.1, np.nan, np.nan]]),
+                cell_rank=np.array([[1, -1, -1], [0, -1, -1]]), has_lpips=True)
+    base.update(extra)
+    return SearchView(**base)
+
+
+def test_search_cell_read_out_and_rank_rule() -> None:
+    from gui.panels.search_heatmap import ambiguity_text, candidate_label, cell_at, cell_readout, rank_rule
+
+    search = _search_view()
+    assert cell_at(search, 5.0, -25.0) == (0, 1) and cell_at(search, 119.0, 3.0) == (1, 2)
+    assert cell_at(search, 0.0, 40.0) is None  # outside the searched band
+    line = cell_readout(search, "refined", (1, 0))
+    assert "MSE 0.0100" in line and "best radius 1.500" in line and "LPIPS 0.100" in line and "#0" in line
+    assert "not evaluated" in cell_readout(search, "refined", (0, 1))
+    assert "no final candidate" in cell_readout(search, "coarse", (1, 2))
+    assert "rank(MSE) + rank(LPIPS)" in rank_rule(search)
+    assert "LPIPS off" in rank_rule(_search_view(has_lpips=False))
+    label = candidate_label({"rank_position": 2, "mse": 0.0123, "lpips": 0.21, "rank_total": 7})
+    assert label.splitlines() == ["#2  Σ7", "M 0.0123", "L 0.210"]
+    assert ambiguity_text(search) == ""
+    badge = ambiguity_text(_search_view(ambiguous=True, competitors=[{"rank": 3, "angle_deg": 172.0, "score": 0.3}]))
+    assert badge.startswith("AMBIGUOUS") and "#3 at 172 deg" in badge
+
+
+def _engine_view(**extra):
+    base = dict(ids=["a", "b", "c", "d"], phase="done", arbitration=None, initial_flags=np.ones(4, int), loo=None,
+                search_order=[])
+    base.update(extra)
+    return SimpleNamespace(**base)
+
+
+def test_arbitration_rows_per_view_and_scene_level() -> None:
+    from gui.panels.arbitration import arbitration_rows, arbitration_summary
+
+    scene_level = {"stage": "decided", "outliers": [1, 3], "recovered": {}, "aligned": {},
+                   "scores_recovered": {"mse_norm": [0.1, 0.2, 0.3, 0.4], "lpips_norm": [1, 2, 3, 4]},
+                   "scores_initial": {"mse_norm": [0.1, 0.3, 0.3, 0.5], "lpips_norm": [1, 3, 3, 5]},
+                   "auto_choice": "recovered", "manual_choice": None, "choice": "recovered", "reason": "better"}
+    rows = arbitration_rows(_engine_view(arbitration=scene_level))
+    assert [r["id"] for r in rows] == ["b", "d"] and not rows[0]["per_view"]
+    assert rows[1]["scores"]["recovered"]["mse_norm"] == 0.4 and rows[1]["scores"]["initial"]["lpips_norm"] == 5
+    assert rows[0]["scores"]["recovered"]["epipolar_px"] is None and rows[0]["choice"] == "recovered"
+    per_view = dict(scene_level, views=[{
+        "view": 3, "id": "d", "auto_choice": "initial", "manual_choice": None, "choice": "initial",
+        "reason": "ambiguous", "ambiguous": True, "candidates": [{"rank": 2, "angle_deg": 90.0, "score": 0.1}],
+        "scores": {"recovered": {"lpips_norm": 0.5, "mse_norm": 0.02, "epipolar_px": 3.0},
+                   "initial": {"lpips_norm": 0.4, "mse_norm": 0.03, "epipolar_px": None}}}])
+    rows = arbitration_rows(_engine_view(arbitration=per_view))
+    assert len(rows) == 1 and rows[0]["per_view"] and rows[0]["ambiguous"] and rows[0]["choice"] == "initial"
+    assert rows[0]["scores"]["recovered"]["epipolar_px"] == 3.0 and rows[0]["scores"]["initial"]["epipolar_px"] is None
+    assert "no view of 1" in arbitration_summary(_engine_view(arbitration=per_view))
+    assert "not started" in arbitration_summary(_engine_view(phase="search"))
+
+
+def test_outcome_flags_follow_rounds_and_hand_flags() -> None:
+    from gui.panels.outliers import outcome_flags
+
+    rounds = [{"round": 0, "candidate": None, "accepted": None}, {"round": 1, "candidate": 2, "accepted": True},
+              {"round": 2, "candidate": 1, "accepted": False}]
+    flags, why = outcome_flags(_engine_view(initial_flags=np.array([1, 1, 1, 0]), loo={"rounds": rounds},
+                                            search_order=[2, 3]))
+    assert flags == [1, 1, 0, 0] and why == {2: "round 1", 3: "by hand"}
+
+
+def test_read_outs_losses_scores_timing() -> None:
+    from gui.actions import OverlayData
+    from gui.panels.controls import log_limits, timing_text, unweighted_losses
+    from gui.panels.overlays import score_line
+    from gui.state import Timing
+
+    history = {"step": [1.0, 2.0, 4.0], "rgb": [1.0, 2.0, 4.0], "mask": [0.5, 1.0, 2.0], "prior": [0.0] * 3,
+               "epipolar": [0.0] * 3, "total": [1.5, 3.0, 6.0]}
+    losses = unweighted_losses(history, 4, True)
+    assert losses["rgb"] == [4.0, 4.0, 4.0] and losses["total"] == [6.0, 6.0, 6.0]
+    assert unweighted_losses(history, 4, False)["rgb"] == [1.0, 2.0, 4.0]
+    low, high = log_limits([])
+    assert low == 1e-3 and high == 1.0  # no 1e-306 axis on an empty plot
+    low, high = log_limits([0.02, 300.0])
+    assert low < 0.02 and high > 300.0 and low > 1e-4
+    data = OverlayData((), np.zeros((1, 2, 2, 3)), np.zeros((1, 2, 2, 3)), [0.0], {"mse": [0.01], "lpips": [0.2]}, 4)
+    assert score_line(data, 0, 9, busy=True) == ("scores: when the engine pauses", False)  # stale while live
+    line, fresh = score_line(data, 0, 4, busy=True)
+    assert fresh and line.startswith("scored @4") and "LPIPS 0.200" in line
+    view = SimpleNamespace(ms_per_step=120.0, boundary_count=2, boundary_ms=1800.0, boundary_label="search")
+    text = timing_text(view, Timing())
+    assert "120 ms/step" in text and "1.80 s" in text and "not in ms/step" in text
+
+
+def test_layout_scales_and_tiles_the_viewport() -> None:
+    from gui.app import LAYOUT, VIEWPORT, layout_for
+
+    assert layout_for(*VIEWPORT) == LAYOUT
+    for width, height in ((1366, 768), (1920, 1080)):
+        layout = layout_for(width, height)
+        assert sum(layout[n][2] for n in ("orbit", "controls", "scores")) == width
+        assert layout["scores"][3] + layout["search"][3] == layout["overlays"][1]
+        assert layout["overlays"][1] + layout["overlays"][3] == height and layout["overlays"][2] == width
+
+
+def test_the_window_satisfies_the_port_and_no_panel_imports_it() -> None:
+    import ast
+    from pathlib import Path
+
+    from gui.app import DebuggerApp
+    from gui.port import PORT_METHODS
+
+    assert all(callable(getattr(DebuggerApp, name, None)) for name in PORT_METHODS)
+    offenders = []
+    for path in sorted((Path(__file__).resolve().parent.parent / "gui" / "panels").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.name}: {n}" for n in names if n == "gui.app" or n.startswith("gui.app.")]
+    assert offenders == []
+
+
+def test_new_script_actions_parse_and_reject_bad_arguments() -> None:
+    actions = parse_script([{"apply_cell": [1, 2]}, {"apply_cell": {"view": "001", "cell": [0, 3]}},
+                            {"choose_arbitration": "initial"}, {"choose_arbitration": {"choice": "recovered", "view": 2}},
+                            {"hover_cell": [0, 0]}, {"resize": [1366, 768]}, {"tab": "arbitration"}, {"tab": "accuracy"}])
+    assert [a.name for a in actions][:4] == ["apply_cell", "apply_cell", "choose_arbitration", "choose_arbitration"]
+    for bad in ({"apply_cell": [1]}, {"apply_cell": [-1, 2]}, {"choose_arbitration": "both"},
+                {"choose_arbitration": {"choice": "initial", "view": 1, "x": 2}}, {"resize": [10, 10]}):
+        with pytest.raises(ScriptError):
+            parse_script([bad])

@@ -131,7 +131,8 @@ class ArbitrationPanel:
             self.all_initial = dpg.add_button(label="Choose initial for all",
                                               callback=lambda: self.choose("initial", None))
             self.note = Text("")
-        self.table = dpg.add_table(parent=parent, header_row=True, borders_innerH=True, borders_outerH=True,
+        self.box = dpg.add_group(parent=parent)  # the table's rectangle (tables report none)
+        self.table = dpg.add_table(parent=self.box, header_row=True, borders_innerH=True, borders_outerH=True,
                                    borders_innerV=True, borders_outerV=True, row_background=True,
                                    policy=dpg.mvTable_SizingFixedFit, scrollY=True, height=-1)
         columns = ["view"]
