@@ -13,7 +13,6 @@ import numpy as np
 import torch
 
 from sparseags import artifacts
-from sparseags.atomic import atomic_output
 from sparseags.config import Config, config_to_dict
 from sparseags.errors import UserError
 
@@ -208,41 +207,19 @@ def turntable_job(pipeline: Any, path: Path, frames: int, elevation_deg: float, 
     """Render a turntable of the *current* Gaussians (frozen at the start) into an mp4, one frame per item.
 
     elevation_deg uses the kiui sign (negative = above); radius None = the input cameras' mean distance.
-    The video is written to a temporary file beside `path` and renamed when complete.
+    The headless export's writer (artifacts.iter_recon_turntable): same cameras, field of view and encoding;
+    the video is written to a temporary file beside `path` and renamed when complete.
     """
-    import imageio.v2 as imageio
-
-    from sparseags.export import turntable_cameras
-    from sparseags.render import render_gaussians
-
     recon = pipeline.recon
     if recon is None:
         raise ValueError("no reconstruction to record")
     if frames < 1 or resolution < 16:
         raise ValueError(f"turntable needs frames >= 1 and resolution >= 16, got {frames} and {resolution}")
-    g = recon.gaussians
-    frozen = [t.detach().clone() for t in (g.means, g.splats["quats"], g.scales, g.opacities, g.sh)]
-    degree, backend, device = g.active_sh_degree, recon.backend, recon.device
-    centre, mean_radius = artifacts.object_centre_and_radius(recon)
-    scene = pipeline.scene
-    fovy = float(np.degrees(2 * np.arctan(0.5 * scene.resolution / float(np.asarray(scene.K)[0, 1, 1]))))
-    size = int(resolution) + int(resolution) % 2  # yuv420p needs even sizes
-    w2c, K = turntable_cameras(int(frames), float(elevation_deg), float(radius or mean_radius), tuple(centre),
-                               fovy, size)
     path = Path(path)
     progress.done, progress.total, progress.path = 0, int(frames), str(path)
-    white = torch.ones(3, device=device)
-    with atomic_output(path) as tmp:
-        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    pixelformat="yuv420p", macro_block_size=1, quality=8)
-        try:
-            for index in range(int(frames)):
-                with torch.no_grad():
-                    out = render_gaussians(*frozen, w2c[index:index + 1].to(device), K[index:index + 1].to(device),
-                                           size, size, sh_degree=degree, background=white, backend=backend)
-                writer.append_data((out.rgb[0].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8))
-                progress.done = index + 1
-                yield None
-        finally:
-            writer.close()
+    writer = artifacts.iter_recon_turntable(recon, path, frames=int(frames), resolution=int(resolution),
+                                            elevation_deg=float(elevation_deg), radius=radius, fps=fps)
+    for done, _ in writer:
+        progress.done = done
+        yield None
     return path

@@ -110,13 +110,7 @@ class EngineView:
 
 def _gaussian_arrays(recon: Any) -> dict:
     """Detached CPU copies of the active Gaussians (the orbit renderer's input)."""
-    import torch
-
-    g = recon.gaussians
-    with torch.no_grad():
-        return {"means": g.means.detach().cpu().clone(), "quats": g.quats.detach().cpu().clone(),
-                "scales": g.scales.detach().cpu().clone(), "opacities": g.opacities.detach().cpu().clone(),
-                "sh": g.sh.detach().cpu().clone(), "sh_degree": int(g.active_sh_degree)}
+    return recon.gaussians.detached("cpu").arrays()
 
 
 def _cell_tables(search: Any) -> tuple[dict, Optional[np.ndarray], Optional[np.ndarray]]:

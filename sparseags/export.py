@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Generator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ __all__ = [
     "write_nerfstudio_transforms",
     "read_nerfstudio_transforms",
     "turntable_cameras",
+    "turntable_fovy_deg",
+    "iter_turntable",
+    "drive_turntable",
     "write_turntable",
 ]
 
@@ -405,20 +408,36 @@ def _even_frame(frame: Any, index: int, size: int, path: Path) -> np.ndarray:
     return np.pad(array, ((0, pad), (0, pad), (0, 0)), mode="edge") if pad else array
 
 
-def write_turntable(path: str | os.PathLike, render_fn: RenderFn, frames: int = 120, elevation_deg: float = -30.0,
-                    radius: float = 3.0, target: Sequence[float] = (0.0, 0.0, 0.0), fovy_deg: float = 49.1,
-                    resolution: int = 256, fps: int = 30, progress: ProgressFn | None = None) -> Path:
-    """Render a turntable with ``render_fn(w2c [4, 4], K [3, 3], width, height) -> uint8 [H, W, 3]`` and write
-    it as an H.264 / yuv420p mp4 (imageio-ffmpeg), atomically.  Returns the path.
+def turntable_fovy_deg(K: Any, image_height: float) -> float:
+    """The turntable's full vertical field of view in degrees: that of the scene's first camera,
+    ``2 atan(H / (2 fy))`` with ``K [V, 3, 3]`` (or ``[3, 3]``) in the pixels of images ``image_height`` tall.
 
-    Cameras come from :func:`turntable_cameras` (float32 CPU tensors).  An odd ``resolution`` is padded by one
-    edge-replicated row and column (yuv420p needs even sizes); imageio's resize to a multiple of 16 is
-    disabled.  ``progress(done, frames)`` is called after each frame is encoded.
+    The one field-of-view rule of every turntable (headless export and the debugger's recorder)."""
+    fy = float(np.asarray(K, dtype=np.float64).reshape(-1, 3, 3)[0, 1, 1])
+    return float(np.degrees(2.0 * np.arctan(0.5 * float(image_height) / fy)))
+
+
+def iter_turntable(path: str | os.PathLike, render_fn: RenderFn, frames: int = 120, elevation_deg: float = -30.0,
+                   radius: float = 3.0, target: Sequence[float] = (0.0, 0.0, 0.0), fovy_deg: float = 49.1,
+                   resolution: int = 256, fps: int = 30) -> Generator[tuple[int, int], None, Path]:
+    """The one turntable writer: a generator that renders and encodes one frame per item.
+
+    Yields ``(frames done, frames)`` after each encoded frame and returns the path (``StopIteration.value``)
+    once the video is complete and renamed into place. ``render_fn(w2c [4, 4], K [3, 3], width, height) ->
+    uint8 [H, W, 3]`` renders a frame; the cameras come from :func:`turntable_cameras` (float32 CPU tensors).
+    The video is H.264 / yuv420p (imageio-ffmpeg), written atomically: a generator closed early (or a failed
+    frame) leaves no file. An odd ``resolution`` is padded by one edge-replicated row and column (yuv420p needs
+    even sizes); imageio's resize to a multiple of 16 is disabled. The arguments are checked at the call.
     """
-    import imageio.v2 as imageio  # imported here: only this function needs ffmpeg
+    w2c, K = turntable_cameras(frames, elevation_deg, radius, target, fovy_deg, resolution)  # checks the arguments
+    return _turntable_frames(Path(path), render_fn, w2c, K, int(resolution), fps)
 
-    path = Path(path)
-    w2c, K = turntable_cameras(frames, elevation_deg, radius, target, fovy_deg, resolution)
+
+def _turntable_frames(path: Path, render_fn: RenderFn, w2c: Tensor, K: Tensor, resolution: int,
+                      fps: int) -> Generator[tuple[int, int], None, Path]:
+    import imageio.v2 as imageio  # imported here: only the turntable needs ffmpeg
+
+    frames = len(w2c)
     with atomic_output(path) as tmp:
         writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
                                     pixelformat="yuv420p", macro_block_size=1, quality=8)
@@ -426,8 +445,31 @@ def write_turntable(path: str | os.PathLike, render_fn: RenderFn, frames: int = 
             for index in range(frames):
                 frame = render_fn(w2c[index], K[index], resolution, resolution)
                 writer.append_data(_even_frame(frame, index, resolution, path))
-                if progress is not None:
-                    progress(index + 1, frames)
+                yield index + 1, frames
         finally:
             writer.close()
     return path
+
+
+def drive_turntable(frames: Generator[tuple[int, int], None, Path], progress: ProgressFn | None = None) -> Path:
+    """Run a turntable generator (:func:`iter_turntable`) to the end; ``progress(done, frames)`` after each
+    frame. Returns the written path."""
+    while True:
+        try:
+            done, total = next(frames)
+        except StopIteration as stop:
+            return stop.value
+        if progress is not None:
+            progress(done, total)
+
+
+def write_turntable(path: str | os.PathLike, render_fn: RenderFn, frames: int = 120, elevation_deg: float = -30.0,
+                    radius: float = 3.0, target: Sequence[float] = (0.0, 0.0, 0.0), fovy_deg: float = 49.1,
+                    resolution: int = 256, fps: int = 30, progress: ProgressFn | None = None) -> Path:
+    """Render a turntable with ``render_fn(w2c [4, 4], K [3, 3], width, height) -> uint8 [H, W, 3]`` and write
+    it as an H.264 / yuv420p mp4, atomically (:func:`iter_turntable`, run to the end).  Returns the path.
+
+    ``progress(done, frames)`` is called after each frame is encoded.
+    """
+    return drive_turntable(iter_turntable(path, render_fn, frames, elevation_deg, radius, target, fovy_deg,
+                                          resolution, fps), progress)

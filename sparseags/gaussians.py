@@ -81,6 +81,49 @@ def knn_log_scales(points: np.ndarray) -> np.ndarray:
     return np.repeat(log_scale[:, None], 3, axis=1)
 
 
+@dataclass(frozen=True)
+class DetachedGaussians:
+    """A copy of a :class:`GaussianModel`'s activated parameters that later optimisation steps do not change.
+
+    The one way to hand Gaussians to something that renders or exports them without autograd (the
+    debugger's orbit view, turntables, meshes, the pose search's frozen renders). Built by
+    :meth:`GaussianModel.detached`; the tensors need no ``torch.no_grad``.
+    """
+
+    means: Tensor  # [N, 3] world
+    quats: Tensor  # [N, 4] wxyz as stored (not normalised: the renderers normalise, see unit_quats)
+    scales: Tensor  # [N, 3] linear
+    opacities: Tensor  # [N] in (0, 1)
+    sh: Tensor  # [N, K, 3] SH coefficients, DC at index 0
+    sh_degree: int  # the model's active SH degree
+
+    def __len__(self) -> int:
+        return int(self.means.shape[0])
+
+    @property
+    def unit_quats(self) -> Tensor:  # [N, 4] wxyz, unit length (GaussianModel.quats)
+        return F.normalize(self.quats, dim=-1)
+
+    @property
+    def colors(self) -> Tensor:  # [N, 3] RGB of the DC term, clamped to [0, 1]
+        return sh0_to_rgb(self.sh[:, 0]).clamp(0, 1)
+
+    def render_args(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """``(means, quats, scales, opacities, sh)``: the leading arguments of ``render_gaussians``
+        (pass ``sh_degree=self.sh_degree``)."""
+        return self.means, self.quats, self.scales, self.opacities, self.sh
+
+    def subset(self, keep: Tensor) -> "DetachedGaussians":
+        """The Gaussians selected by `keep` (an index or boolean mask over N)."""
+        return DetachedGaussians(self.means[keep], self.quats[keep], self.scales[keep], self.opacities[keep],
+                                 self.sh[keep], self.sh_degree)
+
+    def arrays(self) -> dict:
+        """means, unit quats, scales, opacities, sh and sh_degree as a dict (the orbit renderers' input)."""
+        return {"means": self.means, "quats": self.unit_quats, "scales": self.scales, "opacities": self.opacities,
+                "sh": self.sh, "sh_degree": self.sh_degree}
+
+
 class GaussianModel(nn.Module):
     """A set of 3D Gaussians with raw (optimisable) parameters in ``self.splats``.
 
@@ -208,6 +251,16 @@ class GaussianModel(nn.Module):
         """A detached copy (parameters, active degree; densification stats reset)."""
         return GaussianModel(**{name: p.detach() for name, p in self.splats.items()},
                              active_sh_degree=self.active_sh_degree)
+
+    def detached(self, device: torch.device | str | None = None) -> DetachedGaussians:
+        """The activated parameters, detached and copied (on `device`, default: the model's), at the active
+        SH degree: what every renderer or exporter outside the optimisation takes."""
+        with torch.no_grad():
+            tensors = (self.splats["means"].detach().clone(), self.splats["quats"].detach().clone(),
+                       self.scales.detach(), self.opacities.detach(), self.sh.detach())
+        if device is not None:
+            tensors = tuple(t.to(device) for t in tensors)
+        return DetachedGaussians(*tensors, sh_degree=int(self.active_sh_degree))
 
     # ------------------------------------------------------------------------------------------
     # activated properties

@@ -12,9 +12,9 @@ from scipy.spatial.transform import Rotation
 
 from sparseags import cameras
 from sparseags.atomic import OutputError
-from sparseags.export import (ExportError, read_colmap_text, read_nerfstudio_transforms, turntable_cameras,
-                              write_colmap_text, write_nerfstudio_transforms, write_sparseags_cameras,
-                              write_turntable)
+from sparseags.export import (ExportError, iter_turntable, read_colmap_text, read_nerfstudio_transforms,
+                              turntable_cameras, turntable_fovy_deg, write_colmap_text, write_nerfstudio_transforms,
+                              write_sparseags_cameras, write_turntable)
 from sparseags.scene import read_cameras_json
 
 IDS = ["002", "n1", "017", "a_b"]
@@ -217,3 +217,33 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_iter_turntable_yields_per_frame_and_returns_the_path(tmp_path):
+    gen = iter_turntable(tmp_path / "gen.mp4", lambda w2c, K, w, h: np.full((h, w, 3), 90, np.uint8), frames=3,
+                         resolution=16)
+    steps = []
+    while True:
+        try:
+            steps.append(next(gen))
+        except StopIteration as stop:
+            path = stop.value
+            break
+    assert steps == [(1, 3), (2, 3), (3, 3)] and path == tmp_path / "gen.mp4" and path.is_file()
+    # Closed early (a cancelled debugger job): no file, no temporary left behind.
+    gen = iter_turntable(tmp_path / "cut.mp4", lambda w2c, K, w, h: np.zeros((h, w, 3), np.uint8), frames=5,
+                         resolution=16)
+    next(gen)
+    gen.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.mp4"]
+    with pytest.raises(ExportError, match="frames >= 1"):  # checked at the call, before any frame
+        iter_turntable(tmp_path / "none.mp4", lambda *a: None, frames=0)
+
+
+def test_turntable_fovy_is_the_first_cameras():
+    K = np.array([[[100.0, 0, 64], [0, 128.0, 64], [0, 0, 1]], [[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1]]])
+    assert turntable_fovy_deg(K, 128) == pytest.approx(2 * math.degrees(math.atan(0.5)))
+    assert turntable_fovy_deg(K[0], 128) == turntable_fovy_deg(K, 128)
+    # The inverse of turntable_cameras' focal length rule.
+    _, K_t = turntable_cameras(frames=1, fovy_deg=40.0, resolution=64)
+    assert turntable_fovy_deg(K_t.double(), 64) == pytest.approx(40.0, rel=1e-6)

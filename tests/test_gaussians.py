@@ -302,3 +302,28 @@ def test_split_samples_follow_the_rotated_covariance():
     assert counts["n_split"] == n and model.num_gaussians == 2 * n
     std = model.means.detach().std(dim=0)
     assert torch.allclose(std, torch.tensor([0.05, 0.2, 0.01]), rtol=0.15), std
+
+
+def test_detached_is_a_frozen_copy_with_the_render_arguments():
+    model = _random_model(40, sh_degree=2)
+    model.set_active_sh_degree(1)
+    frozen = model.detached()
+    assert len(frozen) == 40 and frozen.sh_degree == 1
+    assert all(not t.requires_grad for t in frozen.render_args())
+    for got, want in zip(frozen.render_args(), (model.means, model.splats["quats"], model.scales, model.opacities,
+                                                model.sh)):
+        assert torch.equal(got, want)
+    assert torch.equal(frozen.unit_quats, model.quats)
+    assert torch.equal(frozen.colors, sh0_to_rgb(model.splats["sh0"][:, 0]).clamp(0, 1))
+    arrays = frozen.arrays()
+    assert sorted(arrays) == ["means", "opacities", "quats", "scales", "sh", "sh_degree"]
+    assert torch.equal(arrays["quats"], model.quats)
+    # A later in-place update of the parameters (an optimiser step) does not reach the copy.
+    before = frozen.means.clone()
+    with torch.no_grad():
+        model.splats["means"].add_(1.0)
+        model.splats["quats"].mul_(2.0)
+    assert torch.equal(frozen.means, before) and not torch.equal(frozen.quats, model.splats["quats"])
+    keep = torch.tensor([0, 5, 7])
+    sub = frozen.subset(keep)
+    assert len(sub) == 3 and torch.equal(sub.sh, frozen.sh[keep]) and sub.sh_degree == 1
