@@ -216,30 +216,13 @@ def write_search_heatmaps(out_dir: Path, pipeline: Any) -> list[Path]:
     return written
 
 
-def robust_similarity(est_w2c: np.ndarray, gt_w2c: np.ndarray) -> tuple:
-    """Similarity (s, R, t) with X_gt ≈ s R X_est + t from camera centres, ignoring gross outliers.
-
-    Umeyama on all cameras, then again on those whose residual is within 3× the median residual (an
-    undetected outlier camera would otherwise bend the whole fit).
-    """
-    from sparseags.cameras import camera_centers, umeyama
-
-    est = camera_centers(torch.as_tensor(est_w2c, dtype=torch.float64))
-    gt = camera_centers(torch.as_tensor(gt_w2c, dtype=torch.float64))
-    s, R, t = umeyama(est, gt)
-    residual = ((s * (est @ R.T) + t) - gt).norm(dim=-1)
-    keep = residual <= 3.0 * residual.median() + 1e-12
-    if int(keep.sum()) >= 3 and not bool(keep.all()):
-        s, R, t = umeyama(est[keep], gt[keep])
-    return s, R, t
-
-
 def gt_in_estimated_frame(pipeline: Any, reference_recon: Reconstruction, exclude: tuple = ()) -> Optional[np.ndarray]:
     """Ground-truth poses expressed in the estimated world frame.
 
-    The similarity is fitted robustly on the reference reconstruction's inliers, minus `exclude`.
+    The similarity is fitted robustly (:func:`sparseags.metrics.align_similarity_robust`) on the reference
+    reconstruction's inliers, minus `exclude`.
     """
-    from sparseags.metrics import transform_cameras_to_pred_frame
+    from sparseags.metrics import align_similarity_robust, transform_cameras_to_pred_frame
 
     scene = pipeline.scene
     if scene.w2c_gt is None:
@@ -248,7 +231,7 @@ def gt_in_estimated_frame(pipeline: Any, reference_recon: Reconstruction, exclud
     if len(used) < 3:
         return None
     est = final_w2c(reference_recon)
-    s, R, t = robust_similarity(est[used], np.asarray(scene.w2c_gt)[used])
+    s, R, t = align_similarity_robust(est[used], np.asarray(scene.w2c_gt)[used])
     return transform_cameras_to_pred_frame(torch.as_tensor(scene.w2c_gt), s, R, t).numpy()
 
 

@@ -56,7 +56,8 @@ __all__ = [
     "per_view_rotation_error_deg",
     "mean_rotation_error_deg",
     "pose_metrics",
-    "align_poses_similarity",
+    "align_similarity_plain",
+    "align_similarity_robust",
     "transform_cameras_to_pred_frame",
     "psnr",
     "ssim",
@@ -188,17 +189,39 @@ def pose_metrics(w2c_pred: Any, w2c_gt: Any) -> dict[str, float]:
     }
 
 
-def align_poses_similarity(w2c_pred: Any, w2c_gt: Any) -> tuple[Tensor, Tensor, Tensor]:
+def align_similarity_plain(w2c_pred: Any, w2c_gt: Any) -> tuple[Tensor, Tensor, Tensor]:
     """Similarity ``(s, R [3, 3], t [3])`` from the predicted world frame to the GT frame:
-    ``X_gt ~ s R X_pred + t``, by Umeyama on the camera centres (float64)."""
+    ``X_gt ~ s R X_pred + t``, by Umeyama on all camera centres (float64).
+
+    The protocol's alignment: every *reported* number that needs the two frames aligned (novel views, mesh,
+    CC@tau) uses it. See :func:`align_similarity_robust` for the outlier-tolerant one used for display.
+    """
     pred, gt = _poses(w2c_pred, w2c_gt)
     return umeyama(camera_centers(pred), camera_centers(gt), with_scale=True)
+
+
+def align_similarity_robust(w2c_pred: Any, w2c_gt: Any, trim: float = 3.0) -> tuple[Tensor, Tensor, Tensor]:
+    """Like :func:`align_similarity_plain`, ignoring gross outliers: ``(s, R [3, 3], t [3])`` float64.
+
+    Umeyama on all camera centres, then again on those whose residual is within ``trim`` times the median
+    residual (when at least 3 remain and some were dropped): an undetected outlier camera would otherwise
+    bend the whole fit. Used to show the ground truth in the estimated frame (the debugger's GT frusta, the
+    search heatmap's true cell) and for the searched pose's error in ``metrics.json`` → ``outliers``.
+    """
+    pred, gt = _poses(w2c_pred, w2c_gt)
+    est, ref = camera_centers(pred), camera_centers(gt)
+    s, R, t = umeyama(est, ref)
+    residual = ((s * (est @ R.T) + t) - ref).norm(dim=-1)
+    keep = residual <= trim * residual.median() + 1e-12
+    if int(keep.sum()) >= 3 and not bool(keep.all()):
+        s, R, t = umeyama(est[keep], ref[keep])
+    return s, R, t
 
 
 def transform_cameras_to_pred_frame(w2c_gt: Any, s: Any, R: Any, t: Any) -> Tensor:
     """Express GT cameras ``w2c_gt [..., 4, 4]`` in the predicted world frame (novel-view evaluation).
 
-    With ``X_gt = s R X_pred + t`` (:func:`align_poses_similarity`), a GT camera ``[Q | q]`` sees
+    With ``X_gt = s R X_pred + t`` (:func:`align_similarity_plain` or :func:`align_similarity_robust`), a GT camera ``[Q | q]`` sees
     ``X_cam = Q (s R X_pred + t) + q``. Dividing camera coordinates by ``s`` (which changes no pixel)
     keeps the matrix rigid: ``w2c_pred_frame = [[Q R, (Q t + q) / s], [0, 1]]``; its centre is the
     inverse similarity of the GT centre, ``R^T (C_gt - t) / s``, and its depths are scaled by 1/s.

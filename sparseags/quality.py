@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sparseags.cameras import rotation_angle_deg, se3_exp
-from sparseags.metrics import (align_poses_similarity, mesh_metrics, psnr, sample_surface_points, ssim,
+from sparseags.metrics import (align_similarity_plain, mesh_metrics, psnr, sample_surface_points, ssim,
                                transform_cameras_to_pred_frame)
 
 __all__ = [
@@ -134,7 +134,7 @@ def novel_view_quality(render_fn: RenderFn, est_w2c: Any, gt_w2c: Any, novel: An
     Returns ``{psnr, ssim, lpips, pose_refined: {psnr, ssim, lpips, steps, mean_correction_deg}}``
     (``pose_refined`` only when ``refine_steps > 0``).
     """
-    s, R, t = align_poses_similarity(est_w2c, gt_w2c)
+    s, R, t = align_similarity_plain(est_w2c, gt_w2c)
     start = transform_cameras_to_pred_frame(torch.as_tensor(novel.w2c), s, R, t).float()  # [N, 4, 4]
     K = torch.as_tensor(novel.K).float()
     height, width = novel.images.shape[1:3]
@@ -175,7 +175,7 @@ def mesh_quality(mesh: Any, gt_mesh: Any, est_w2c: Any, gt_w2c: Any, num_points:
     metrics are reported again under ``icp`` with the size of that correction.
     """
     mesh = mesh.copy()
-    s, R, t = (np.asarray(v, dtype=np.float64) for v in align_poses_similarity(est_w2c, gt_w2c))
+    s, R, t = (np.asarray(v, dtype=np.float64) for v in align_similarity_plain(est_w2c, gt_w2c))
     mesh.vertices = (float(s) * (R @ np.asarray(mesh.vertices).T)).T + t
     m = mesh_metrics(mesh, gt_mesh, num_points=num_points, seed=seed)
     result = {"f1_0.01": m.f1, "chamfer": m.chamfer, "precision": m.precision, "recall": m.recall}

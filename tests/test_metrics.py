@@ -74,9 +74,29 @@ def test_global_similarity_changes_nothing(seed):
     assert result["rot5"] == 100.0 and result["rot15"] == 100.0 and result["cc10"] == 100.0
     assert result["rot_err_mean_deg"] == pytest.approx(0.0, abs=1e-6)
     assert metrics.camera_center_errors(pred, gt).max() < 1e-9
-    s, R, t = metrics.align_poses_similarity(pred, gt)  # maps predicted frame to GT frame
+    s, R, t = metrics.align_similarity_plain(pred, gt)  # maps predicted frame to GT frame
     assert s.item() == pytest.approx(1 / 2.5)
     torch.testing.assert_close(R, G.T)
+
+
+def test_robust_similarity_ignores_a_moved_camera_and_plain_does_not():
+    gt = ring_of_cameras(num_views=8, seed=3)
+    G = torch.as_tensor(Rotation.random(random_state=3).as_matrix())
+    shift = torch.tensor([0.3, -4.0, 1.5], dtype=torch.float64)
+    pred = similarity_of_world(gt, 2.5, G, shift)
+    # Without outliers both are the same fit.
+    for a, b in zip(metrics.align_similarity_plain(pred, gt), metrics.align_similarity_robust(pred, gt)):
+        torch.testing.assert_close(a, b)
+    # One camera far off: the plain fit bends, the robust one recovers the exact similarity.
+    moved = pred.clone()
+    moved[5, :3, 3] += torch.tensor([9.0, 0.0, -7.0], dtype=torch.float64)
+    s, R, t = metrics.align_similarity_robust(moved, gt)
+    assert s.item() == pytest.approx(1 / 2.5) and torch.allclose(R, G.T, atol=1e-9)
+    s_plain, R_plain, _ = metrics.align_similarity_plain(moved, gt)
+    assert abs(s_plain.item() - 1 / 2.5) > 1e-3
+    # numpy inputs as the debugger passes them
+    s_np, _, _ = metrics.align_similarity_robust(moved.numpy(), gt.numpy())
+    assert s_np.item() == s.item()
 
 
 def test_one_view_flipped_about_y():
@@ -181,7 +201,7 @@ def test_transform_gt_cameras_into_predicted_frame():
     G = torch.as_tensor(Rotation.from_rotvec([0.2, 1.0, -0.4]).as_matrix())
     offset = torch.tensor([1.0, 2.0, -0.5], dtype=torch.float64)
     pred = similarity_of_world(gt, 0.7, G, offset)  # X_pred = 0.7 G X_gt + offset
-    s, R, t = metrics.align_poses_similarity(pred, gt)  # X_gt = s R X_pred + t
+    s, R, t = metrics.align_similarity_plain(pred, gt)  # X_gt = s R X_pred + t
     novel_gt = ring_of_cameras(num_views=3, seed=9)
     novel_pred = metrics.transform_cameras_to_pred_frame(novel_gt, s, R, t)
     torch.testing.assert_close(novel_pred, similarity_of_world(novel_gt, 0.7, G, offset))
