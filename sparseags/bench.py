@@ -133,7 +133,7 @@ def _bench_case(num: int, res: int, repeats: int, baseline_repeats: int) -> dict
 
 
 def _bench_gsplat(scene: GaussianScene, viewmats: Tensor, Ks: Tensor, weight: Tensor, res: int,
-                  repeats: int, device: torch.device = torch.device("cuda")) -> dict:
+                  repeats: int, device: torch.device | str = "cuda") -> dict:
     cuda = _leaves(GaussianScene(*[t.detach().to(device) for t in scene.tensors()]))
     viewmats, Ks, weight = viewmats.to(device), Ks.to(device), weight.to(device)
 

@@ -747,7 +747,7 @@ def run_sfm(images: dict[str, Path], workdir: Path, log: Callable[[str], None] =
     pycolmap = _quiet_pycolmap()
     image_dir = workdir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
-    for view_id, path in images.items():
+    for path in images.values():
         _link_or_copy(path, image_dir / path.name)
     database = workdir / "database.db"
     threads = int(os.environ.get("OMP_NUM_THREADS", "-1") or -1)

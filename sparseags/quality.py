@@ -23,8 +23,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sparseags.cameras import rotation_angle_deg, se3_exp
-from sparseags.metrics import (align_similarity_plain, mesh_metrics, psnr, sample_surface_points, ssim,
-                               transform_cameras_to_pred_frame)
+from sparseags.metrics import (
+    align_similarity_plain,
+    mesh_metrics,
+    psnr,
+    sample_surface_points,
+    ssim,
+    transform_cameras_to_pred_frame,
+)
 
 __all__ = [
     "RenderFn",

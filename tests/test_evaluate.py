@@ -159,7 +159,10 @@ def test_true_outliers_from_the_init_file(tmp_path: Path) -> None:
     noise = {"000": 2.0, "001": 2.0, "002": 40.0, "003": 2.0, "004": 20.0, "005": 2.0}
     axes = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1)]
     init = [_rotated(w, noise[i], ax) for w, i, ax in zip(gt, ids, axes)]
-    records = lambda poses: [CameraRecord(id=i, w2c=w, K=K, filepath=f"images/{i}.png") for i, w in zip(ids, poses)]
+
+    def records(poses):
+        return [CameraRecord(id=i, w2c=w, K=K, filepath=f"images/{i}.png") for i, w in zip(ids, poses)]
+
     write_cameras_json(tmp_path / "cameras_gt.json", records(gt))
     write_cameras_json(tmp_path / "cameras.json", records(gt))
     (tmp_path / "init").mkdir()
@@ -282,7 +285,7 @@ def test_sequential_eval_writes_reports(dataset: Path, sequential_eval: tuple[Pa
     assert ("| initial poses | scenes | Rot@5 ↑ | Rot@15 ↑ | CC@0.1 ↑ | PSNR ↑ | LPIPS ↓ | F1 ↑ | time (s) "
             "| PSNR* ↑ | LPIPS* ↓ | F1* ↑ |") in summary
     mean_final_rot15 = (float(rows[0]["final_rot15"]) + float(rows[1]["final_rot15"])) / 2
-    assert f"| cameras + SparseAGS | 2/3 | " in summary and f" | {mean_final_rot15:.1f} | " in summary
+    assert "| cameras + SparseAGS | 2/3 | " in summary and f" | {mean_final_rot15:.1f} | " in summary
     assert "| cameras | zz_broken |" in summary  # failed-runs table names the scene and its error
     assert (out / "pose_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

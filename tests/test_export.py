@@ -12,9 +12,18 @@ from scipy.spatial.transform import Rotation
 
 from sparseags import cameras
 from sparseags.atomic import OutputError
-from sparseags.export import (ExportError, iter_turntable, read_colmap_text, read_nerfstudio_transforms,
-                              turntable_cameras, turntable_fovy_deg, write_colmap_text, write_nerfstudio_transforms,
-                              write_sparseags_cameras, write_turntable)
+from sparseags.export import (
+    ExportError,
+    iter_turntable,
+    read_colmap_text,
+    read_nerfstudio_transforms,
+    turntable_cameras,
+    turntable_fovy_deg,
+    write_colmap_text,
+    write_nerfstudio_transforms,
+    write_sparseags_cameras,
+    write_turntable,
+)
 from sparseags.scene import read_cameras_json
 
 IDS = ["002", "n1", "017", "a_b"]

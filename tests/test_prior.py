@@ -18,11 +18,24 @@ import torch
 
 from sparseags.cameras import orbit_camera, project_points, w2c_to_c2w_gl
 from sparseags.config import Config, PriorConfig
-from sparseags.prior import (NovelViewSampler, PrincipalPointPool, PriorWeightsError, Zero123Guidance,
-                             Zero123PriorHook, attention_block_prefixes, ldm_attention_key_map,
-                             make_prior_hook_factory, prior_status)
-from sparseags.prior.ckpt_6dof import (LDM_UNET_PREFIX, SD1_DOWN_BLOCK_TYPES, SD1_UP_BLOCK_TYPES,
-                                       apply_6dof_weights, read_state_dict)
+from sparseags.prior import (
+    NovelViewSampler,
+    PrincipalPointPool,
+    PriorWeightsError,
+    Zero123Guidance,
+    Zero123PriorHook,
+    attention_block_prefixes,
+    ldm_attention_key_map,
+    make_prior_hook_factory,
+    prior_status,
+)
+from sparseags.prior.ckpt_6dof import (
+    LDM_UNET_PREFIX,
+    SD1_DOWN_BLOCK_TYPES,
+    SD1_UP_BLOCK_TYPES,
+    apply_6dof_weights,
+    read_state_dict,
+)
 from sparseags.prior.sampling import resolution_at
 from sparseags.prior.synthetic import TINY, random_6dof_state_dict, write_random_6dof_ckpt, write_random_zero123
 from sparseags.prior.zero123 import ViewConditions, guided_noise_per_view, load_zero123_parts, sds_gradient

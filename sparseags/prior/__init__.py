@@ -16,7 +16,6 @@ from .weights import PriorWeightsError, check_weights, weights_problem
 from .zero123 import Zero123Guidance
 
 
-
 def __getattr__(name: str):
     # CLIPCameraProjection subclasses diffusers' ModelMixin; import diffusers only when it is asked for.
     if name == "CLIPCameraProjection":

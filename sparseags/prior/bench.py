@@ -21,8 +21,16 @@ import torch
 from sparseags.cameras import orbit_camera
 
 from .ckpt_6dof import apply_6dof_weights
-from .synthetic import (FULL, TINY, Zero123Spec, make_image_encoder, make_scheduler, make_unet, make_vae,
-                        random_6dof_state_dict)
+from .synthetic import (
+    FULL,
+    TINY,
+    Zero123Spec,
+    make_image_encoder,
+    make_scheduler,
+    make_unet,
+    make_vae,
+    random_6dof_state_dict,
+)
 from .zero123 import ClipInput, Zero123Guidance
 
 NUM_VIEWS = 8
@@ -55,7 +63,7 @@ def bench_case(name: str, spec: Zero123Spec, steps: int) -> dict:
     encode_s = time.perf_counter() - start
     target = orbit_camera(-30.0, 20.0, 1.85, dtype=torch.float64)
     step_times, cpu_times = [], []
-    for step in range(steps):
+    for _ in range(steps):
         rendered = torch.rand(1, 3, 256, 256, generator=generator).requires_grad_(True)
         start, cpu_start = time.perf_counter(), time.process_time()
         loss, _ = guidance.sds_loss(rendered, target, 280.0, step_ratio=0.5, generator=generator)

@@ -181,7 +181,8 @@ def apply_6dof_weights(unet: torch.nn.Module, state_dict: Mapping[str, Tensor], 
     if unexpected and strict:
         raise PriorWeightsError(f"{source}: {len(unexpected)} unexpected attention keys, e.g. {_first(unexpected)}")
     if unexpected:
-        warnings.warn(f"{source}: ignoring {len(unexpected)} unexpected attention keys, e.g. {_first(unexpected)}")
+        warnings.warn(f"{source}: ignoring {len(unexpected)} unexpected attention keys, e.g. {_first(unexpected)}",
+                      stacklevel=2)
 
     mapped = {diffusers_key: state_dict[ldm_key] for ldm_key, diffusers_key in key_map.items()}
     result = unet.load_state_dict(mapped, strict=False)

@@ -15,8 +15,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .ckpt_6dof import (CAMERA_EMBEDDING_DIM, CC_PROJECTION_BIAS, CC_PROJECTION_WEIGHT, LDM_UNET_PREFIX,
-                        SD1_DOWN_BLOCK_TYPES, SD1_LAYERS_PER_BLOCK, SD1_UP_BLOCK_TYPES, ldm_attention_key_map)
+from .ckpt_6dof import (
+    CAMERA_EMBEDDING_DIM,
+    CC_PROJECTION_BIAS,
+    CC_PROJECTION_WEIGHT,
+    LDM_UNET_PREFIX,
+    SD1_DOWN_BLOCK_TYPES,
+    SD1_LAYERS_PER_BLOCK,
+    SD1_UP_BLOCK_TYPES,
+    ldm_attention_key_map,
+)
 from .projection import CLIPCameraProjection
 
 
