@@ -104,8 +104,6 @@ def test_import_scan_sees_every_form(tmp_path):
     assert [f.split(" ")[0] for f in found] == ["probe.py:3", "probe.py:4", "probe.py:5", "probe.py:6"], found
 
 
-@pytest.mark.xfail(strict=False, reason="gui/port.py (WindowPort) is being introduced; remove this mark once "
-                   "every panel types against it")
 def test_panels_do_not_import_the_window():
     found = _gui_app_imports(REPO / "gui" / "panels")
     assert not found, "panels must type against gui.port.WindowPort, not gui.app:\n" + "\n".join(found)
