@@ -44,7 +44,7 @@ class _Tile:
     def __init__(self, app: "WindowPort", parent: int | str, index: int) -> None:
         size = 2 * TILE + 2
         self.texture = RawTexture(app.textures, size, size)
-        with dpg.child_window(width=size + 18, height=size + 96, border=True, parent=parent,
+        with dpg.child_window(width=size + 18, height=size + 106, border=True, parent=parent,
                               no_scrollbar=True) as box:
             self.button = dpg.add_image_button(self.texture.tag, width=size, height=size,
                                                callback=lambda: app.select_view(index, snap=True))
