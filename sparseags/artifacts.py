@@ -322,11 +322,32 @@ def outlier_report(pipeline: Any) -> dict:
             "mean_without_next_candidate": r.mean_without_next,
             "accepted": r.accepted,
             "manual": r.manual_accept is not None,
+            "reason": r.reason,
+            "ran": r.scores is not None or r.index == 0,
+            "evidence": None if r.evidence is None else {
+                k: {scene.ids[v]: _finite_or_none(x) for v, x in enumerate(vals)} for k, vals in r.evidence.items()},
+            "z": None if r.z is None else {
+                k: {scene.ids[v]: _finite_or_none(x) for v, x in enumerate(vals)} for k, vals in r.z.items()},
         } for r in pipeline.loo.rounds]
         report["score"] = pipeline.score_key
+        report["rule"] = pipeline.loo.rule
+        report["by_hand"] = [scene.ids[v] for v in pipeline.hand_outliers()]
+    searched = list(pipeline.search_order)
+    report["searched"] = [scene.ids[v] for v in searched]
+    report["ambiguous"] = {}
+    for v in searched:
+        search = pipeline.searches.get(v)
+        if search is not None and search.done and search.ambiguous:
+            report["ambiguous"][scene.ids[v]] = [
+                {k: c[k] for k in ("rank", "angle_deg", "mse", "lpips")} for c in search.competitors_of(search.choice)]
     if pipeline.arbitration is not None:
-        report["arbitration"] = {"choice": pipeline.arbitration.choice, "reason": pipeline.arbitration.reason,
-                                 "manual": pipeline.arbitration.manual_choice is not None}
+        arb = pipeline.arbitration
+        report["arbitration"] = {"choice": arb.choice, "reason": arb.reason, "mode": arb.mode,
+                                 "manual": arb.manual_choice is not None or bool(arb.view_manual),
+                                 "views": {scene.ids[v]: {"choice": arb.view_choice(v), "reason": arb.view_reason.get(v, ""),
+                                                          "manual": v in arb.view_manual, "ambiguous": v in arb.ambiguous}
+                                           for v in arb.outliers}}
+    flagged = flagged + [v for v in searched if v not in flagged]
     if scene.w2c_gt is None or not flagged:
         return report
     before = per_view_rotation_error_deg(scene.w2c_init, scene.w2c_gt).numpy()
@@ -342,6 +363,11 @@ def outlier_report(pipeline: Any) -> dict:
                                                                     torch.as_tensor(gt[v][:3, :3])))
         report["views"][scene.ids[v]] = entry
     return report
+
+
+def _finite_or_none(value: Any) -> Optional[float]:
+    value = float(value)
+    return value if np.isfinite(value) else None
 
 
 def _inlier_pair(recon: Reconstruction, est: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

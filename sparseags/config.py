@@ -159,8 +159,9 @@ class PriorConfig:
 class LpipsConfig:
     # Backbone: "vgg" (official outlier score) or "alex".
     net: Literal["vgg", "alex"] = "vgg"
-    # Folder with offline backbone weights (vgg16_features.pth / alexnet_features.pth); empty = torchvision cache.
-    weights_dir: str = "../shared/weights/lpips"
+    # Folder with the backbone weights (vgg16_features.pth / alexnet_features.pth), relative to the repository;
+    # a backbone fetched on first use is saved here (see sparseags/lpips_model.py). Empty = checkpoints/lpips.
+    weights_dir: str = "checkpoints/lpips"
     # Reproduce the official quirk of feeding [0, 1] images instead of [-1, 1].
     official_01_inputs: bool = False
 
@@ -174,6 +175,22 @@ class OutlierConfig:
     # Reconstruction steps of every leave-one-out round and of the arbitration's reconstructions
     # (0 = recon.iters, official). Rounds are compared with each other, so they all train equally long.
     round_iters: int = 300
+    # Detection rule: "relative" (default) removes the view whose evidence (photometric score, epipolar
+    # residual, silhouette disagreement) stands out from the other views by a robust z-score of at least
+    # `z_threshold`; "paper" is the official absolute rule (mean score must drop by `threshold`).
+    rule: Literal["relative", "paper"] = "relative"
+    z_threshold: float = 3.5
+    # Relative rule, borderline candidates (z in [z_confirm, z_threshold)): removed if the others' mean score
+    # drops by at least `confirm_drop` (a fraction of it) in the round without the candidate.
+    z_confirm: float = 2.0
+    confirm_drop: float = 0.05
+    # Arbitration: "per_view" keeps each searched view's recovered pose only if it explains that view's own
+    # image and matches better; "paper" is the official all-or-nothing decision.
+    arbitration: Literal["per_view", "paper"] = "per_view"
+    # A search is ambiguous when another candidate at least `ambiguity_angle_deg` away from the winner scores
+    # within `ambiguity_ratio` of the winner's MSE and LPIPS; an ambiguous view keeps its initial pose.
+    ambiguity_angle_deg: float = 30.0
+    ambiguity_ratio: float = 1.1
 
 
 @dataclass

@@ -80,7 +80,11 @@ RESULT_COLUMNS = ("scene", "preset", "n_views", "init_rot5", "init_rot15", "init
                   # after test-time pose refinement of the novel cameras / a rigid ICP of the mesh
                   # (sparseags/quality.py); empty when that refinement is off
                   "psnr_refined", "ssim_refined", "lpips_refined", "f1_icp")
-OUTLIER_COLUMNS = ("scene", "preset", "true_outliers", "flagged", "tp", "fp", "fn")
+# ambiguous: searched views whose search was ambiguous (kept at their initial pose); tp/fp/fn count them as
+# usual, tp_x/fp_x/fn_x leave them out (neither a miss nor a false positive, fair on symmetric objects);
+# searched: every searched view as id:error-before>error-after (degrees, rotation vs GT).
+OUTLIER_COLUMNS = ("scene", "preset", "true_outliers", "flagged", "tp", "fp", "fn", "ambiguous", "tp_x", "fp_x",
+                   "fn_x", "searched")
 
 # A view is a true outlier when its initial rotation error (after the robust global alignment of
 # sparseags.metrics.per_view_rotation_error_deg) exceeds this many degrees.
@@ -488,6 +492,16 @@ def outlier_row(result: JobResult) -> dict[str, str]:
         row["tp"] = str(len(set(truth) & set(flagged)))
         row["fp"] = str(len(set(flagged) - set(truth)))
         row["fn"] = str(len(set(truth) - set(flagged)))
+        report = result.metrics.get("outliers", {})
+        ambiguous = set(report.get("ambiguous", {}))
+        row["ambiguous"] = " ".join(sorted(ambiguous))
+        truth_x, flagged_x = set(truth) - ambiguous, set(flagged) - ambiguous
+        row["tp_x"] = str(len(truth_x & flagged_x))
+        row["fp_x"] = str(len(flagged_x - truth_x))
+        row["fn_x"] = str(len(truth_x - flagged_x))
+        row["searched"] = " ".join(
+            f"{view}:{e.get('rot_err_before_deg', float('nan')):.1f}>{e.get('rot_err_after_deg', float('nan')):.1f}"
+            for view, e in report.get("views", {}).items())
     return row
 
 
@@ -530,18 +544,22 @@ def _pose_table(presets: list[str], rows: list[dict[str, str]]) -> list[str]:
 
 
 def _outlier_table(presets: list[str], rows: list[dict[str, str]]) -> list[str]:
-    def precision_recall(selected: list[dict[str, str]]) -> tuple[int, int, int, str, str]:
-        counted = [r for r in selected if r["tp"] != ""]
-        tp, fp, fn = (sum(int(r[k]) for r in counted) for k in ("tp", "fp", "fn"))
+    def precision_recall(selected: list[dict[str, str]], suffix: str = "") -> tuple[int, int, int, str, str]:
+        counted = [r for r in selected if r["tp" + suffix] != ""]
+        tp, fp, fn = (sum(int(r[k + suffix]) for r in counted) for k in ("tp", "fp", "fn"))
         precision = f"{100.0 * tp / (tp + fp):.1f}" if tp + fp else "–"
         recall = f"{100.0 * tp / (tp + fn):.1f}" if tp + fn else "–"
         return tp, fp, fn, precision, recall
 
-    lines = ["| initial poses | true outliers | flagged | TP | FP | FN | precision (%) | recall (%) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| initial poses | true outliers | flagged | TP | FP | FN | precision (%) | recall (%) | ambiguous | "
+             "precision / recall without them (%) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, selected in [(p, [r for r in rows if r["preset"] == p]) for p in presets] + [("all", rows)]:
         tp, fp, fn, precision, recall = precision_recall(selected)
-        lines.append(f"| {name} | {tp + fn} | {tp + fp} | {tp} | {fp} | {fn} | {precision} | {recall} |")
+        ambiguous = sum(len(r.get("ambiguous", "").split()) for r in selected)
+        _, _, _, precision_x, recall_x = precision_recall(selected, "_x")
+        lines.append(f"| {name} | {tp + fn} | {tp + fp} | {tp} | {fp} | {fn} | {precision} | {recall} | {ambiguous} | "
+                     f"{precision_x} / {recall_x} |")
     return lines
 
 

@@ -15,9 +15,11 @@ each round also returns per-view *evidence* (photometric score, and where availa
 of the view's verified matches and its silhouette disagreement). Every kind of evidence becomes a robust
 modified z-score over the round's inliers (:func:`robust_z`); the candidate is the inlier with the largest
 combined z (:func:`combined_z`, the largest over the kinds), and it is removed if, and only if, that z is at
-least ``z_threshold`` (3.5, the Iglewicz-Hoaglin cut-off). The verdict is known before the round without
-the candidate runs, so a rejected candidate costs no reconstruction; an accepted one runs the round (its
-Gaussians, built without the candidate, are what the pose search renders).
+least ``z_threshold`` (3.5, the Iglewicz-Hoaglin cut-off). A candidate below ``z_confirm`` is kept at once,
+and its round is never run; one in between is put to the leave-one-out vote, relative to the scores: its
+removal stands if the others' mean score drops by at least ``confirm_drop`` (a fraction, 5 %) without it.
+An accepted candidate's round is run in every case: its Gaussians, built without the candidate, are what
+the pose search renders.
 
 Every verdict can be overruled (:meth:`LeaveOneOut.override`): the loop rewinds to that verdict, applies
 the user's decision and continues from there, exactly as if the automatic rule had decided so.
@@ -200,7 +202,9 @@ class LeaveOneOut:
     threshold: float = 0.05
     max_count: Optional[int] = None  # default: max_removals(V)
     rule: str = "paper"  # "paper" (absolute drop of the mean) or "relative" (robust z of the evidence)
-    z_threshold: float = 3.5
+    z_threshold: float = 3.5  # relative rule: a candidate at or above this z is removed outright
+    z_confirm: float = 2.0  # ... between this and z_threshold, its leave-one-out round decides
+    confirm_drop: float = 0.05  # ... by whether the others' mean score drops by this fraction
     rounds: list = field(default_factory=list)
     recon: Optional[Steppable] = None
     finished: bool = False
@@ -253,17 +257,20 @@ class LeaveOneOut:
         current.recon_state = self.recon.state_dict()
         event = {"phase": "loo", "event": "round_scored", "round": current.index,
                  "mean": current.mean_inliers}
-        if current.index > 0 and self.rule == "relative":
-            event.update(candidate=current.candidate, accept=current.accepted)
-        elif current.index > 0:
+        if current.index > 0 and current.auto_accept is None:
+            # the official test, or the relative rule's confirmation of a borderline candidate
             previous = self.rounds[-2]
-            current.auto_accept = removal_accepted(previous.mean_without_next, current.mean_inliers,
-                                                   self.threshold)
+            before, after = previous.mean_without_next, current.mean_inliers
+            drop = self.threshold if self.rule == "paper" else self.confirm_drop * before
+            current.auto_accept = removal_accepted(before, after, drop)
+            if self.rule == "relative":
+                current.reason += (f"; without it the others' mean went {before:.4f} -> {after:.4f} "
+                                   f"({'a' if current.auto_accept else 'not a'} drop of {self.confirm_drop:.0%})")
             self.log.append({"round": current.index, "candidate": current.candidate,
                              "auto_accept": current.auto_accept,
-                             "mean_without_candidate_before": previous.mean_without_next,
-                             "mean_after": current.mean_inliers})
-            event.update(candidate=current.candidate, accept=current.auto_accept)
+                             "mean_without_candidate_before": before, "mean_after": after})
+        if current.index > 0:
+            event.update(candidate=current.candidate, accept=current.accepted)
         self._advance_from(len(self.rounds) - 1)
         return event
 
@@ -291,13 +298,22 @@ class LeaveOneOut:
         current.mean_without_next = mean_over(current.scores, others)
         next_round = Round(index=index + 1, flags=others, candidate=worst)
         if self.rule == "relative":
-            # The verdict is known now; a rejected candidate costs no reconstruction.
-            next_round.auto_accept, next_round.reason = accept, reason
-            self.log.append({"round": next_round.index, "candidate": worst, "auto_accept": accept, "reason": reason})
-            if not accept:
+            z = float(current.z["combined"][worst])
+            if accept:  # stands out: removed without a leave-one-out vote
+                next_round.auto_accept, next_round.reason = True, reason
+            elif np.isfinite(z) and z >= self.z_confirm:  # borderline: the round without it decides
+                next_round.reason = reason.replace(f"< {self.z_threshold:g}", f"in [{self.z_confirm:g}, "
+                                                   f"{self.z_threshold:g})")
+            else:  # does not stand out: kept, and its round costs nothing
+                next_round.auto_accept, next_round.reason = False, reason
+                self.log.append({"round": next_round.index, "candidate": worst, "auto_accept": False,
+                                 "reason": reason})
                 self.rounds.append(next_round)
                 self._stop(index)
                 return
+            if accept:
+                self.log.append({"round": next_round.index, "candidate": worst, "auto_accept": True,
+                                 "reason": reason})
         self._start_round(next_round, current.w2c)
 
     def _stop(self, final_index: int) -> None:
@@ -361,6 +377,8 @@ class LeaveOneOut:
             "max_count": self.max_count,
             "rule": self.rule,
             "z_threshold": self.z_threshold,
+            "z_confirm": self.z_confirm,
+            "confirm_drop": self.confirm_drop,
             "done": self.finished,
             "final_round": self.final_round,
             "outliers": self.outliers if self.finished else [],

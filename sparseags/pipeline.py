@@ -85,40 +85,118 @@ def frozen_render_fn(recon: Reconstruction, max_gaussians: int = 0) -> Callable:
     return render
 
 
+def per_view_verdict(scores_recovered: dict, scores_initial: dict, view: int,
+                     epipolar_recovered: float = float("nan"), epipolar_initial: float = float("nan"),
+                     lpips_key: str = "lpips_norm") -> tuple[str, str]:
+    """Per-view arbitration of one searched view: ("recovered" | "initial", reason).
+
+    The recovered pose stays if, and only if, it explains the view's own image better (LPIPS lower) and at
+    least one more witness agrees (MSE lower, or the median epipolar error of its matches lower), while the
+    matches do not clearly contradict it (epipolar error above 1.5 x the initial pose's + 1 px).
+    """
+    a, b = scores_recovered, scores_initial
+    key = lpips_key if lpips_key in a else "mse_norm"
+    lp_a, lp_b = float(a[key][view]), float(b[key][view])
+    mse_a, mse_b = float(a["mse_norm"][view]), float(b["mse_norm"][view])
+    parts = [f"{key} {lp_a:.4f} vs {lp_b:.4f}", f"mse_norm {mse_a:.4f} vs {mse_b:.4f}"]
+    has_epipolar = np.isfinite(epipolar_recovered) and np.isfinite(epipolar_initial)
+    if has_epipolar:
+        parts.append(f"epipolar {epipolar_recovered:.1f} vs {epipolar_initial:.1f} px")
+    numbers = " (recovered vs initial: " + ", ".join(parts) + ")"
+    if not lp_a < lp_b:
+        return "initial", f"{key} not lower at the recovered pose" + numbers
+    if has_epipolar and epipolar_recovered > 1.5 * epipolar_initial + 1.0:
+        return "initial", "the matches contradict the recovered pose" + numbers
+    if mse_a < mse_b or (has_epipolar and epipolar_recovered < epipolar_initial):
+        return "recovered", "the recovered pose explains the view better" + numbers
+    return "initial", "only LPIPS prefers the recovered pose" + numbers
+
+
 @dataclass
 class Arbitration:
-    """Official final decision between recovered poses and aligned initial poses, as a steppable object."""
+    """Final decision between each searched view's recovered pose and its initial pose aligned to the inlier 3D,
+    as a steppable object.
+
+    Two full reconstructions with every view as an inlier are trained, (a) from the recovered poses and (b)
+    from the aligned initial poses. ``mode="per_view"`` (default) decides every searched view on its own
+    evidence (:func:`per_view_verdict`; an ambiguous search keeps the initial pose); when the views decide
+    differently, a third reconstruction from the mixed poses is the result. ``mode="paper"`` is the official
+    all-or-nothing rule (mean score not worse and every outlier better in LPIPS and MSE).
+    """
 
     pipeline: "Pipeline"
     base_w2c: np.ndarray  # [V, 4, 4] poses of the accepted round (inliers optimised)
     outliers: list  # view indices
     recovered: dict  # view index -> recovered w2c [4, 4]
-    stage: str = "align"  # align -> recon_recovered -> recon_initial -> decided
+    mode: str = "per_view"
+    ambiguous: dict = field(default_factory=dict)  # view index -> competitors (list of dicts) when ambiguous
+    stage: str = "align"  # align -> recon_recovered -> recon_initial [-> recon_mixed] -> decided
     align_index: int = 0
     aligner: Optional[PoseSearch] = None
     aligned: dict = field(default_factory=dict)  # view index -> aligned initial w2c
     recon_recovered: Optional[Reconstruction] = None
     recon_initial: Optional[Reconstruction] = None
+    recon_mixed: Optional[Reconstruction] = None
+    mixed_for: Optional[dict] = None  # view index -> choice the mixed reconstruction was built with
     scores_recovered: Optional[dict] = None
     scores_initial: Optional[dict] = None
-    auto_choice: Optional[str] = None
-    manual_choice: Optional[str] = None
+    scores_mixed: Optional[dict] = None
+    epipolar_recovered: Optional[np.ndarray] = None  # [V] median Sampson error per view (nan: no matches)
+    epipolar_initial: Optional[np.ndarray] = None
+    auto_choice: Optional[str] = None  # scene level: "recovered" | "initial" | "mixed"
+    manual_choice: Optional[str] = None  # scene-level override (paper mode)
+    view_auto: dict = field(default_factory=dict)  # view index -> "recovered" | "initial"
+    view_manual: dict = field(default_factory=dict)  # view index -> the user's choice
+    view_reason: dict = field(default_factory=dict)  # view index -> why
     reason: str = ""
+
+    def view_choice(self, view: int) -> Optional[str]:
+        return self.view_manual.get(view) or self.view_auto.get(view)
+
+    def view_choices(self) -> dict:
+        return {v: self.view_choice(v) for v in self.outliers}
 
     @property
     def choice(self) -> Optional[str]:
-        return self.manual_choice or self.auto_choice
+        """Scene-level summary: "recovered" / "initial" when every searched view agrees, else "mixed"."""
+        if self.mode == "paper":
+            return self.manual_choice or self.auto_choice
+        choices = set(self.view_choices().values())
+        if None in choices or not choices:
+            return None
+        return choices.pop() if len(choices) == 1 else "mixed"
 
     @property
     def done(self) -> bool:
         return self.stage == "decided"
 
-    def poses_for(self, which: str) -> np.ndarray:
+    def poses_for(self, which: Any) -> np.ndarray:
+        """[V, 4, 4] poses: "recovered", "initial" (aligned), or a dict view -> choice (mixed)."""
         w2c = self.base_w2c.copy()
-        source = self.recovered if which == "recovered" else self.aligned
-        for view, pose in source.items():
-            w2c[view] = pose
+        for view in self.outliers:
+            choice = which if isinstance(which, str) else which[view]
+            pose = self.recovered.get(view) if choice == "recovered" else self.aligned.get(view)
+            if pose is not None:
+                w2c[view] = pose
         return w2c
+
+    def result(self) -> tuple[Reconstruction, dict]:
+        """The reconstruction and scores that stand after the decision."""
+        choice = self.choice
+        if choice == "recovered":
+            return self.recon_recovered, self.scores_recovered
+        if choice == "initial":
+            return self.recon_initial, self.scores_initial
+        return self.recon_mixed, self.scores_mixed
+
+    def _train(self, name: str, poses: Any, budget: int) -> Optional[Reconstruction]:
+        p = self.pipeline
+        recon = getattr(self, name)
+        if recon is None:
+            recon = p.make_recon(np.ones(p.num_views, int), self.poses_for(poses), iters=p.arbitration_iters)
+            setattr(self, name, recon)
+        event = recon.step(budget)
+        return recon if recon.done else event
 
     def step(self, budget: int = 1) -> dict:
         p = self.pipeline
@@ -137,28 +215,66 @@ class Arbitration:
             event.update(phase="arbitration", stage="align", view=p.scene.ids[view])
             return event
         if self.stage == "recon_recovered":
-            if self.recon_recovered is None:
-                self.recon_recovered = p.make_recon(np.ones(p.num_views, int), self.poses_for("recovered"),
-                                                    iters=p.arbitration_iters)
-            event = self.recon_recovered.step(budget)
-            if self.recon_recovered.done:
-                self.scores_recovered = p.score(self.recon_recovered)
+            out = self._train("recon_recovered", "recovered", budget)
+            if isinstance(out, Reconstruction):
+                self.scores_recovered = p.score(out)
+                self.epipolar_recovered = out.view_epipolar_errors()[0]
                 self.stage = "recon_initial"
-            event.update(phase="arbitration", stage="recovered")
-            return event
+                out = {}
+            return dict(out, phase="arbitration", stage="recovered")
         if self.stage == "recon_initial":
-            if self.recon_initial is None:
-                self.recon_initial = p.make_recon(np.ones(p.num_views, int), self.poses_for("initial"),
-                                                  iters=p.arbitration_iters)
-            event = self.recon_initial.step(budget)
-            if self.recon_initial.done:
-                self.scores_initial = p.score(self.recon_initial)
+            out = self._train("recon_initial", "initial", budget)
+            if isinstance(out, Reconstruction):
+                self.scores_initial = p.score(out)
+                self.epipolar_initial = out.view_epipolar_errors()[0]
                 self._decide()
-            event.update(phase="arbitration", stage="initial")
-            return event
+                out = {}
+            return dict(out, phase="arbitration", stage="initial")
+        if self.stage == "recon_mixed":
+            out = self._train("recon_mixed", self.mixed_for, budget)
+            if isinstance(out, Reconstruction):
+                self.scores_mixed = p.score(out)
+                self.stage = "decided"
+                out = {}
+            return dict(out, phase="arbitration", stage="mixed")
         return {"phase": "arbitration", "event": "done", "choice": self.choice}
 
     def _decide(self) -> None:
+        if self.mode == "paper":
+            self._decide_paper()
+        else:
+            self._decide_per_view()
+        self._settle()
+
+    def _settle(self) -> None:
+        """Decided when every view agrees; otherwise train (or reuse) the reconstruction of the mixed poses."""
+        if self.choice == "mixed" and self.view_choices() != self.mixed_for:
+            self.mixed_for = self.view_choices()
+            self.recon_mixed, self.scores_mixed = None, None
+            self.stage = "recon_mixed"
+        else:
+            self.stage = "decided"
+
+    def _decide_per_view(self) -> None:
+        key = self.pipeline.score_key
+        lp = "lpips_norm" if "lpips_norm" in self.scores_recovered else key
+        for view in self.outliers:
+            if view in self.ambiguous:
+                angles = ", ".join(f"{c['angle_deg']:.0f}°" for c in self.ambiguous[view][:3])
+                self.view_auto[view] = "initial"
+                self.view_reason[view] = (f"ambiguous: {len(self.ambiguous[view])} candidate(s) {angles} away from "
+                                          "the best score alike; the initial pose is kept")
+                continue
+            choice, why = per_view_verdict(self.scores_recovered, self.scores_initial, view,
+                                           float(self.epipolar_recovered[view]), float(self.epipolar_initial[view]),
+                                           lpips_key=lp)
+            self.view_auto[view], self.view_reason[view] = choice, why
+        counts = {c: list(self.view_auto.values()).count(c) for c in ("recovered", "initial")}
+        self.auto_choice = "mixed" if counts["recovered"] and counts["initial"] else (
+            "recovered" if counts["recovered"] else "initial")
+        self.reason = f"per view: {counts['recovered']} recovered, {counts['initial']} initial"
+
+    def _decide_paper(self) -> None:
         key = self.pipeline.score_key
         a, b = self.scores_recovered, self.scores_initial
         mean_a, mean_b = float(np.mean(a[key])), float(np.mean(b[key]))
@@ -173,55 +289,96 @@ class Arbitration:
             else:
                 self.auto_choice = "initial"
                 self.reason = "not every outlier improves in both LPIPS and MSE"
-        self.stage = "decided"
+        for view in self.outliers:
+            self.view_auto[view], self.view_reason[view] = self.auto_choice, "scene-level rule: " + self.reason
+
+    def choose(self, choice: str, view: Optional[int] = None) -> None:
+        """The user's choice for one searched view (or all of them); may re-open the mixed reconstruction."""
+        views = list(self.outliers) if view is None else [view]
+        if self.mode == "paper" and view is None:
+            self.manual_choice = choice
+        for v in views:
+            self.view_manual[v] = choice
+        if self.mode == "paper" and view is not None:
+            self.manual_choice = None
+        self._settle()
 
     def snapshot(self) -> dict:
         def per_view(scores):
             return None if scores is None else {k: np.asarray(v).tolist() for k, v in scores.items()}
 
+        def view_scores(scores, epipolar, view):
+            if scores is None:
+                return None
+            epi = None if epipolar is None or not np.isfinite(epipolar[view]) else float(epipolar[view])
+            return {"lpips_norm": float(scores["lpips_norm"][view]) if "lpips_norm" in scores else None,
+                    "mse_norm": float(scores["mse_norm"][view]), "epipolar_px": epi}
+
+        ids = self.pipeline.scene.ids
+        views = [{
+            "view": int(v), "id": ids[v], "auto_choice": self.view_auto.get(v), "manual_choice": self.view_manual.get(v),
+            "choice": self.view_choice(v), "reason": self.view_reason.get(v, ""), "ambiguous": v in self.ambiguous,
+            "candidates": [{k: c[k] for k in ("rank", "angle_deg", "score")} for c in self.ambiguous.get(v, [])],
+            "scores": {"recovered": view_scores(self.scores_recovered, self.epipolar_recovered, v),
+                       "initial": view_scores(self.scores_initial, self.epipolar_initial, v)},
+        } for v in self.outliers]
         return {
             "stage": self.stage,
+            "mode": self.mode,
             "outliers": list(self.outliers),
             "recovered": {int(k): v.tolist() for k, v in self.recovered.items()},
             "aligned": {int(k): v.tolist() for k, v in self.aligned.items()},
             "scores_recovered": per_view(self.scores_recovered),
             "scores_initial": per_view(self.scores_initial),
+            "scores_mixed": per_view(self.scores_mixed),
             "auto_choice": self.auto_choice,
             "manual_choice": self.manual_choice,
             "choice": self.choice,
             "reason": self.reason,
+            "views": views,
         }
 
+    _RECONS = (("recon_recovered", "recovered"), ("recon_initial", "initial"), ("recon_mixed", None))
+
     def state_dict(self) -> dict:
-        return {
-            "base_w2c": self.base_w2c.copy(), "outliers": list(self.outliers),
+        state = {
+            "base_w2c": self.base_w2c.copy(), "outliers": list(self.outliers), "mode": self.mode,
+            "ambiguous": copy.deepcopy(self.ambiguous),
             "recovered": copy.deepcopy(self.recovered), "stage": self.stage, "align_index": self.align_index,
             "aligner": None if self.aligner is None else self.aligner.state_dict(),
-            "aligned": copy.deepcopy(self.aligned),
-            "recon_recovered": None if self.recon_recovered is None else self.recon_recovered.state_dict(),
-            "recon_initial": None if self.recon_initial is None else self.recon_initial.state_dict(),
-            "scores_recovered": copy.deepcopy(self.scores_recovered),
-            "scores_initial": copy.deepcopy(self.scores_initial),
-            "auto_choice": self.auto_choice, "manual_choice": self.manual_choice, "reason": self.reason,
+            "aligned": copy.deepcopy(self.aligned), "mixed_for": copy.deepcopy(self.mixed_for),
         }
+        for name, _ in self._RECONS:
+            recon = getattr(self, name)
+            state[name] = None if recon is None else recon.state_dict()
+        for name in ("scores_recovered", "scores_initial", "scores_mixed", "epipolar_recovered", "epipolar_initial",
+                     "auto_choice", "manual_choice", "view_auto", "view_manual", "view_reason", "reason"):
+            state[name] = copy.deepcopy(getattr(self, name))
+        return state
 
     @classmethod
     def from_state(cls, pipeline: "Pipeline", state: dict) -> "Arbitration":
-        arb = cls(pipeline, np.asarray(state["base_w2c"]), list(state["outliers"]), dict(state["recovered"]))
+        arb = cls(pipeline, np.asarray(state["base_w2c"]), list(state["outliers"]), dict(state["recovered"]),
+                  mode=state.get("mode", "paper"), ambiguous=dict(state.get("ambiguous", {})))
         arb.stage, arb.align_index = state["stage"], state["align_index"]
         arb.aligned = dict(state["aligned"])
+        arb.mixed_for = state.get("mixed_for")
         if state["aligner"] is not None:
             view = arb.outliers[arb.align_index]
             arb.aligner = pipeline.make_aligner(view, arb.base_w2c)
             arb.aligner.load_state_dict(state["aligner"])
-        for name, poses in (("recon_recovered", "recovered"), ("recon_initial", "initial")):
-            if state[name] is not None:
-                recon = pipeline.make_recon(np.ones(pipeline.num_views, int), arb.poses_for(poses),
+        for name, poses in cls._RECONS:
+            if state.get(name) is not None:
+                recon = pipeline.make_recon(np.ones(pipeline.num_views, int),
+                                            arb.poses_for(poses if poses is not None else arb.mixed_for),
                                             iters=pipeline.arbitration_iters)
                 recon.load_state_dict(state[name])
                 setattr(arb, name, recon)
-        arb.scores_recovered, arb.scores_initial = state["scores_recovered"], state["scores_initial"]
-        arb.auto_choice, arb.manual_choice, arb.reason = state["auto_choice"], state["manual_choice"], state["reason"]
+        for name in ("scores_recovered", "scores_initial", "scores_mixed", "epipolar_recovered", "epipolar_initial",
+                     "auto_choice", "manual_choice", "reason"):
+            setattr(arb, name, copy.deepcopy(state.get(name)))
+        for name in ("view_auto", "view_manual", "view_reason"):
+            setattr(arb, name, dict(state.get(name, {})))
         return arb
 
 
@@ -275,10 +432,29 @@ class Pipeline:
         return score_views(rgb.clamp(0, 1).cpu(), alpha.cpu(), self.scene.images, self.scene.masks,
                            lpips_metric=self.lpips, official=True)
 
-    def _loo_scores(self, recon: Reconstruction) -> np.ndarray:
-        scores = self.score(recon)
+    @torch.no_grad()
+    def view_evidence(self, recon: Reconstruction) -> dict:
+        """Per-view evidence of a reconstruction, each [V] (nan = not available), lower = better explained:
+        "photometric" (the leave-one-out score), "epipolar" (median Sampson error of the view's verified matches
+        with the inliers, pixels) and "mask" (1 - IoU of the rendered and the photographed silhouettes)."""
+        rgb, alpha = recon.render_views()
+        scores = score_views(rgb.clamp(0, 1).cpu(), alpha.cpu(), self.scene.images, self.scene.masks,
+                             lpips_metric=self.lpips, official=True)
         self.latest_scores = scores
-        return scores[self.score_key]
+        epipolar, _ = recon.view_epipolar_errors()
+        rendered = alpha.cpu().numpy() > 0.5  # [V, H, W]
+        photographed = np.asarray(self.scene.masks) > 0.5  # [V, H, W]
+        union = np.logical_or(rendered, photographed).sum(axis=(1, 2))
+        inter = np.logical_and(rendered, photographed).sum(axis=(1, 2))
+        mask = 1.0 - inter / np.maximum(union, 1)
+        return {"photometric": np.asarray(scores[self.score_key], dtype=np.float64),
+                "epipolar": np.asarray(epipolar, dtype=np.float64), "mask": mask.astype(np.float64)}
+
+    def _make_loo(self) -> LeaveOneOut:
+        oc = self.cfg.outliers
+        return LeaveOneOut(lambda f, w: self.make_recon(f, w, iters=self.round_iters), self.view_evidence,
+                           self.initial_flags, self.initial_w2c, threshold=oc.threshold, rule=oc.rule,
+                           z_threshold=oc.z_threshold, z_confirm=oc.z_confirm, confirm_drop=oc.confirm_drop)
 
     def _restore_recon(self, flags: np.ndarray, state: dict) -> Reconstruction:
         recon = self.make_recon(flags, np.asarray(state["w2c_init"].double().numpy()), iters=int(state["iters"]))
@@ -304,7 +480,9 @@ class Pipeline:
             stage_lr=list(sc.stage_lr), stage_jitter=list(sc.stage_jitter),
             stage_resolution=list(sc.stage_resolution), lr_gamma=sc.lr_gamma, replicate=sc.replicate,
             keep_fraction=sc.keep_fraction, keep_min=sc.keep_min, chunk=sc.chunk, lpips_fn=lpips_fn,
-            rank_candidates=sc.rank_candidates, seed=self.cfg.seed + 1000 + view, view_id=self.scene.ids[view])
+            rank_candidates=sc.rank_candidates, seed=self.cfg.seed + 1000 + view, view_id=self.scene.ids[view],
+            ambiguity_angle_deg=self.cfg.outliers.ambiguity_angle_deg,
+            ambiguity_ratio=self.cfg.outliers.ambiguity_ratio)
 
     def make_aligner(self, view: int, base_w2c: np.ndarray) -> PoseSearch:
         """Official align_to_mesh: copies of the initial pose, jittered, refined against the inlier 3D."""
@@ -374,8 +552,7 @@ class Pipeline:
             self.latest_scores = self.score(self.recon)
             self._finish(self.recon)
             return {"event": "reconstructed"}
-        self.loo = LeaveOneOut(lambda f, w: self.make_recon(f, w, iters=self.round_iters), self._loo_scores,
-                               self.initial_flags, self.initial_w2c, threshold=self.cfg.outliers.threshold)
+        self.loo = self._make_loo()
         self.loo.start_with(self.recon)
         self.phase = "loo"
         return {"event": "reconstructed"}
@@ -403,8 +580,12 @@ class Pipeline:
     def _step_search(self, budget: int) -> dict:
         if self.search_index >= len(self.search_order):
             recovered = {v: self.searches[v].chosen_w2c() for v in self.search_order}
+            # A search the user settled by hand is not ambiguous any more.
+            ambiguous = {v: self.searches[v].competitors_of(self.searches[v].choice) for v in self.search_order
+                         if self.searches[v].ambiguous and self.searches[v].manual_choice is None}
             base_w2c = self.base_recon.current_w2c().detach().double().cpu().numpy()
-            self.arbitration = Arbitration(self, base_w2c, list(self.search_order), recovered)
+            self.arbitration = Arbitration(self, base_w2c, list(self.search_order), recovered,
+                                           mode=self.cfg.outliers.arbitration, ambiguous=ambiguous)
             self.phase = "arbitration"
             return {"event": "searched"}
         view = self.search_order[self.search_index]
@@ -421,12 +602,11 @@ class Pipeline:
         assert arb is not None
         if not arb.done:
             event = arb.step(budget)
-            active = arb.recon_initial or arb.recon_recovered
+            active = arb.recon_mixed or arb.recon_initial or arb.recon_recovered
             if active is not None:
                 self.recon = active
             return event
-        chosen = arb.recon_recovered if arb.choice == "recovered" else arb.recon_initial
-        self.latest_scores = arb.scores_recovered if arb.choice == "recovered" else arb.scores_initial
+        chosen, self.latest_scores = arb.result()
         self._finish(chosen)
         return {"event": "arbitrated", "choice": arb.choice}
 
@@ -482,7 +662,7 @@ class Pipeline:
         """
         if self.loo is None:
             raise PipelineError("no leave-one-out verdict yet")
-        decided = [r.index for r in self.loo.rounds if r.index > 0 and r.scores is not None]
+        decided = [r.index for r in self.loo.rounds if r.index > 0 and r.accepted is not None]
         if not decided:
             raise PipelineError("no leave-one-out verdict yet")
         if round_index is None:
@@ -536,19 +716,29 @@ class Pipeline:
             self.phase = "search"
         return hypothesis
 
-    def choose_arbitration(self, choice: str) -> None:
-        """Overrule the final decision: "recovered" or "initial" poses."""
+    def choose_arbitration(self, choice: str, view: Optional[int] = None) -> None:
+        """Overrule the final decision: "recovered" or "initial" pose for searched view `view` (a view index),
+        or for every searched view when `view` is None. When the views then disagree, the reconstruction of
+        the mixed poses is trained (the arbitration phase resumes)."""
         if choice not in ("recovered", "initial"):
             raise PipelineError(f"arbitration choice must be 'recovered' or 'initial', not {choice!r}")
         if self.arbitration is None or not self.arbitration.done:
             raise PipelineError("the arbitration has not decided yet")
-        self.arbitration.manual_choice = choice
-        if self.phase == "done":
-            arb = self.arbitration
-            chosen = arb.recon_recovered if choice == "recovered" else arb.recon_initial
-            self.latest_scores = arb.scores_recovered if choice == "recovered" else arb.scores_initial
-            self._finish(chosen)
-        self._log({"action": "choose_arbitration", "choice": choice})
+        arb = self.arbitration
+        if view is not None and view not in arb.outliers:
+            searched = ", ".join(self.scene.ids[v] for v in arb.outliers)
+            raise PipelineError(f"view {self.scene.ids[view]} was not searched (searched: {searched})")
+        arb.choose(choice, view)
+        self._log({"action": "choose_arbitration", "choice": choice,
+                   "view": None if view is None else self.scene.ids[view]})
+        if arb.done:
+            if self.phase == "done":
+                chosen, self.latest_scores = arb.result()
+                self._finish(chosen)
+        else:
+            # the mixed poses changed: train their reconstruction before finishing again
+            self.final_recon = None
+            self.phase = "arbitration"
 
     # ---------------------------------------------------------------------------------------------
     # replay of logged decisions
@@ -575,7 +765,7 @@ class Pipeline:
             return True
         if action in ("accept_outlier", "reject_outlier"):
             return self.loo is not None and any(
-                r.index == entry.get("round") and r.scores is not None for r in self.loo.rounds)
+                r.index == entry.get("round") and r.accepted is not None for r in self.loo.rounds)
         if action in ("apply_candidate", "apply_cell"):
             search = self.searches.get(self._view_index(entry["view"]))
             return search is not None and search.done
@@ -594,7 +784,8 @@ class Pipeline:
             elif action == "apply_cell":
                 self.apply_cell(self._view_index(entry["view"]), tuple(entry["cell"]))
             else:
-                self.choose_arbitration(entry["choice"])
+                view = entry.get("view")
+                self.choose_arbitration(entry["choice"], None if view is None else self._view_index(view))
 
     # ---------------------------------------------------------------------------------------------
     # display and checkpoints
@@ -688,8 +879,7 @@ class Pipeline:
         if state["recon0"] is not None:
             self.recon.load_state_dict(state["recon0"])
         if state["loo"] is not None:
-            self.loo = LeaveOneOut(lambda f, w: self.make_recon(f, w, iters=self.round_iters), self._loo_scores,
-                                   self.initial_flags, self.initial_w2c, threshold=self.cfg.outliers.threshold)
+            self.loo = self._make_loo()
             self.loo.load_state_dict(state["loo"])
             if self.loo.recon is not None:
                 self.recon = self.loo.recon

@@ -74,3 +74,88 @@ def test_a_manual_choice_per_view_reopens_or_settles_the_mixed_reconstruction():
     assert arb.choice == "initial" and arb.done
     arb.choose("recovered", view=3)  # view 1 initial, view 3 recovered: a new mixture to train
     assert arb.choice == "mixed" and arb.stage == "recon_mixed" and arb.mixed_for == {1: "initial", 3: "recovered"}
+
+
+# -------------------------------------------------------------------------------------------------
+# in the pipeline (tiny synthetic scene, MSE scores: no LPIPS weights needed)
+
+TINY = ["scene.resolution=32", "recon.iters=8", "recon.num_pts=300", "recon.resolution_schedule=[[0.0,32]]",
+        "recon.densify_from=1000", "outliers.round_iters=6", "outliers.score=mse", "search.stage_steps=[2,2,2]",
+        "search.stage_resolution=[16,16,16]", "search.keep_min=4", "search.n_azimuth=8", "search.align_copies=2",
+        "search.align_steps=2", "search.max_gaussians=300", "search.rank_candidates=4", "pipeline.outliers=true",
+        "prior.enabled=false", "device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory):
+    from sparseags.synth import make_demo_scene
+
+    return make_demo_scene(tmp_path_factory.mktemp("arb") / "scene", seed=0, n_views=6, n_novel=0, resolution=32)
+
+
+def tiny_pipeline(scene_dir, overrides=()):
+    from sparseags.config import load_config
+    from sparseags.pipeline import Pipeline
+    from sparseags.scene import load_scene
+
+    cfg = load_config(None, TINY + list(overrides))
+    return Pipeline(load_scene(scene_dir, resolution=cfg.scene.resolution), cfg, device="cpu")
+
+
+def finish(pipeline, budget=4):
+    for _ in range(100000):
+        if pipeline.done:
+            return
+        pipeline.step(budget)
+    raise AssertionError("pipeline did not finish")
+
+
+def test_a_hand_flagged_view_is_searched_and_gets_a_per_view_verdict(tiny_scene):
+    pipeline = tiny_pipeline(tiny_scene)
+    pipeline.set_flag(2, 0)
+    finish(pipeline)
+    assert 2 in pipeline.search_order and pipeline.searches[2].done
+    views = {v["view"]: v for v in pipeline.snapshot()["arbitration"]["views"]}
+    assert views[2]["choice"] in ("recovered", "initial") and views[2]["reason"]
+    from sparseags.artifacts import outlier_report
+
+    report = outlier_report(pipeline)
+    assert report["by_hand"] == ["002"] and "002" in report["searched"]
+    assert report["arbitration"]["views"]["002"]["reason"] == views[2]["reason"]
+
+
+def test_checkpoint_resume_mid_arbitration_is_exact(tiny_scene):
+    reference = tiny_pipeline(tiny_scene)
+    reference.set_flag(2, 0)
+    finish(reference)
+
+    first = tiny_pipeline(tiny_scene)
+    first.set_flag(2, 0)
+    while first.phase != "arbitration":
+        first.step(4)
+    for _ in range(3):
+        first.step(4)
+    resumed = tiny_pipeline(tiny_scene)
+    resumed.load_state_dict(first.state_dict())
+    finish(resumed)
+    assert resumed.arbitration.view_choices() == reference.arbitration.view_choices()
+    np.testing.assert_allclose(resumed.final_recon.current_w2c().detach().numpy(),
+                               reference.final_recon.current_w2c().detach().numpy(), atol=1e-6)
+
+
+def test_choose_arbitration_per_view_in_the_pipeline(tiny_scene):
+    pipeline = tiny_pipeline(tiny_scene)
+    pipeline.set_flag(2, 0)
+    finish(pipeline)
+    other = "initial" if pipeline.arbitration.view_choice(2) == "recovered" else "recovered"
+    pipeline.choose_arbitration(other, view=2)
+    finish(pipeline)  # another searched view may keep its own choice: then the mixed poses are trained
+    assert pipeline.arbitration.view_choice(2) == other
+    chosen = pipeline.arbitration.recovered[2] if other == "recovered" else pipeline.arbitration.aligned[2]
+    # the final reconstruction started view 2 from the chosen pose
+    np.testing.assert_allclose(pipeline.final_recon.initial_w2c[2].double().numpy(), chosen, atol=1e-5)
+    assert pipeline.decisions[-1] == dict(pipeline.decisions[-1], action="choose_arbitration", choice=other,
+                                          view="002")
+    unsearched = next(v for v in range(6) if v not in pipeline.search_order)
+    with pytest.raises(Exception, match="was not searched"):
+        pipeline.choose_arbitration("initial", view=unsearched)

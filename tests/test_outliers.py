@@ -320,3 +320,17 @@ def test_relative_rule_respects_max_removals_and_resumes_exactly():
 def test_unknown_rule_is_an_error():
     with pytest.raises(ValueError, match="rule"):
         LeaveOneOut(lambda f, w: None, lambda r: None, np.ones(3, int), eye(3), rule="strict")
+
+
+@pytest.mark.parametrize("after, accepted", [(0.48, True), (0.52, False)])
+def test_relative_rule_puts_a_borderline_candidate_to_a_relative_leave_one_out_vote(after, accepted):
+    v = 8
+    before = [0.50, 0.52, 0.50, 0.52, 0.50, 0.52, 0.50, 0.60]  # view 7: z = 0.6745 x 0.09 / 0.0255 ~ 2.4
+    table = {(): {"photometric": before}, (7,): {"photometric": [after] * 7 + [0.9]}}
+    make_recon, made = evidence_scripted(table)
+    loop = relative_loop(make_recon, v)
+    run_to_end(loop)
+    assert (7,) in made  # the round without the candidate ran: it decides
+    r1 = loop.snapshot()["rounds"][1]
+    assert r1["auto_accept"] is accepted and "in [2, 3.5)" in r1["reason"] and "drop of 5%" in r1["reason"]
+    assert loop.outliers == ([7] if accepted else [])
