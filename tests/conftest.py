@@ -4,14 +4,54 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# Tests never reach outside the clone for LPIPS backbones: only lpips.weights_dir (checkpoints/lpips) and
+# torchvision's cache, never ../shared, torchvision's download or the package index (tests of those fake them).
+# Set before anything runs, so subprocesses (main.py, window tests) inherit it.
+os.environ["SPARSEAGS_LPIPS_SOURCES"] = "dir,hub"
 
 
 def pytest_configure(config):
     # CUDA-only tests carry @pytest.mark.cuda (beside their skipif): `pytest -m cuda` runs just them,
     # e.g. from scripts/gpu_check.sh on a machine with a GPU.
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one); select with -m cuda")
+    # Tests that need the real LPIPS backbones skip, with the reason, when they are not in checkpoints/lpips or
+    # torchvision's cache; `python -m sparseags.lpips_model --net alex vgg` fetches them.
+    config.addinivalue_line("markers", "real_weights: needs the real LPIPS backbones (skipped, with the reason, without)")
+
+
+@pytest.fixture(scope="session")
+def random_alex():
+    """LPIPS-Alex with a randomly initialised trunk (seed 0) and the package's linear heads: no files, no download.
+
+    Built under a forked RNG, so the global torch seed of the test that first asks for it is left alone.
+    """
+    import warnings
+
+    import lpips
+    import torch
+
+    from sparseags.lpips_model import LpipsMetric
+
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        torch.manual_seed(0)
+        warnings.simplefilter("ignore", UserWarning)  # lpips passes torchvision's deprecated `pretrained=`
+        model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+    return LpipsMetric(model.eval().requires_grad_(False))
+
+
+@pytest.fixture(scope="session")
+def real_alex():
+    """LPIPS-Alex with the real backbone when it is present locally (never fetched in tests); skips otherwise."""
+    from sparseags.lpips_model import DEFAULT_WEIGHTS_DIR, LpipsWeightsError, load_lpips
+
+    try:
+        return load_lpips("alex", DEFAULT_WEIGHTS_DIR)
+    except LpipsWeightsError as err:
+        pytest.skip(f"real LPIPS weights absent ({err}); `python -m sparseags.lpips_model --net alex vgg` fetches them")
 
 
 # Modules that build the DearPyGui window in-process. DearPyGui can crash (segfault) when a later module builds

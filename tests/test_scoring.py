@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import warnings
 
-import lpips
 import numpy as np
 import pytest
 import torch
@@ -14,15 +12,6 @@ from sparseags.lpips_model import LpipsMetric
 from sparseags.scoring import AREA_FLOOR, prepare_targets, score_views
 
 SIZE = 64  # AlexNet's trunk needs at least ~64 px
-
-
-@pytest.fixture(scope="module")
-def random_alex() -> LpipsMetric:
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
-    return LpipsMetric(model.eval().requires_grad_(False))
 
 
 def _quarter_scene() -> dict[str, np.ndarray]:
