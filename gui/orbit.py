@@ -368,7 +368,7 @@ class ProgressivePolicy:
 
     DIVISORS = (2, 3, 4, 6, 8)
 
-    def __init__(self, settle_s: float = 0.1, target_ms: float = 40.0, divisor: int = 4,
+    def __init__(self, settle_s: float = 0.06, target_ms: float = 40.0, divisor: int = 4,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         if divisor not in self.DIVISORS:
             raise ValueError(f"ProgressivePolicy: divisor must be one of {self.DIVISORS}, got {divisor}")

@@ -58,9 +58,11 @@ TRACK_POINTS = 200  # at most this many points per trajectory (evenly spaced ste
 TRACK_REFRESH_S = 0.5  # while the engine runs, trajectories are fetched at most this often
 COLORBAR_STEPS = 48
 PANEL_BG = (24, 26, 32, 200)
-# legend: (key, label); key "current" shows the inlier and outlier colours side by side
-LEGEND_ENTRIES = (("initial", "initial"), ("current", "current: inlier / outlier"), ("gt", "ground truth"),
-                  ("track", "trajectory (o = start)"))
+# legend: (key, label); key "current" shows the inlier and outlier colours side by side, "track" a dot at
+# the start of its line (trajectories start at a hollow dot)
+LEGEND_ENTRIES = (("initial", "initial"), ("current", "current inlier / outlier"), ("gt", "ground truth"),
+                  ("track", "trajectory"))
+LEGEND_CHAR_PX = 5.6  # mean advance of the 13 px legend font (DejaVu Sans), when DearPyGui cannot measure
 
 
 def camera_track_centres(pipeline: Any, max_points: int = TRACK_POINTS) -> Optional[np.ndarray]:
@@ -75,6 +77,17 @@ def camera_track_centres(pipeline: Any, max_points: int = TRACK_POINTS) -> Optio
     w2c = np.stack([tracks[int(i)].double().numpy() for i in indices])  # [T, V, 4, 4]
     rotation, translation = w2c[..., :3, :3], w2c[..., :3, 3]
     return -np.einsum("tvji,tvj->tvi", rotation, translation)  # -R^T t
+
+
+def _text_width(text: str, size: float) -> float:
+    """Width in pixels of `text` drawn at `size` px with the window's font (an estimate before the first frame)."""
+    try:
+        measured = dpg.get_text_size(text)
+    except Exception:  # no font atlas yet
+        measured = None
+    if measured and measured[0] > 0 and measured[1] > 0:
+        return float(measured[0]) * size / float(measured[1])  # the height is the font size
+    return LEGEND_CHAR_PX * len(text)
 
 
 class OrbitViewPanel:
@@ -396,7 +409,7 @@ class OrbitViewPanel:
             points, _ = project_segments(segments, w2c, K, near=1e-2)
             points = points[np.all(np.abs(points) <= limit, axis=(1, 2))]
             for (u0, v0), (u1, v1) in points:
-                dpg.draw_line((u0, v0), (u1, v1), color=TRACK_COLOUR, thickness=2.0, parent=self.layer)
+                dpg.draw_line((u0, v0), (u1, v1), color=TRACK_COLOUR, thickness=2.5, parent=self.layer)
             start, kept = project_segments(np.stack([centres[:1], centres[:1]], axis=1), w2c, K, near=1e-2)
             if len(kept) and np.all(np.abs(start) <= limit):
                 dpg.draw_circle(tuple(start[0, 0]), 3.5, color=TRACK_COLOUR, thickness=1.5, parent=self.layer)
@@ -404,18 +417,20 @@ class OrbitViewPanel:
     # ------------------------------------------------------------------------------------------
     # legend and colour bar
     def _draw_legend(self) -> None:
-        """Bottom-left box naming the colours of the drawn families (ground truth only when the scene has it)."""
+        """One row along the bottom edge naming the colours of the drawn families (ground truth only when
+        the scene has it, the trajectory only when shown)."""
         dpg.delete_item(self.legend_layer, children_only=True)
         entries = [(key, label) for key, label in LEGEND_ENTRIES
                    if (key != "gt" or self.has_gt) and (key != "track" or self.show_tracks)]
-        row, width = 16, 190
-        height = row * len(entries) + 8
-        x0, y0 = 6, self.size - height - 6
-        dpg.draw_rectangle((x0, y0), (x0 + width, y0 + height), color=(0, 0, 0, 0), fill=PANEL_BG, rounding=4,
+        swatch, gap, height = 20, 12, 20
+        widths = [swatch + 5 + _text_width(label, 13) for _, label in entries]
+        total = sum(widths) + gap * (len(entries) - 1) + 12
+        x0, y0 = 4, self.size - height - 4
+        dpg.draw_rectangle((x0, y0), (x0 + total, y0 + height), color=(0, 0, 0, 0), fill=PANEL_BG, rounding=4,
                            parent=self.legend_layer)
         self.legend_items = {}
-        for position, (key, label) in enumerate(entries):
-            y = y0 + 4 + row * position + row / 2
+        x, y = x0 + 6, y0 + height / 2
+        for (key, label), width in zip(entries, widths):
             if key == "current":
                 colours = [FRUSTUM_COLOURS["inlier"], FRUSTUM_COLOURS["outlier"]]
             elif key == "track":
@@ -423,13 +438,17 @@ class OrbitViewPanel:
             else:
                 colours = [FRUSTUM_COLOURS[key]]
             items = []
+            part = swatch / len(colours)
             for k, colour in enumerate(colours):
-                xa = x0 + 6 + 11 * k
-                items.append(dpg.draw_line((xa, y), (xa + (18 if len(colours) == 1 else 8), y), color=colour,
-                                           thickness=3.0, parent=self.legend_layer))
-            items.append(dpg.draw_text((x0 + 30, y - 7), label, color=(235, 235, 235, 255), size=13,
+                items.append(dpg.draw_line((x + k * part, y), (x + (k + 1) * part - (2 if len(colours) > 1 else 0), y),
+                                           color=colour, thickness=3.0, parent=self.legend_layer))
+            if key == "track":
+                items.append(dpg.draw_circle((x, y), 3.5, color=TRACK_COLOUR, fill=PANEL_BG, thickness=1.5,
+                                             parent=self.legend_layer))
+            items.append(dpg.draw_text((x + swatch + 5, y - 8), label, color=(235, 235, 235, 255), size=13,
                                        parent=self.legend_layer))
             self.legend_items[key] = items
+            x += width + gap
 
     def _build_colorbar(self) -> None:
         """Vertical turbo bar at the right edge with the near (top) and far (bottom) depths."""
