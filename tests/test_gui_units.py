@@ -392,3 +392,25 @@ def test_new_script_actions_parse_and_reject_bad_arguments() -> None:
                 {"choose_arbitration": {"choice": "initial", "view": 1, "x": 2}}, {"resize": [10, 10]}):
         with pytest.raises(ScriptError):
             parse_script([bad])
+
+
+def test_relative_rule_verdict_text_shows_the_evidence_and_the_borderline_vote() -> None:
+    from gui.panels.outliers import round_choices, verdict_text
+    from gui.readouts import bar_model
+
+    r0 = {"round": 0, "candidate": None, "flags": [1, 1, 1, 1], "scores": [0.5, 0.9, 0.5, 0.52],
+          "mean_inliers": 0.6, "next_candidate": 1, "mean_without_next": 0.5067, "auto_accept": None,
+          "manual_accept": None, "accepted": None, "reason": ""}
+    kept = dict(r0, round=1, candidate=1, flags=[1, 0, 1, 1], scores=None, next_candidate=None, auto_accept=False,
+                accepted=False, reason="z 1.2 < 3.5 (photometric z 1.2)")
+    loo = {"rule": "relative", "rounds": [r0, kept], "threshold": 0.05, "confirm_drop": 0.05, "done": True}
+    view = _engine_view(loo=loo, score_key="lpips_norm", latest_scores=None, flags=np.ones(4, int))
+    head, line = verdict_text(view, bar_model(view))
+    assert head.startswith("round 1: candidate view b") and line == "z 1.2 < 3.5 (photometric z 1.2) -> automatic " \
+                                                                    "REJECT (inlier)"
+    assert round_choices(view)[1] == ("round 1: view b kept", 1)
+    borderline = dict(kept, auto_accept=None, accepted=None, reason="z 2.5 in [2, 3.5) (photometric z 2.5)")
+    view.loo = dict(loo, rounds=[r0, borderline], done=False)
+    _, line = verdict_text(view, bar_model(view))
+    assert "in [2, 3.5)" in line and "drops by 5% (to <= 0.4814)" in line
+    assert round_choices(view)[1] == ("round 1: view b running", 1)

@@ -41,6 +41,8 @@ def verdict_text(view: EngineView, model: Optional[BarModel]) -> tuple[str, str]
     rounds = {r["round"]: r for r in view.loo["rounds"]}
     verdict = rounds.get(model.verdict_round)
     head = f"round {model.verdict_round}: candidate view {name} ({model.key} {model.scores[model.candidate]:.4f})"
+    if view.loo.get("rule") == "relative":
+        return head, _relative_verdict_line(view, model, verdict, name)
     if verdict is None or verdict["scores"] is None:
         return head, f"reconstructing without view {name}; the removal is kept if the mean drops to " \
                      f"<= {model.required:.4f} (before {model.mean_before:.4f} - threshold {model.threshold:.3f})"
@@ -52,6 +54,26 @@ def verdict_text(view: EngineView, model: Optional[BarModel]) -> tuple[str, str]
     if manual is not None:
         line += f"; manual {'ACCEPT' if manual else 'REJECT'}"
     return head, line
+
+
+def _relative_verdict_line(view: EngineView, model: BarModel, verdict: Optional[dict], name: str) -> str:
+    """The relative rule's verdict: the candidate's robust z per kind of evidence and what followed."""
+    loo = view.loo or {}
+    if verdict is None:
+        return f"scoring the evidence for view {name}"
+    reason = verdict.get("reason") or ""
+    if verdict.get("accepted") is None:  # borderline: its leave-one-out round decides
+        drop = float(loo.get("confirm_drop", 0.05))
+        return (f"{reason}; reconstructing without view {name}: the removal is kept if the others' mean drops "
+                f"by {drop:.0%} (to <= {model.mean_before * (1.0 - drop):.4f})")
+    auto = "ACCEPT (outlier)" if verdict["auto_accept"] else "REJECT (inlier)"
+    line = f"{reason} -> automatic {auto}"
+    if verdict["accepted"] and verdict.get("scores") is None:
+        line += f"; reconstructing without view {name} for the pose search"
+    manual = verdict["manual_accept"]
+    if manual is not None:
+        line += f"; manual {'ACCEPT' if manual else 'REJECT'}"
+    return line
 
 
 def outcome_flags(view: EngineView) -> tuple[list[int], dict[int, str]]:
@@ -77,7 +99,7 @@ def round_choices(view: EngineView) -> list[tuple[str, Optional[int]]]:
     for r in (view.loo or {}).get("rounds", []):
         if r["round"] < 1 or r["candidate"] is None:
             continue
-        if r["scores"] is None:
+        if r.get("accepted") is None:  # its reconstruction is still deciding
             state = "running"
         else:
             state = "removed" if r["accepted"] else "kept"
