@@ -1,11 +1,14 @@
-"""The whole procedure as a state machine: phases, outlier handling, manual overrides, replay, resume."""
+"""The whole procedure as a state machine: phases, outlier handling, manual overrides, replay, resume.
+
+Every test but one runs on the random-backbone LPIPS of tests/conftest.py (`random_alex`), so nothing outside
+the clone is needed; the one marked `real_weights` uses the real backbone when it is present and skips otherwise.
+"""
 
 import numpy as np
 import pytest
 import torch
 
 from sparseags.config import load_config
-from sparseags.lpips_model import LpipsWeightsError, load_lpips
 from sparseags.pipeline import Pipeline, PipelineError
 from sparseags.scene import load_scene
 from sparseags.synth import make_demo_scene
@@ -25,11 +28,8 @@ def demo_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lpips_alex():
-    try:
-        return load_lpips("alex", "../shared/weights/lpips")
-    except LpipsWeightsError:
-        pytest.skip("shared LPIPS weights not available")
+def lpips_alex(random_alex):
+    return random_alex
 
 
 def make_pipeline(demo_dir, lpips_metric, overrides=()):
@@ -89,6 +89,21 @@ def test_full_flow_finds_and_replaces_the_gross_outlier(demo_dir, lpips_alex):
     assert before > 60 and after < 20, (before, after)
     assert pipeline.arbitration.choice in ("recovered", "initial")
     assert pipeline.final_recon.flags.tolist() == [1] * 6
+
+
+@pytest.mark.real_weights
+def test_real_lpips_ranks_the_flipped_view_worst(demo_dir, real_alex):
+    # The one test on the real backbone (skipped, with the reason, when it is not present): the official
+    # score of the first reconstruction puts the flipped view last, so it is the leave-one-out candidate.
+    pipeline = make_pipeline(demo_dir, real_alex)
+    assert pipeline.score_key == "lpips_norm"
+    for _ in range(100000):
+        if pipeline.loo is not None and pipeline.loo.rounds and pipeline.loo.rounds[0].next_candidate is not None:
+            break
+        pipeline.step(10)
+    scores = pipeline.loo.rounds[0].scores
+    bad = pipeline.scene.ids.index(outlier_view(demo_dir))
+    assert pipeline.loo.rounds[0].next_candidate == bad and np.argmax(scores) == bad, scores
 
 
 def test_rejecting_the_verdict_skips_the_search(demo_dir, lpips_alex):
