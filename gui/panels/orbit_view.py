@@ -34,7 +34,7 @@ import numpy as np
 
 from gui.engine import EngineView
 from gui.handles import RawTexture, Text
-from gui.orbit import OrbitCamera, ProgressivePolicy, frusta_at_camera, pick_segment
+from gui.orbit import OrbitCamera, ProgressivePolicy, frusta_at_camera, pick_segment, project_points
 from gui.panels.cameras import FRUSTUM_COLOURS, FrustumSet, frustum_segments, project_segments
 from gui.splat_view import ProgressiveRenderer, make_orbit_renderer, turbo_lut
 from gui.state import RENDER_MODES
@@ -277,6 +277,8 @@ class OrbitViewPanel:
         if view is None:
             return
         self._view = view
+        if not self._placed:  # a new scene: the trajectories on hand belong to the previous one
+            self.tracks, self._tracks_key = None, None
         self._update_tracks(view)
         if not self._placed:
             self.place_camera(view)
@@ -398,21 +400,28 @@ class OrbitViewPanel:
         self._pick_targets = [target for name in ("current", "gt", "initial") for target in picks.get(name, [])]
 
     def _draw_tracks(self, w2c: np.ndarray, K: np.ndarray) -> None:
-        """One polyline per view through its camera centres (parts behind the camera left out)."""
+        """One polyline per view through its camera centres (one DearPyGui item per unbroken run: points
+        behind the camera or far off-screen break the line), a hollow dot at the start."""
         tracks = self.tracks
         limit = 8 * self.size
         for index in range(tracks.shape[1]):
             centres = tracks[:, index]
             if len(centres) < 2 or np.allclose(centres, centres[0]):
                 continue
-            segments = np.stack([centres[:-1], centres[1:]], axis=1)
-            points, _ = project_segments(segments, w2c, K, near=1e-2)
-            points = points[np.all(np.abs(points) <= limit, axis=(1, 2))]
-            for (u0, v0), (u1, v1) in points:
-                dpg.draw_line((u0, v0), (u1, v1), color=TRACK_COLOUR, thickness=2.5, parent=self.layer)
-            start, kept = project_segments(np.stack([centres[:1], centres[:1]], axis=1), w2c, K, near=1e-2)
-            if len(kept) and np.all(np.abs(start) <= limit):
-                dpg.draw_circle(tuple(start[0, 0]), 3.5, color=TRACK_COLOUR, thickness=1.5, parent=self.layer)
+            uv, z = project_points(centres, w2c, K)
+            good = (z > 1e-2) & np.all(np.abs(uv) <= limit, axis=1)
+            run: list = []
+            for point, ok in zip(uv, good):
+                if ok:
+                    run.append((float(point[0]), float(point[1])))
+                    continue
+                if len(run) > 1:
+                    dpg.draw_polyline(run, color=TRACK_COLOUR, thickness=2.5, parent=self.layer)
+                run = []
+            if len(run) > 1:
+                dpg.draw_polyline(run, color=TRACK_COLOUR, thickness=2.5, parent=self.layer)
+            if good[0]:
+                dpg.draw_circle(tuple(uv[0]), 3.5, color=TRACK_COLOUR, thickness=1.5, parent=self.layer)
 
     # ------------------------------------------------------------------------------------------
     # legend and colour bar
