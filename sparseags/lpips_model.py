@@ -553,10 +553,16 @@ def main(argv: list[str] | None = None) -> int:
     from sparseags.config import load_config
 
     parser = argparse.ArgumentParser(prog="python -m sparseags.lpips_model", description=main.__doc__.splitlines()[0])
-    parser.add_argument("--net", nargs="+", choices=sorted(_BACKBONES), help="backbones (default: lpips.net)")
+    parser.add_argument("--net", nargs="+", default=[], help="backbones: vgg and/or alex (default: lpips.net)")
     parser.add_argument("--config", default=None, help="YAML config (default: the built-in defaults)")
     parser.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. lpips.weights_dir=...")
     args = parser.parse_args(argv)
+    # `--net vgg alex k=v`: --net swallows what follows it; key=value words are overrides.
+    args.overrides += [word for word in args.net if "=" in word]
+    args.net = [word for word in args.net if "=" not in word]
+    unknown = sorted(set(args.net) - set(_BACKBONES))
+    if unknown:
+        parser.error(f"unknown net {unknown[0]!r} (choose from {', '.join(sorted(_BACKBONES))})")
     try:
         cfg = load_config(args.config, args.overrides)
         reference = reference_data()
