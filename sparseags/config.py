@@ -179,10 +179,10 @@ class OutlierConfig:
     # residual, silhouette disagreement) stands out from the other views by a robust z-score of at least
     # `z_threshold`; "paper" is the official absolute rule (mean score must drop by `threshold`).
     rule: Literal["relative", "paper"] = "relative"
-    z_threshold: float = 3.5
+    z_threshold: float = 5.0
     # Relative rule, borderline candidates (z in [z_confirm, z_threshold)): removed if the others' mean score
     # drops by at least `confirm_drop` (a fraction of it) in the round without the candidate.
-    z_confirm: float = 2.0
+    z_confirm: float = 3.0
     confirm_drop: float = 0.05
     # Arbitration: "per_view" keeps each searched view's recovered pose only if it explains that view's own
     # image and matches better; "paper" is the official all-or-nothing decision.

@@ -15,7 +15,8 @@ each round also returns per-view *evidence* (photometric score, and where availa
 of the view's verified matches and its silhouette disagreement). Every kind of evidence becomes a robust
 modified z-score over the round's inliers (:func:`robust_z`); the candidate is the inlier with the largest
 combined z (:func:`combined_z`, the largest over the kinds), and it is removed if, and only if, that z is at
-least ``z_threshold`` (3.5, the Iglewicz-Hoaglin cut-off). A candidate below ``z_confirm`` is kept at once,
+least ``z_threshold`` (5; the Iglewicz-Hoaglin outlier cut-off is 3.5, but the largest of several kinds of
+evidence over 6-16 views needs a margin). A candidate below ``z_confirm`` (3) is kept at once,
 and its round is never run; one in between is put to the leave-one-out vote, relative to the scores: its
 removal stands if the others' mean score drops by at least ``confirm_drop`` (a fraction, 5 %) without it.
 An accepted candidate's round is run in every case: its Gaussians, built without the candidate, are what
@@ -58,7 +59,9 @@ def removal_accepted(mean_without_candidate_before: float, mean_after: float, th
 EVIDENCE_MAD_FLOOR = {
     "photometric": ("relative", 0.05),  # LPIPS (or MSE) normalised by object area
     "epipolar": ("absolute", 0.5),  # median Sampson error, pixels
-    "mask": ("absolute", 0.01),  # 1 - IoU of rendered and photographed silhouettes
+    "mask": ("relative", 0.1),  # 1 - IoU of rendered and photographed silhouettes
+    "rgb_run": ("relative", 0.1),  # RGB MSE of the view over the training run
+    "mask_run": ("relative", 0.1),  # silhouette MSE of the view over the training run
 }
 
 
@@ -202,8 +205,8 @@ class LeaveOneOut:
     threshold: float = 0.05
     max_count: Optional[int] = None  # default: max_removals(V)
     rule: str = "paper"  # "paper" (absolute drop of the mean) or "relative" (robust z of the evidence)
-    z_threshold: float = 3.5  # relative rule: a candidate at or above this z is removed outright
-    z_confirm: float = 2.0  # ... between this and z_threshold, its leave-one-out round decides
+    z_threshold: float = 5.0  # relative rule: a candidate at or above this z is removed outright
+    z_confirm: float = 3.0  # ... between this and z_threshold, its leave-one-out round decides
     confirm_drop: float = 0.05  # ... by whether the others' mean score drops by this fraction
     rounds: list = field(default_factory=list)
     recon: Optional[Steppable] = None

@@ -85,6 +85,17 @@ def frozen_render_fn(recon: Reconstruction, max_gaussians: int = 0) -> Callable:
     return render
 
 
+def run_mean(rows: list, num_views: int) -> np.ndarray:
+    """Per-view mean over the recorded steps of an evidence curve ([steps][V], nan = not rendered): [V]."""
+    if not rows:
+        return np.full(num_views, np.nan)
+    values = np.asarray(rows, dtype=np.float64)  # [S, V]
+    seen = np.isfinite(values)
+    total = np.where(seen, values, 0.0).sum(axis=0)
+    count = seen.sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def per_view_verdict(scores_recovered: dict, scores_initial: dict, view: int,
                      epipolar_recovered: float = float("nan"), epipolar_initial: float = float("nan"),
                      lpips_key: str = "lpips_norm") -> tuple[str, str]:
@@ -218,7 +229,7 @@ class Arbitration:
             out = self._train("recon_recovered", "recovered", budget)
             if isinstance(out, Reconstruction):
                 self.scores_recovered = p.score(out)
-                self.epipolar_recovered = out.view_epipolar_errors()[0]
+                self.epipolar_recovered = out.view_epipolar_consistency()
                 self.stage = "recon_initial"
                 out = {}
             return dict(out, phase="arbitration", stage="recovered")
@@ -226,7 +237,7 @@ class Arbitration:
             out = self._train("recon_initial", "initial", budget)
             if isinstance(out, Reconstruction):
                 self.scores_initial = p.score(out)
-                self.epipolar_initial = out.view_epipolar_errors()[0]
+                self.epipolar_initial = out.view_epipolar_consistency()
                 self._decide()
                 out = {}
             return dict(out, phase="arbitration", stage="initial")
@@ -436,19 +447,26 @@ class Pipeline:
     def view_evidence(self, recon: Reconstruction) -> dict:
         """Per-view evidence of a reconstruction, each [V] (nan = not available), lower = better explained:
         "photometric" (the leave-one-out score), "epipolar" (median Sampson error of the view's verified matches
-        with the inliers, pixels) and "mask" (1 - IoU of the rendered and the photographed silhouettes)."""
+        with its most consistent inlier partner, pixels: Reconstruction.view_epipolar_consistency), "mask"
+        (1 - IoU of the rendered and the photographed silhouettes), and "rgb_run" / "mask_run" (the view's
+        training residuals averaged over the run)."""
         rgb, alpha = recon.render_views()
         scores = score_views(rgb.clamp(0, 1).cpu(), alpha.cpu(), self.scene.images, self.scene.masks,
                              lpips_metric=self.lpips, official=True)
         self.latest_scores = scores
-        epipolar, _ = recon.view_epipolar_errors()
+        epipolar = recon.view_epipolar_consistency()
         rendered = alpha.cpu().numpy() > 0.5  # [V, H, W]
         photographed = np.asarray(self.scene.masks) > 0.5  # [V, H, W]
         union = np.logical_or(rendered, photographed).sum(axis=(1, 2))
         inter = np.logical_and(rendered, photographed).sum(axis=(1, 2))
         mask = 1.0 - inter / np.maximum(union, 1)
-        return {"photometric": np.asarray(scores[self.score_key], dtype=np.float64),
-                "epipolar": np.asarray(epipolar, dtype=np.float64), "mask": mask.astype(np.float64)}
+        evidence = {"photometric": np.asarray(scores[self.score_key], dtype=np.float64),
+                    "epipolar": np.asarray(epipolar, dtype=np.float64), "mask": mask.astype(np.float64)}
+        # Training residuals averaged over the whole run: early on, before the Gaussians can bend to fit a
+        # view on its own, a view that disagrees with the others stands out most (nan: never trained on).
+        for kind, key in (("rgb_run", "rgb"), ("mask_run", "mask")):
+            evidence[kind] = run_mean(recon.evidence.get(key, []), self.num_views)
+        return evidence
 
     def _make_loo(self) -> LeaveOneOut:
         oc = self.cfg.outliers

@@ -470,6 +470,28 @@ class Reconstruction:
         return medians, inliers
 
     @torch.no_grad()
+    def view_epipolar_consistency(self, w2c: Tensor | None = None, min_matches: int = 8) -> np.ndarray:
+        """Per view [V]: the smallest, over the inlier views it shares at least `min_matches` verified matches
+        with, of the median Sampson error (pixels) of those matches at `w2c` (default: now); nan without such a
+        partner. An inlier needs one consistent partner to score low, so a wrong neighbour does not make it
+        look wrong; a view whose pose is wrong disagrees with every partner."""
+        n_views = len(self.ids)
+        best = np.full(n_views, np.nan)
+        keep = self._inlier_match_mask()
+        if keep is None:
+            return best
+        errors = self.match_errors(w2c)
+        flat = self._flat_matches
+        for pair in torch.unique(flat.pair[keep]).tolist():
+            mine = keep & (flat.pair == pair)
+            if int(mine.sum()) < min_matches:
+                continue
+            median = float(errors[mine].median())
+            for view in (int(flat.view_i[mine][0]), int(flat.view_j[mine][0])):
+                best[view] = median if np.isnan(best[view]) else min(best[view], median)
+        return best
+
+    @torch.no_grad()
     def _record_evidence(self, views: Tensor, mse_rgb: Tensor, mse_mask: Tensor) -> None:
         """Append the per-view evidence of this step: RGB and mask MSE of the views rendered in it (nan for the
         others), epipolar median and match inliers of every view."""

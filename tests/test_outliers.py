@@ -328,7 +328,7 @@ def test_relative_rule_puts_a_borderline_candidate_to_a_relative_leave_one_out_v
     before = [0.50, 0.52, 0.50, 0.52, 0.50, 0.52, 0.50, 0.60]  # view 7: z = 0.6745 x 0.09 / 0.0255 ~ 2.4
     table = {(): {"photometric": before}, (7,): {"photometric": [after] * 7 + [0.9]}}
     make_recon, made = evidence_scripted(table)
-    loop = relative_loop(make_recon, v)
+    loop = relative_loop(make_recon, v, z_threshold=3.5, z_confirm=2.0)
     run_to_end(loop)
     assert (7,) in made  # the round without the candidate ran: it decides
     r1 = loop.snapshot()["rounds"][1]

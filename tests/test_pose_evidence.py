@@ -56,6 +56,19 @@ def test_epipolar_evidence_is_zero_at_gt_and_grows_with_a_corrupted_view(scene):
     assert np.all(np.delete(medians, 2) < medians[2])
 
 
+def test_epipolar_consistency_blames_the_wrong_view_not_its_partners(scene):
+    matches = _exact_matches(scene)
+    recon = Reconstruction(scene, _config(32), iters=4, matches=matches)
+    assert np.all(recon.view_epipolar_consistency() < 1e-3)
+    w2c = torch.as_tensor(scene.w2c_gt, dtype=torch.float32).clone()
+    w2c[2] = torch.as_tensor(_rotated(scene.w2c_gt[2], 5.0), dtype=torch.float32)
+    consistency = recon.view_epipolar_consistency(w2c)
+    # every other view still has a consistent partner; view 2 has none
+    assert consistency[2] > 0.5 and np.all(np.delete(consistency, 2) < 1e-3)
+    # a view without a partner of at least `min_matches` matches has no value
+    assert np.isnan(recon.view_epipolar_consistency(w2c, min_matches=61)).all()
+
+
 def test_epipolar_term_pulls_a_rotated_camera_back(scene):
     """Photometric terms off: the correspondence term alone restores a 4° rotation of one camera."""
     w2c = scene.w2c_gt.copy()
