@@ -83,8 +83,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if scene_dir.resolve() == DEFAULT_DEMO.resolve():
         ensure_demo_scene(scene_dir)
     out = Path(args.out) if args.out else REPO_ROOT / "outputs" / scene_dir.resolve().name
-    run_headless(scene_dir, out, cfg, decisions=args.decisions, progress=not args.quiet,
-                 resume=bool(getattr(args, "resume", False)))
+    run_headless(
+        scene_dir,
+        out,
+        cfg,
+        decisions=args.decisions,
+        progress=not args.quiet,
+        resume=bool(getattr(args, "resume", False)),
+    )
     return 0
 
 
@@ -125,8 +131,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         args.ray = "local"
     cfg = load_run_config(args)
     out = Path(args.out) if args.out else REPO_ROOT / "outputs" / "eval"
-    return run_evaluation(Path(args.data), out, cfg, presets=args.init, ray_address=args.ray,
-                          rescore=bool(getattr(args, "rescore", False)))
+    return run_evaluation(
+        Path(args.data),
+        out,
+        cfg,
+        presets=args.init,
+        ray_address=args.ray,
+        rescore=bool(getattr(args, "rescore", False)),
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -146,8 +158,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from sparseags.capture import import_capture
 
-    report = import_capture(args.images, args.out, masks=args.masks, poses=args.poses, fmt=args.format,
-                            resolution=args.resolution, margin=args.margin)
+    report = import_capture(
+        args.images,
+        args.out,
+        masks=args.masks,
+        poses=args.poses,
+        fmt=args.format,
+        resolution=args.resolution,
+        margin=args.margin,
+    )
     print(report.summary())
     return 0
 
@@ -193,18 +212,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--init", nargs="*", default=None, help="init presets (default: the scene's cameras.json)")
     evaluate.add_argument("--out", default=None)
-    evaluate.add_argument("--ray", nargs="?", const="local", default=None, help="spread scenes over Ray (local, or ray://host:port)")
-    evaluate.add_argument("--rescore", action="store_true",
-                          help="recompute novel-view and mesh metrics of finished runs from their files")
+    evaluate.add_argument(
+        "--ray", nargs="?", const="local", default=None, help="spread scenes over Ray (local, or ray://host:port)"
+    )
+    evaluate.add_argument(
+        "--rescore", action="store_true", help="recompute novel-view and mesh metrics of finished runs from their files"
+    )
     _add_config_args(evaluate)
 
     imp = sub.add_parser("import", help="make a scene from your own photos, masks and poses")
     imp.add_argument("--images", required=True, help="folder of photos (any size; PNG/JPEG; alpha = mask)")
     imp.add_argument("--masks", default=None, help="folder of masks matched by file stem (default: alpha, or ../masks)")
-    imp.add_argument("--poses", default=None, help="COLMAP model folder, transforms.json or cameras.json "
-                     "(default: structure from motion with pycolmap)")
-    imp.add_argument("--format", default=None, choices=["colmap", "nerfstudio", "sparseags"],
-                     help="poses format (default: from the path)")
+    imp.add_argument(
+        "--poses",
+        default=None,
+        help="COLMAP model folder, transforms.json or cameras.json (default: structure from motion with pycolmap)",
+    )
+    imp.add_argument(
+        "--format",
+        default=None,
+        choices=["colmap", "nerfstudio", "sparseags"],
+        help="poses format (default: from the path)",
+    )
     imp.add_argument("--out", required=True, help="new scene folder")
     imp.add_argument("--resolution", type=int, default=256)
     imp.add_argument("--margin", type=float, default=0.8, help="object bbox / crop side (SparseAGS: 0.8)")
@@ -246,8 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return dispatch(args)
     except _Terminated:
-        print("interrupted (SIGTERM) before the first checkpoint: nothing to resume; start the command again",
-              file=sys.stderr)
+        print(
+            "interrupted (SIGTERM) before the first checkpoint: nothing to resume; start the command again",
+            file=sys.stderr,
+        )
         return 143
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

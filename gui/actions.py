@@ -17,9 +17,21 @@ from sparseags.config import Config, config_to_dict
 from sparseags.errors import UserError
 
 __all__ = [
-    "CheckpointError", "OverlayData", "TurntableProgress", "displayed_w2c", "export_cameras", "export_gaussians", "export_mesh",
-    "load_checkpoint", "overlay_data", "read_checkpoint", "rebuilt", "save_checkpoint", "scene_fingerprint",
-    "turntable_job", "write_decisions",
+    "CheckpointError",
+    "OverlayData",
+    "TurntableProgress",
+    "displayed_w2c",
+    "export_cameras",
+    "export_gaussians",
+    "export_mesh",
+    "load_checkpoint",
+    "overlay_data",
+    "read_checkpoint",
+    "rebuilt",
+    "save_checkpoint",
+    "scene_fingerprint",
+    "turntable_job",
+    "write_decisions",
 ]
 
 CHECKPOINT_FORMAT = "sparseags-gui-checkpoint/2"
@@ -36,8 +48,13 @@ def rebuilt(pipeline: Any, seed: Optional[int] = None) -> Any:
     cfg: Config = copy.deepcopy(pipeline.cfg)
     if seed is not None:
         cfg.seed = int(seed)
-    fresh = Pipeline(pipeline.scene, cfg, device=pipeline.device, lpips_metric=pipeline.lpips,
-                     prior_hook_factory=pipeline.prior_hook_factory)
+    fresh = Pipeline(
+        pipeline.scene,
+        cfg,
+        device=pipeline.device,
+        lpips_metric=pipeline.lpips,
+        prior_hook_factory=pipeline.prior_hook_factory,
+    )
     # Keep the hand-edited flags (and their log entries, so decisions.json still replays them); the
     # other decisions concerned the discarded run.
     fresh.restart(pipeline.initial_flags)
@@ -49,16 +66,24 @@ def rebuilt(pipeline: Any, seed: Optional[int] = None) -> Any:
 # (numpy arrays as tensors), read with torch.load(weights_only=True), with a scene fingerprint.
 from sparseags.run_state import fingerprint_mismatch as _fingerprint_mismatch  # noqa: E402
 from sparseags.run_state import from_plain as _from_plain  # noqa: E402
-from sparseags.run_state import load_plain, save_plain  # noqa: E402
-from sparseags.run_state import scene_fingerprint  # noqa: E402,F401
+from sparseags.run_state import (  # noqa: E402
+    load_plain,
+    save_plain,
+    scene_fingerprint,  # noqa: E402,F401
+)
 
 
 def save_checkpoint(pipeline: Any, path: Path, scene_dir: Path) -> Path:
     """``torch.save`` of the pipeline state (plain data only), its config, scene folder and scene
     fingerprint, written atomically."""
     path = Path(path)
-    payload = {"format": CHECKPOINT_FORMAT, "scene_dir": str(scene_dir), "config": config_to_dict(pipeline.cfg),
-               "scene": scene_fingerprint(pipeline.scene), "pipeline": pipeline.state_dict()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "scene_dir": str(scene_dir),
+        "config": config_to_dict(pipeline.cfg),
+        "scene": scene_fingerprint(pipeline.scene),
+        "pipeline": pipeline.state_dict(),
+    }
     return save_plain(payload, path, CheckpointError)
 
 
@@ -69,8 +94,14 @@ def read_checkpoint(path: Path) -> dict:
     payload = load_plain(path, CheckpointError)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         older = isinstance(payload, dict) and str(payload.get("format", "")).startswith("sparseags-gui-checkpoint/")
-        raise CheckpointError(f"{path}: " + ("a checkpoint of an older format (no scene fingerprint); save it again"
-                                             if older else "not a SparseAGS Studio debugger checkpoint"))
+        raise CheckpointError(
+            f"{path}: "
+            + (
+                "a checkpoint of an older format (no scene fingerprint); save it again"
+                if older
+                else "not a SparseAGS Studio debugger checkpoint"
+            )
+        )
     return _from_plain(payload)
 
 
@@ -84,15 +115,17 @@ def load_checkpoint(pipeline: Any, path: Path) -> Any:
     try:
         state = payload["pipeline"]
         if len(state["initial_flags"]) != pipeline.num_views:
-            raise CheckpointError(f"{path}: made for {len(state['initial_flags'])} views, the scene has "
-                                  f"{pipeline.num_views}")
+            raise CheckpointError(
+                f"{path}: made for {len(state['initial_flags'])} views, the scene has {pipeline.num_views}"
+            )
         fresh = rebuilt(pipeline, seed=int(payload["config"].get("seed", pipeline.cfg.seed)))
         fresh.load_state_dict(state)
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: the checkpoint's pipeline state cannot be restored "
-                              f"({type(err).__name__}: {one_line_text(err)})") from None
+        raise CheckpointError(
+            f"{path}: the checkpoint's pipeline state cannot be restored ({type(err).__name__}: {one_line_text(err)})"
+        ) from None
     return fresh
 
 
@@ -134,11 +167,15 @@ def displayed_w2c(pipeline: Any) -> tuple[np.ndarray, list[int]]:
     frustum and re-renders its tile at once.
     """
     recon = pipeline.recon
-    w2c = (recon.current_w2c().detach().double().cpu().numpy() if recon is not None
-           else np.asarray(pipeline.initial_w2c, dtype=np.float64)).copy()
+    w2c = (
+        recon.current_w2c().detach().double().cpu().numpy()
+        if recon is not None
+        else np.asarray(pipeline.initial_w2c, dtype=np.float64)
+    ).copy()
     arbitration = getattr(pipeline, "arbitration", None)
     pending = pipeline.phase == "search" or (
-        pipeline.phase == "arbitration" and arbitration is not None and getattr(arbitration, "stage", "") == "align")
+        pipeline.phase == "arbitration" and arbitration is not None and getattr(arbitration, "stage", "") == "align"
+    )
     picked = []
     if pending:
         for view, search in getattr(pipeline, "searches", {}).items():
@@ -202,8 +239,16 @@ class TurntableProgress:
     path: str = ""
 
 
-def turntable_job(pipeline: Any, path: Path, frames: int, elevation_deg: float, radius: Optional[float],
-                  resolution: int, progress: TurntableProgress, fps: int = 30) -> Iterator[None]:
+def turntable_job(
+    pipeline: Any,
+    path: Path,
+    frames: int,
+    elevation_deg: float,
+    radius: Optional[float],
+    resolution: int,
+    progress: TurntableProgress,
+    fps: int = 30,
+) -> Iterator[None]:
     """Render a turntable of the *current* Gaussians (frozen at the start) into an mp4, one frame per item.
 
     elevation_deg uses the kiui sign (negative = above); radius None = the input cameras' mean distance.
@@ -217,8 +262,15 @@ def turntable_job(pipeline: Any, path: Path, frames: int, elevation_deg: float, 
         raise ValueError(f"turntable needs frames >= 1 and resolution >= 16, got {frames} and {resolution}")
     path = Path(path)
     progress.done, progress.total, progress.path = 0, int(frames), str(path)
-    writer = artifacts.iter_recon_turntable(recon, path, frames=int(frames), resolution=int(resolution),
-                                            elevation_deg=float(elevation_deg), radius=radius, fps=fps)
+    writer = artifacts.iter_recon_turntable(
+        recon,
+        path,
+        frames=int(frames),
+        resolution=int(resolution),
+        elevation_deg=float(elevation_deg),
+        radius=radius,
+        fps=fps,
+    )
     for done, _ in writer:
         progress.done = done
         yield None

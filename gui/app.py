@@ -63,8 +63,12 @@ LAYOUT = {
     "search": (972, 300, 628, 340),
     "overlays": (0, 640, 1600, 360),
 }
-BOTTOM_TABS = {"overlays": "input vs render", "evidence": "matches & pose evidence", "arbitration": "arbitration",
-               "accuracy": "pose accuracy"}
+BOTTOM_TABS = {
+    "overlays": "input vs render",
+    "evidence": "matches & pose evidence",
+    "arbitration": "arbitration",
+    "accuracy": "pose accuracy",
+}
 FONT_SIZE = 15
 SMALL_FONT_SIZE = 13
 
@@ -85,6 +89,8 @@ def orbit_view_size(layout: dict, wanted: int) -> int:
     """The orbit view's square size that fits its window (its options take about 130 px below it)."""
     _, _, w, h = layout["orbit"]
     return int(max(128, min(int(wanted), w - 20, h - 150)))
+
+
 STATUS_COLOURS = {False: (170, 230, 170), True: (255, 110, 100)}
 
 
@@ -172,9 +178,17 @@ class DebuggerApp:
         self.viewport_size = (width, height)
         windows = {}
         for name, (x, y, w, h) in layout.items():
-            windows[name] = dpg.add_window(pos=(x, y), width=w, height=h, no_title_bar=True, no_move=True,
-                                           no_resize=True, no_collapse=True, no_close=True,
-                                           horizontal_scrollbar=name == "overlays")
+            windows[name] = dpg.add_window(
+                pos=(x, y),
+                width=w,
+                height=h,
+                no_title_bar=True,
+                no_move=True,
+                no_resize=True,
+                no_collapse=True,
+                no_close=True,
+                horizontal_scrollbar=name == "overlays",
+            )
         self.windows = windows
         self.orbit = OrbitViewPanel(self, windows["orbit"], orbit_view_size(layout, int(self.cfg.gui.view_size)))
         self.status = Text("", parent=windows["orbit"], wrap=layout["orbit"][2] - 16)
@@ -194,8 +208,14 @@ class DebuggerApp:
         with dpg.handler_registry():
             dpg.add_mouse_wheel_handler(callback=lambda s, a: self.orbit.on_wheel(a))
             dpg.add_key_press_handler(dpg.mvKey_Spacebar, callback=lambda: self.controls.toggle_run())
-        dpg.create_viewport(title="SparseAGS Studio - debugger", width=width, height=height, resizable=True,
-                            min_width=MIN_VIEWPORT[0], min_height=MIN_VIEWPORT[1])
+        dpg.create_viewport(
+            title="SparseAGS Studio - debugger",
+            width=width,
+            height=height,
+            resizable=True,
+            min_width=MIN_VIEWPORT[0],
+            min_height=MIN_VIEWPORT[1],
+        )
         dpg.set_viewport_resize_callback(lambda: self.apply_layout())
         dpg.setup_dearpygui()
         dpg.show_viewport()
@@ -298,8 +318,11 @@ class DebuggerApp:
             pipeline.apply_candidate(view_index, rank_position)
             actions.write_decisions(pipeline, out_dir)
 
-        return self.jobs.add(self.worker.call(apply), "apply candidate",
-                             lambda _: self.report(f"candidate #{rank_position} applied to view {view_index}", False))
+        return self.jobs.add(
+            self.worker.call(apply),
+            "apply candidate",
+            lambda _: self.report(f"candidate #{rank_position} applied to view {view_index}", False),
+        )
 
     def apply_cell(self, view_index: Optional[int], cell: tuple) -> Future:
         """Apply the hypothesis of heatmap cell ``(elevation index, azimuth index)`` of the search for
@@ -321,10 +344,16 @@ class DebuggerApp:
 
         def done(hypothesis: dict) -> None:
             search = None if self.worker.view is None else self.worker.view.searches.get(view_index)
-            where = (f"elev {search.elevations_deg[cell[0]]:.0f}, azim {search.azimuths_deg[cell[1]]:.0f} deg"
-                     if search is not None else f"cell {cell}")
-            what = (f"its best candidate #{hypothesis['rank_position']}" if hypothesis.get("rank_position") is not None
-                    else f"its grid pose at radius {hypothesis.get('radius', float('nan')):.3f}")
+            where = (
+                f"elev {search.elevations_deg[cell[0]]:.0f}, azim {search.azimuths_deg[cell[1]]:.0f} deg"
+                if search is not None
+                else f"cell {cell}"
+            )
+            what = (
+                f"its best candidate #{hypothesis['rank_position']}"
+                if hypothesis.get("rank_position") is not None
+                else f"its grid pose at radius {hypothesis.get('radius', float('nan')):.3f}"
+            )
             name = self.worker.view.ids[view_index] if self.worker.view is not None else view_index
             self.report(f"cell {where} applied to view {name}: {what}", False)
 
@@ -346,8 +375,11 @@ class DebuggerApp:
 
         ids = [] if self.worker.view is None else self.worker.view.ids
         where = "every searched view" if view_index is None else f"view {ids[view_index] if ids else view_index}"
-        return self.jobs.add(self.worker.call(apply), "choose arbitration",
-                             lambda _: self.report(f"arbitration: {choice} poses chosen for {where}", False))
+        return self.jobs.add(
+            self.worker.call(apply),
+            "choose arbitration",
+            lambda _: self.report(f"arbitration: {choice} poses chosen for {where}", False),
+        )
 
     def set_flag(self, index: int, flag: int) -> Future:
         out_dir = self.out_dir
@@ -356,8 +388,11 @@ class DebuggerApp:
             pipeline.set_flag(index, flag)
             actions.write_decisions(pipeline, out_dir)
 
-        return self.jobs.add(self.worker.call(apply), f"set flag of view {index}",
-                             lambda _: self.report(f"view {index} flag -> {flag}; pipeline restarted", False))
+        return self.jobs.add(
+            self.worker.call(apply),
+            f"set flag of view {index}",
+            lambda _: self.report(f"view {index} flag -> {flag}; pipeline restarted", False),
+        )
 
     def open_scene(self, scene_dir: Path) -> Future:
         from sparseags.session import build_pipeline
@@ -409,8 +444,9 @@ class DebuggerApp:
             if not f.cancelled() and f.exception() is not None and not result.done():
                 result.set_exception(f.exception())
 
-        self.jobs.add(self.worker.call(lambda _: run_import(layout, out, progress, resolution)), "import",
-                      imported).add_done_callback(failed)
+        self.jobs.add(
+            self.worker.call(lambda _: run_import(layout, out, progress, resolution)), "import", imported
+        ).add_done_callback(failed)
         return result
 
     @staticmethod
@@ -452,19 +488,40 @@ class DebuggerApp:
 
     def regions(self) -> dict[str, tuple[int, int, int, int]]:
         """Viewport pixel rectangles (x0, y0, x1, y1) of the main items, for tests and docs."""
-        items = {"orbit_view": self.orbit.drawlist, "loss_plot": self.controls.loss_plot, "bars": self.bars.plot,
-                 "heatmap": self.heatmap.plot, "overlays": self.windows["overlays"]}
-        items.update({"search": self.windows["search"], "search_target": self.heatmap.target_image,
-                      "controls": self.windows["controls"], "scores": self.windows["scores"],
-                      "orbit": self.windows["orbit"]})
+        items = {
+            "orbit_view": self.orbit.drawlist,
+            "loss_plot": self.controls.loss_plot,
+            "bars": self.bars.plot,
+            "heatmap": self.heatmap.plot,
+            "overlays": self.windows["overlays"],
+        }
+        items.update(
+            {
+                "search": self.windows["search"],
+                "search_target": self.heatmap.target_image,
+                "controls": self.windows["controls"],
+                "scores": self.windows["scores"],
+                "orbit": self.windows["orbit"],
+            }
+        )
         if self.ui.bottom_tab == "evidence":  # items of a hidden tab have no rectangle
-            items.update({"matches": self.evidence.drawlist, "epipolar_plot": self.evidence.epipolar.plot,
-                          "rgb_plot": self.evidence.rgb.plot, "pose_plot": self.evidence.pose_plot})
+            items.update(
+                {
+                    "matches": self.evidence.drawlist,
+                    "epipolar_plot": self.evidence.epipolar.plot,
+                    "rgb_plot": self.evidence.rgb.plot,
+                    "pose_plot": self.evidence.pose_plot,
+                }
+            )
         if self.ui.bottom_tab == "arbitration":
             items["arbitration_table"] = self.arbitration_panel.box
         if self.ui.bottom_tab == "accuracy":
-            items.update({"accuracy_rot_plot": self.accuracy.plots["rot"]["plot"],
-                          "accuracy_centre_plot": self.accuracy.plots["centre"]["plot"]})
+            items.update(
+                {
+                    "accuracy_rot_plot": self.accuracy.plots["rot"]["plot"],
+                    "accuracy_centre_plot": self.accuracy.plots["centre"]["plot"],
+                }
+            )
         out = {}
         for name, item in items.items():
             state = dpg.get_item_state(item)
@@ -515,7 +572,7 @@ class DebuggerApp:
                 continue
             count = len(inspect.signature(callback).parameters)
             try:
-                callback(*job[1:count + 1])
+                callback(*job[1 : count + 1])
             except Exception as err:  # any button may fail (bad path, wrong state): show it, keep running
                 self.report(f"{getattr(callback, '__name__', 'callback')} failed: {one_line(err)}", True)
 
@@ -585,8 +642,13 @@ def _save_frame_buffer(buffer: Any, width: int, height: int, path: Path) -> None
         Image.fromarray(image).save(tmp, format="PNG")
 
 
-def run_app(scene_dir: Path, cfg: Config, out_dir: Optional[Path] = None, script: Optional[str] = None,
-            screenshot: Optional[str] = None) -> int:
+def run_app(
+    scene_dir: Path,
+    cfg: Config,
+    out_dir: Optional[Path] = None,
+    script: Optional[str] = None,
+    screenshot: Optional[str] = None,
+) -> int:
     """Open the debugger on `scene_dir`; with `script`, run its actions and exit (0, or 2 on an error).
 
     With `screenshot`, the window is saved there (PNG) after the script (or after it settles) and the
@@ -594,8 +656,10 @@ def run_app(scene_dir: Path, cfg: Config, out_dir: Optional[Path] = None, script
     """
     actions_list = load_script(script) if script else None
     if not os.environ.get("DISPLAY") and sys.platform.startswith("linux") and not os.environ.get("WAYLAND_DISPLAY"):
-        raise DisplayUnavailableError("the debugger needs a display: set DISPLAY or run it under xvfb-run "
-                          "(or use 'python main.py run' for the headless pipeline)")
+        raise DisplayUnavailableError(
+            "the debugger needs a display: set DISPLAY or run it under xvfb-run "
+            "(or use 'python main.py run' for the headless pipeline)"
+        )
     app = DebuggerApp(Path(scene_dir), cfg, Path(out_dir) if out_dir else None)
     try:
         app.start_engine()

@@ -72,8 +72,11 @@ def _drag(renderer: Any, camera: OrbitCamera, frames: int, orbit_dx: float) -> d
         frame = renderer.frame(camera.w2c(), camera.K())
         if frame is not None:
             widths.append(int(frame.image.shape[1]))
-    result = {"fps": frames / (time.perf_counter() - start),
-              "cpu_ms": 1e3 * (time.process_time() - cpu_start) / frames, "widths": widths}
+    result = {
+        "fps": frames / (time.perf_counter() - start),
+        "cpu_ms": 1e3 * (time.process_time() - cpu_start) / frames,
+        "widths": widths,
+    }
     # The camera last changed when the drag's last frame() call began (policy.last_motion). The old
     # mode drew the full frame right then (its latency is that frame's render time); the progressive
     # one draws it once the camera has been still for settle_s.
@@ -88,17 +91,20 @@ def _drag(renderer: Any, camera: OrbitCamera, frames: int, orbit_dx: float) -> d
             return result
 
 
-def run_progressive_comparison(view: SplatView, camera: OrbitCamera, frames: int, drags: int,
-                               orbit_dx: float = 5.0) -> dict[str, dict[str, Any]]:
+def run_progressive_comparison(
+    view: SplatView, camera: OrbitCamera, frames: int, drags: int, orbit_dx: float = 5.0
+) -> dict[str, dict[str, Any]]:
     """The old full-size-every-frame mode and the progressive one, their drags interleaved (so a change
     of load on shared cores hits both alike); see the module docstring."""
     from gui.orbit import ProgressivePolicy
     from gui.splat_view import ProgressiveRenderer
 
-    modes = {"full_every_frame": ProgressiveRenderer(view, ProgressivePolicy(), progressive=False),
-             "progressive": ProgressiveRenderer(view, ProgressivePolicy(), progressive=True)}
+    modes = {
+        "full_every_frame": ProgressiveRenderer(view, ProgressivePolicy(), progressive=False),
+        "progressive": ProgressiveRenderer(view, ProgressivePolicy(), progressive=True),
+    }
     runs: dict[str, list] = {name: [] for name in modes}
-    for name, renderer in modes.items():
+    for renderer in modes.values():
         renderer.frame(camera.w2c(), camera.K())  # the still view before the first drag
     for _ in range(drags):
         for name, renderer in modes.items():
@@ -110,9 +116,11 @@ def run_progressive_comparison(view: SplatView, camera: OrbitCamera, frames: int
         refine = [run["refine_s"] for run in drag_runs]
         fps = [run["fps"] for run in drag_runs]
         out[name] = {
-            "fps_moving": float(np.median(fps)), "fps_moving_min": float(np.min(fps)),
+            "fps_moving": float(np.median(fps)),
+            "fps_moving_min": float(np.min(fps)),
             "cpu_ms_per_moving_frame": float(np.median([run["cpu_ms"] for run in drag_runs])),
-            "refine_s_median": float(np.median(refine)), "refine_s_max": float(np.max(refine)),
+            "refine_s_median": float(np.median(refine)),
+            "refine_s_max": float(np.max(refine)),
             "moving_width_median": int(np.median(widths)) if widths else int(view.width),
             "settle_s": renderer.policy.settle_s if renderer.progressive else 0.0,
             "final_divisor": renderer.policy.divisor if renderer.progressive else 1,
@@ -121,8 +129,9 @@ def run_progressive_comparison(view: SplatView, camera: OrbitCamera, frames: int
     return out
 
 
-def run_orbit_benchmark(quick: bool = False, num_gaussians: int = BENCH_GAUSSIANS,
-                        size: int = BENCH_SIZE) -> dict[str, Any]:
+def run_orbit_benchmark(
+    quick: bool = False, num_gaussians: int = BENCH_GAUSSIANS, size: int = BENCH_SIZE
+) -> dict[str, Any]:
     """Measure the paused and orbiting frame rates, then the full-every-frame and progressive orbit
     views side by side; raises GLUnavailableError without GL."""
     from sparseags.render.synthetic import random_object_scene
@@ -145,11 +154,22 @@ def run_orbit_benchmark(quick: bool = False, num_gaussians: int = BENCH_GAUSSIAN
         interactive = run_progressive_comparison(view, camera, frames, drags)
     return {
         "renderer": renderer,
-        "width": size, "height": size, "num_gaussians": num_gaussians, "sh_degree": 3, "frames": frames,
-        "paused": paused, "orbiting": orbiting, "sorts_paused": sorts_paused, "sorts_orbiting": sorts_orbiting,
-        "target_paused_fps": TARGET_PAUSED_FPS, "meets_target": paused["fps"] >= TARGET_PAUSED_FPS,
-        "interactive": interactive, "target_moving_fps": TARGET_MOVING_FPS, "target_refine_s": TARGET_REFINE_S,
-        "cpu_count": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
+        "width": size,
+        "height": size,
+        "num_gaussians": num_gaussians,
+        "sh_degree": 3,
+        "frames": frames,
+        "paused": paused,
+        "orbiting": orbiting,
+        "sorts_paused": sorts_paused,
+        "sorts_orbiting": sorts_orbiting,
+        "target_paused_fps": TARGET_PAUSED_FPS,
+        "meets_target": paused["fps"] >= TARGET_PAUSED_FPS,
+        "interactive": interactive,
+        "target_moving_fps": TARGET_MOVING_FPS,
+        "target_refine_s": TARGET_REFINE_S,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": os.getloadavg()[0],
         "display": os.environ.get("DISPLAY", ""),
     }
 
@@ -164,27 +184,36 @@ def bench_orbit_main(json_out: bool = False, quick: bool = False) -> int:
     if json_out:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"orbit view: {result['renderer']}, {result['num_gaussians']} Gaussians (SH 3), "
-          f"{result['width']}x{result['height']}, {result['frames']} frames, "
-          f"{result['cpu_count']} CPUs, load average {result['load_average_1min']:.1f}")
+    print(
+        f"orbit view: {result['renderer']}, {result['num_gaussians']} Gaussians (SH 3), "
+        f"{result['width']}x{result['height']}, {result['frames']} frames, "
+        f"{result['cpu_count']} CPUs, load average {result['load_average_1min']:.1f}"
+    )
     for name in ("paused", "orbiting"):
         stats = result[name]
-        stages = ", ".join(f"{key} {value:.1f}" for key, value in stats.items()
-                           if key.endswith("_ms") or key == "cpu_ms_per_frame")
+        stages = ", ".join(
+            f"{key} {value:.1f}" for key, value in stats.items() if key.endswith("_ms") or key == "cpu_ms_per_frame"
+        )
         print(f"  {name:9s} {stats['fps']:6.1f} FPS  {stats['ms_per_frame']:7.1f} ms/frame  ({stages})")
     verdict = "meets" if result["meets_target"] else "below"
     print(f"  paused target {result['target_paused_fps']:.0f} FPS: {verdict}")
-    print(f"orbit drags as the GUI draws them (orbit(5, 0) per frame, {result['interactive']['progressive']['settle_s']:.2f} s "
-          f"settle; target >= {result['target_moving_fps']:.0f} FPS moving, full frame <= {result['target_refine_s']:.1f} s "
-          "after the stop):")
-    print(f"  {'mode':18s} {'FPS moving':>10s} {'(min)':>6s} {'cpu ms':>7s} {'size moving':>11s} "
-          f"{'full frame after stop':>22s} {'(max)':>7s}  target")
+    print(
+        f"orbit drags as the GUI draws them (orbit(5, 0) per frame, {result['interactive']['progressive']['settle_s']:.2f} s "
+        f"settle; target >= {result['target_moving_fps']:.0f} FPS moving, full frame <= {result['target_refine_s']:.1f} s "
+        "after the stop):"
+    )
+    print(
+        f"  {'mode':18s} {'FPS moving':>10s} {'(min)':>6s} {'cpu ms':>7s} {'size moving':>11s} "
+        f"{'full frame after stop':>22s} {'(max)':>7s}  target"
+    )
     for name, stats in result["interactive"].items():
         width = stats["moving_width_median"]
-        print(f"  {name.replace('_', ' '):18s} {stats['fps_moving']:10.1f} {stats['fps_moving_min']:6.1f} "
-              f"{stats['cpu_ms_per_moving_frame']:7.1f} {f'{width}x{width}':>11s} "
-              f"{stats['refine_s_median']:20.3f} s {stats['refine_s_max']:6.3f} s  "
-              f"{'meets' if stats['meets_target'] else 'below'}")
+        print(
+            f"  {name.replace('_', ' '):18s} {stats['fps_moving']:10.1f} {stats['fps_moving_min']:6.1f} "
+            f"{stats['cpu_ms_per_moving_frame']:7.1f} {f'{width}x{width}':>11s} "
+            f"{stats['refine_s_median']:20.3f} s {stats['refine_s_max']:6.3f} s  "
+            f"{'meets' if stats['meets_target'] else 'below'}"
+        )
     return 0
 
 

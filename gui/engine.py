@@ -151,16 +151,29 @@ def _search_view(pipeline: Any, view: int, search: Any) -> SearchView:
         truth = None  # too few inliers to align the ground truth
     current = search.cell_of(pipeline.initial_w2c[view])[:2]
     return SearchView(
-        view=view, elevations_deg=np.asarray(snap["elevations_deg"], float),
-        azimuths_deg=np.asarray(snap["azimuths_deg"], float), heat_coarse=search.heatmap("coarse"),
-        heat_refined=search.heatmap("refined"), current_cell=tuple(current),
+        view=view,
+        elevations_deg=np.asarray(snap["elevations_deg"], float),
+        azimuths_deg=np.asarray(snap["azimuths_deg"], float),
+        heat_coarse=search.heatmap("coarse"),
+        heat_refined=search.heatmap("refined"),
+        current_cell=tuple(current),
         chosen_cell=None if snap["chosen_cell"] is None else tuple(snap["chosen_cell"][:2]),
-        truth_cell=None if truth is None else tuple(truth), top=list(snap["top"]), stage=int(snap["stage"]),
-        n_stages=int(snap["n_stages"]), progress=float(snap["progress"]), done=bool(snap["done"]),
-        manual=bool(snap["manual"]), radii=np.asarray(snap["radii"], float), best_radius=best_radius,
-        cell_lpips=cell_lpips, cell_rank=cell_rank, target=np.asarray(search.target_image, np.float32),
-        ambiguous=bool(snap.get("ambiguous", False)), competitors=list(snap.get("competitors") or []),
-        has_lpips=search.ranking is not None and search.ranking.get("lpips") is not None)
+        truth_cell=None if truth is None else tuple(truth),
+        top=list(snap["top"]),
+        stage=int(snap["stage"]),
+        n_stages=int(snap["n_stages"]),
+        progress=float(snap["progress"]),
+        done=bool(snap["done"]),
+        manual=bool(snap["manual"]),
+        radii=np.asarray(snap["radii"], float),
+        best_radius=best_radius,
+        cell_lpips=cell_lpips,
+        cell_rank=cell_rank,
+        target=np.asarray(search.target_image, np.float32),
+        ambiguous=bool(snap.get("ambiguous", False)),
+        competitors=list(snap.get("competitors") or []),
+        has_lpips=search.ranking is not None and search.ranking.get("lpips") is not None,
+    )
 
 
 def _gt_in_frame(pipeline: Any) -> Optional[np.ndarray]:
@@ -192,12 +205,18 @@ def pose_accuracy(pipeline: Any, w2c_now: np.ndarray, cache: Optional[dict] = No
     def measure(w2c: np.ndarray) -> tuple:
         w2c = np.asarray(w2c, dtype=np.float64)
         try:
-            return (np.asarray(per_view_rotation_error_deg(w2c, gt), float),
-                    np.asarray(camera_center_errors(w2c, gt), float), pose_metrics(w2c, gt))
+            return (
+                np.asarray(per_view_rotation_error_deg(w2c, gt), float),
+                np.asarray(camera_center_errors(w2c, gt), float),
+                pose_metrics(w2c, gt),
+            )
         except (MetricError, ValueError, RuntimeError, np.linalg.LinAlgError):
             nan = np.full(len(gt), np.nan)
-            return nan, nan, {"rot5": float("nan"), "rot15": float("nan"), "cc10": float("nan"),
-                              "rot_err_mean_deg": float("nan")}
+            return (
+                nan,
+                nan,
+                {"rot5": float("nan"), "rot15": float("nan"), "cc10": float("nan"), "rot_err_mean_deg": float("nan")},
+            )
 
     cache = {} if cache is None else cache
     key = id(pipeline)
@@ -207,14 +226,28 @@ def pose_accuracy(pipeline: Any, w2c_now: np.ndarray, cache: Optional[dict] = No
     if cache.get("now_key") != now_key:
         cache["now_key"], cache["now"] = now_key, measure(w2c_now)
     start, now = cache["start"], cache["now"]
-    return {"rot_err_deg": {"start": start[0], "now": now[0]}, "centre_err": {"start": start[1], "now": now[1]},
-            "metrics": {"start": dict(start[2]), "now": dict(now[2])}}
+    return {
+        "rot_err_deg": {"start": start[0], "now": now[0]},
+        "centre_err": {"start": start[1], "now": now[1]},
+        "metrics": {"start": dict(start[2]), "now": dict(now[2])},
+    }
 
 
-def build_view(pipeline: Any, version: int, gaussians_version: int, *, busy: bool, running: bool,
-               ms_per_step: float, steps_per_s: float, last_event: dict, error: str = "",
-               previous_evidence: Optional[EvidenceView] = None, accuracy_cache: Optional[dict] = None,
-               boundary: tuple = (0.0, "", 0)) -> EngineView:
+def build_view(
+    pipeline: Any,
+    version: int,
+    gaussians_version: int,
+    *,
+    busy: bool,
+    running: bool,
+    ms_per_step: float,
+    steps_per_s: float,
+    last_event: dict,
+    error: str = "",
+    previous_evidence: Optional[EvidenceView] = None,
+    accuracy_cache: Optional[dict] = None,
+    boundary: tuple = (0.0, "", 0),
+) -> EngineView:
     """Read everything the panels show from `pipeline` (call on the thread that owns it)."""
     from sparseags.pipeline import gaussian_centre
 
@@ -230,28 +263,50 @@ def build_view(pipeline: Any, version: int, gaussians_version: int, *, busy: boo
     if active is not None:
         active_view = next((int(v) for v, s in pipeline.searches.items() if s is active), None)
     return EngineView(
-        version=version, phase=pipeline.phase, phase_label=pipeline.phase_label(),
-        total_steps=int(pipeline.total_steps), done=bool(pipeline.done), ids=list(scene.ids),
-        flags=pipeline.current_flags(), initial_flags=np.asarray(pipeline.initial_flags).copy(),
+        version=version,
+        phase=pipeline.phase,
+        phase_label=pipeline.phase_label(),
+        total_steps=int(pipeline.total_steps),
+        done=bool(pipeline.done),
+        ids=list(scene.ids),
+        flags=pipeline.current_flags(),
+        initial_flags=np.asarray(pipeline.initial_flags).copy(),
         recon_step=int(recon.step_count) if recon is not None else 0,
-        recon_iters=int(recon.iters) if recon is not None else 0, gaussians_version=gaussians_version,
+        recon_iters=int(recon.iters) if recon is not None else 0,
+        gaussians_version=gaussians_version,
         gaussians=_gaussian_arrays(recon) if recon is not None else None,
-        centre=gaussian_centre(recon) if recon is not None else np.zeros(3), w2c_current=w2c_current,
-        w2c_initial=np.asarray(pipeline.initial_w2c).copy(), w2c_gt=_gt_in_frame(pipeline),
-        K=np.asarray(scene.K, dtype=np.float64).copy(), image_size=int(scene.resolution),
+        centre=gaussian_centre(recon) if recon is not None else np.zeros(3),
+        w2c_current=w2c_current,
+        w2c_initial=np.asarray(pipeline.initial_w2c).copy(),
+        w2c_gt=_gt_in_frame(pipeline),
+        K=np.asarray(scene.K, dtype=np.float64).copy(),
+        image_size=int(scene.resolution),
         history={k: list(v) for k, v in recon.history.items()} if recon is not None else {},
-        loo=None if pipeline.loo is None else pipeline.loo.snapshot(), searches=searches,
-        search_order=[int(v) for v in pipeline.search_order], active_search=active_view,
+        loo=None if pipeline.loo is None else pipeline.loo.snapshot(),
+        searches=searches,
+        search_order=[int(v) for v in pipeline.search_order],
+        active_search=active_view,
         arbitration=None if pipeline.arbitration is None else pipeline.arbitration.snapshot(),
         score_key=pipeline.score_key,
-        latest_scores=None if pipeline.latest_scores is None else {
-            k: np.asarray(v, dtype=float).copy() for k, v in pipeline.latest_scores.items()},
-        decisions=[dict(d) for d in pipeline.decisions], busy=busy, running=running, ms_per_step=ms_per_step,
-        steps_per_s=steps_per_s, last_event=dict(last_event), error=error,
+        latest_scores=None
+        if pipeline.latest_scores is None
+        else {k: np.asarray(v, dtype=float).copy() for k, v in pipeline.latest_scores.items()},
+        decisions=[dict(d) for d in pipeline.decisions],
+        busy=busy,
+        running=running,
+        ms_per_step=ms_per_step,
+        steps_per_s=steps_per_s,
+        last_event=dict(last_event),
+        error=error,
         evidence=build_evidence(pipeline, busy, previous_evidence),
-        accuracy=pose_accuracy(pipeline, w2c_current, accuracy_cache), picked_views=tuple(picked),
-        boundary_ms=float(boundary[0]), boundary_label=str(boundary[1]), boundary_count=int(boundary[2]),
-        seed=int(getattr(cfg, "seed", 0)), loss_warmup=bool(getattr(getattr(cfg, "recon", None), "loss_warmup", False)))
+        accuracy=pose_accuracy(pipeline, w2c_current, accuracy_cache),
+        picked_views=tuple(picked),
+        boundary_ms=float(boundary[0]),
+        boundary_label=str(boundary[1]),
+        boundary_count=int(boundary[2]),
+        seed=int(getattr(cfg, "seed", 0)),
+        loss_warmup=bool(getattr(getattr(cfg, "recon", None), "loss_warmup", False)),
+    )
 
 
 @dataclass
@@ -386,6 +441,7 @@ class EngineWorker:
 
         Pending orders and tasks are cancelled; the future resolves to the new pipeline.
         """
+
         def replace(old: Any) -> Any:
             new = make_pipeline(old)
             self.pause_all()
@@ -403,6 +459,7 @@ class EngineWorker:
 
         The future resolves to the iterator's return value (``StopIteration.value``).
         """
+
         def begin(pipeline: Any) -> None:
             self._tasks.append(_Task(iter(make_items(pipeline)), future))
 
@@ -540,11 +597,20 @@ class EngineWorker:
         self._version += 1
         busy = self._running or bool(self._steps) or bool(self._until)
         try:
-            self.view = build_view(p, self._version, self._gaussians_version, busy=busy and not p.done,
-                                   running=self._running, ms_per_step=self._ms_per_step,
-                                   steps_per_s=self._steps_per_s, last_event=self._last_event, error=self._error,
-                                   previous_evidence=None if self.view is None else self.view.evidence,
-                                   accuracy_cache=self._accuracy_cache, boundary=self._boundary)
+            self.view = build_view(
+                p,
+                self._version,
+                self._gaussians_version,
+                busy=busy and not p.done,
+                running=self._running,
+                ms_per_step=self._ms_per_step,
+                steps_per_s=self._steps_per_s,
+                last_event=self._last_event,
+                error=self._error,
+                previous_evidence=None if self.view is None else self.view.evidence,
+                accuracy_cache=self._accuracy_cache,
+                boundary=self._boundary,
+            )
         except Exception as err:  # a half-built state must not stop the engine; report it instead
             self._error = f"cannot read the pipeline state: {type(err).__name__}: {err}"
         self._dirty = False
@@ -555,8 +621,14 @@ class EngineWorker:
         """Nothing pending, nothing being served, and the published view is current."""
         with self._lock:
             pending = self._running or bool(self._steps) or bool(self._until)
-        return (not pending and not self._tasks and not self._serving and self._requests.empty()
-                and not self._dirty and self.view is not None)
+        return (
+            not pending
+            and not self._tasks
+            and not self._serving
+            and self._requests.empty()
+            and not self._dirty
+            and self.view is not None
+        )
 
     def wait_idle(self, timeout: float = 600.0) -> bool:
         """Block until :attr:`idle` (for tests and code outside the frame loop)."""

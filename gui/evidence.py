@@ -15,8 +15,18 @@ from typing import Any, Optional
 
 import numpy as np
 
-__all__ = ["EvidenceView", "PairView", "build_evidence", "evidence_key", "pair_view", "pair_segments",
-           "pair_sampson_px", "default_pair", "finite_series", "EVIDENCE_RESOLUTION"]
+__all__ = [
+    "EvidenceView",
+    "PairView",
+    "build_evidence",
+    "evidence_key",
+    "pair_view",
+    "pair_segments",
+    "pair_sampson_px",
+    "default_pair",
+    "finite_series",
+    "EVIDENCE_RESOLUTION",
+]
 
 EVIDENCE_RESOLUTION = 128  # target images for the matches panel are read at most at this size
 
@@ -70,8 +80,13 @@ def evidence_key(pipeline: Any, busy: bool) -> tuple:
     recon = pipeline.recon
     if recon is None:
         return (id(pipeline), None)
-    return (id(pipeline), id(recon), len(recon.evidence["step"]), len(recon.guard_log),
-            None if busy else int(recon.step_count))
+    return (
+        id(pipeline),
+        id(recon),
+        len(recon.evidence["step"]),
+        len(recon.guard_log),
+        None if busy else int(recon.step_count),
+    )
 
 
 def build_evidence(pipeline: Any, busy: bool, previous: Optional[EvidenceView] = None) -> Optional[EvidenceView]:
@@ -100,13 +115,27 @@ def build_evidence(pipeline: Any, busy: bool, previous: Optional[EvidenceView] =
     K[:, 0, 0] *= scale
     K[:, 1, 1] *= scale
     return EvidenceView(
-        key=key, recon_step=int(snap["step"]), ids=list(snap["ids"]), image_size=int(pipeline.scene.resolution),
-        targets=np.ascontiguousarray(snap["targets"], dtype=np.float32), steps=np.asarray(ev["step"], dtype=np.int64),
-        rgb=rows("rgb"), mask=rows("mask"), epipolar=rows("epipolar"), match_inliers=rows("match_inliers", np.int64),
+        key=key,
+        recon_step=int(snap["step"]),
+        ids=list(snap["ids"]),
+        image_size=int(pipeline.scene.resolution),
+        targets=np.ascontiguousarray(snap["targets"], dtype=np.float32),
+        steps=np.asarray(ev["step"], dtype=np.int64),
+        rgb=rows("rgb"),
+        mask=rows("mask"),
+        epipolar=rows("epipolar"),
+        match_inliers=rows("match_inliers", np.int64),
         epipolar_start=np.asarray(snap["epipolar_start"], dtype=np.float64).copy(),
-        guard_log=[dict(entry) for entry in snap["guard_log"]], pose_frozen=np.asarray(snap["pose_frozen"], bool).copy(),
-        focal_scale=scale, pose_error=snap["pose_error"], w2c=np.asarray(snap["w2c"], dtype=np.float64),
-        K=K, flags=np.asarray(snap["flags"]).copy(), pairs=pairs, match_summary=summary)
+        guard_log=[dict(entry) for entry in snap["guard_log"]],
+        pose_frozen=np.asarray(snap["pose_frozen"], bool).copy(),
+        focal_scale=scale,
+        pose_error=snap["pose_error"],
+        w2c=np.asarray(snap["w2c"], dtype=np.float64),
+        K=K,
+        flags=np.asarray(snap["flags"]).copy(),
+        pairs=pairs,
+        match_summary=summary,
+    )
 
 
 def default_pair(evidence: EvidenceView) -> tuple[int, int]:
@@ -122,11 +151,21 @@ def pair_view(evidence: EvidenceView, a: int, b: int) -> PairView:
     for pair in evidence.pairs:
         i, j = int(pair["i"]), int(pair["j"])
         if (i, j) == (a, b):
-            return PairView(a, b, np.asarray(pair["xy_i"], np.float32), np.asarray(pair["xy_j"], np.float32),
-                            np.asarray(pair["verified"], bool))
+            return PairView(
+                a,
+                b,
+                np.asarray(pair["xy_i"], np.float32),
+                np.asarray(pair["xy_j"], np.float32),
+                np.asarray(pair["verified"], bool),
+            )
         if (i, j) == (b, a):
-            return PairView(a, b, np.asarray(pair["xy_j"], np.float32), np.asarray(pair["xy_i"], np.float32),
-                            np.asarray(pair["verified"], bool))
+            return PairView(
+                a,
+                b,
+                np.asarray(pair["xy_j"], np.float32),
+                np.asarray(pair["xy_i"], np.float32),
+                np.asarray(pair["verified"], bool),
+            )
     empty = np.zeros((0, 2), np.float32)
     return PairView(a, b, empty, empty, np.zeros(0, bool))
 

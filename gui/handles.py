@@ -25,8 +25,9 @@ class RawTexture:
     def __init__(self, registry: int | str, width: int, height: int, fill: float = 0.12) -> None:
         self.width, self.height = int(width), int(height)
         self.buffer = np.full((self.height, self.width, 3), fill, dtype=np.float32)
-        self.tag = dpg.add_raw_texture(self.width, self.height, self.buffer, format=dpg.mvFormat_Float_rgb,
-                                       parent=registry)
+        self.tag = dpg.add_raw_texture(
+            self.width, self.height, self.buffer, format=dpg.mvFormat_Float_rgb, parent=registry
+        )
         self.version = 0
 
     def set(self, image: Any) -> None:
@@ -45,8 +46,9 @@ class RawTexture:
 class Text:
     """A text item whose value is only pushed to DearPyGui when it changed."""
 
-    def __init__(self, default: str = "", parent: Optional[int | str] = None, colour: Optional[tuple] = None,
-                 wrap: int = -1) -> None:
+    def __init__(
+        self, default: str = "", parent: Optional[int | str] = None, colour: Optional[tuple] = None, wrap: int = -1
+    ) -> None:
         kwargs: dict = {"wrap": wrap}
         if parent is not None:
             kwargs["parent"] = parent
@@ -67,8 +69,9 @@ class Text:
         return self._value
 
 
-def themed_colour(target: int, colour: tuple, component: int = 0, style: Optional[Callable[[], None]] = None,
-                  category: int = 0) -> int:
+def themed_colour(
+    target: int, colour: tuple, component: int = 0, style: Optional[Callable[[], None]] = None, category: int = 0
+) -> int:
     """A theme setting one colour (``target`` is a dpg.mvThemeCol_* / mvPlotCol_* constant)."""
     with dpg.theme() as theme:
         with dpg.theme_component(component):

@@ -72,14 +72,20 @@ def difference_heatmap(first: np.ndarray, second: np.ndarray, vmax: float = 0.5)
     return apply_colormap(diff, 0.0, vmax)
 
 
-def grid_2x2(top_left: np.ndarray, top_right: np.ndarray, bottom_left: np.ndarray, bottom_right: np.ndarray,
-             gap: int = 2, gap_value: float = 0.15) -> np.ndarray:
+def grid_2x2(
+    top_left: np.ndarray,
+    top_right: np.ndarray,
+    bottom_left: np.ndarray,
+    bottom_right: np.ndarray,
+    gap: int = 2,
+    gap_value: float = 0.15,
+) -> np.ndarray:
     """Four equally sized images in a 2 x 2 grid with a `gap`-pixel separator."""
     images = [as_float_rgb(i) for i in (top_left, top_right, bottom_left, bottom_right)]
     h, w = images[0].shape[:2]
     if any(i.shape[:2] != (h, w) for i in images):
         raise ValueError("grid_2x2: the four images must have the same size")
     out = np.full((2 * h + gap, 2 * w + gap, 3), gap_value, np.float32)
-    out[:h, :w], out[:h, w + gap:] = images[0], images[1]
-    out[h + gap:, :w], out[h + gap:, w + gap:] = images[2], images[3]
+    out[:h, :w], out[:h, w + gap :] = images[0], images[1]
+    out[h + gap :, :w], out[h + gap :, w + gap :] = images[2], images[3]
     return out

@@ -45,8 +45,11 @@ class CaptureLayout:
     fmt: Optional[str]  # colmap, nerfstudio, sparseags (None with no poses)
 
     def describe(self) -> str:
-        poses = "no poses (structure from motion)" if self.poses is None else \
-            f"{self.fmt} poses ({_relative(self.poses, self.folder)})"
+        poses = (
+            "no poses (structure from motion)"
+            if self.poses is None
+            else f"{self.fmt} poses ({_relative(self.poses, self.folder)})"
+        )
         masks = f", masks {_relative(self.masks, self.folder)}" if self.masks is not None else ""
         return f"photos {_relative(self.images, self.folder)}{masks}, {poses}"
 
@@ -96,8 +99,10 @@ def is_scene(folder: Path) -> bool:
 
 
 def _has_images(folder: Path) -> bool:
-    return folder.is_dir() and any(p.is_file() and p.suffix.lower() in capture.IMAGE_SUFFIXES
-                                   and not p.name.startswith(".") for p in folder.iterdir())
+    return folder.is_dir() and any(
+        p.is_file() and p.suffix.lower() in capture.IMAGE_SUFFIXES and not p.name.startswith(".")
+        for p in folder.iterdir()
+    )
 
 
 def _poses_in(folder: Path) -> tuple[Optional[Path], Optional[str]]:
@@ -126,8 +131,11 @@ def find_capture(folder: Path) -> CaptureLayout:
     if images is None and _has_images(folder):
         images = folder
     if images is None:
-        raise CaptureError(f"neither a scene (no cameras.json) nor a raw capture (no photos in "
-                           f"{', '.join(n + '/' for n in IMAGE_FOLDERS)} or the folder itself)", folder)
+        raise CaptureError(
+            f"neither a scene (no cameras.json) nor a raw capture (no photos in "
+            f"{', '.join(n + '/' for n in IMAGE_FOLDERS)} or the folder itself)",
+            folder,
+        )
     masks = next((folder / name for name in MASK_FOLDERS if (folder / name).is_dir()), None)
     poses, fmt = _poses_in(folder)
     return CaptureLayout(folder=folder, images=images, masks=masks, poses=poses, fmt=fmt)
@@ -176,7 +184,9 @@ class ImportProgress:
             return self._fraction, self._message
 
 
-def run_import(layout: CaptureLayout, out: Path, progress: ImportProgress, resolution: int = 256) -> capture.ImportReport:
+def run_import(
+    layout: CaptureLayout, out: Path, progress: ImportProgress, resolution: int = 256
+) -> capture.ImportReport:
     """Import `layout` into `out` (engine thread). Raises :class:`CaptureError` (one line) on bad input."""
     progress.set(0.0, "reading poses" if layout.poses is not None else "structure from motion (pycolmap)")
     # photos  ->  crops: the import calls back twice per view (read + check, crop + write)
@@ -189,9 +199,16 @@ def run_import(layout: CaptureLayout, out: Path, progress: ImportProgress, resol
         progress.set(0.05 + 0.9 * done / max(total, 1), f"{stage} {shown}/{half}")
 
     try:
-        report = capture.import_capture(layout.images, out, masks=layout.masks, poses=layout.poses, fmt=layout.fmt,
-                                        resolution=int(resolution), log=lambda line: progress.set(message=line),
-                                        progress=step)
+        report = capture.import_capture(
+            layout.images,
+            out,
+            masks=layout.masks,
+            poses=layout.poses,
+            fmt=layout.fmt,
+            resolution=int(resolution),
+            log=lambda line: progress.set(message=line),
+            progress=step,
+        )
     except CaptureError as err:
         progress.finish(False, str(err))
         raise

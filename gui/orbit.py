@@ -45,8 +45,18 @@ from scipy.spatial.transform import Rotation
 
 from sparseags.cameras import look_at_c2w_gl
 
-__all__ = ["OrbitCamera", "ORBIT_DEG_PER_PIXEL", "PAN_PER_PIXEL", "ZOOM_BASE", "ProgressivePolicy", "fit_all_view",
-           "frusta_at_camera", "pan_world_per_pixel", "pick_segment", "project_points"]
+__all__ = [
+    "OrbitCamera",
+    "ORBIT_DEG_PER_PIXEL",
+    "PAN_PER_PIXEL",
+    "ZOOM_BASE",
+    "ProgressivePolicy",
+    "fit_all_view",
+    "frusta_at_camera",
+    "pan_world_per_pixel",
+    "pick_segment",
+    "project_points",
+]
 
 ORBIT_DEG_PER_PIXEL = 0.05  # kiui/DreamGaussian mouse sensitivity
 PAN_PER_PIXEL = 0.0005  # world units per pixel of pan drag
@@ -76,8 +86,16 @@ class OrbitCamera:
     GL camera-to-world rotation), ``up [3]`` (world up, orbit axis).
     """
 
-    def __init__(self, width: int, height: int, radius: float = 2.5, fovy_deg: float = 49.1,
-                 near: float = 0.01, far: float = 100.0, center: Sequence[float] = (0.0, 0.0, 0.0)) -> None:
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        radius: float = 2.5,
+        fovy_deg: float = 49.1,
+        near: float = 0.01,
+        far: float = 100.0,
+        center: Sequence[float] = (0.0, 0.0, 0.0),
+    ) -> None:
         if int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"OrbitCamera: width and height must be positive, got {width}x{height}")
         if not 0.0 < fovy_deg < 180.0:
@@ -129,10 +147,14 @@ class OrbitCamera:
         y = math.tan(self.fovy / 2.0)
         aspect = self.width / self.height
         n, f = self.near, self.far
-        return np.array([[1.0 / (y * aspect), 0.0, 0.0, 0.0],
-                         [0.0, -1.0 / y, 0.0, 0.0],
-                         [0.0, 0.0, -(f + n) / (f - n), -2.0 * f * n / (f - n)],
-                         [0.0, 0.0, -1.0, 0.0]])
+        return np.array(
+            [
+                [1.0 / (y * aspect), 0.0, 0.0, 0.0],
+                [0.0, -1.0 / y, 0.0, 0.0],
+                [0.0, 0.0, -(f + n) / (f - n), -2.0 * f * n / (f - n)],
+                [0.0, 0.0, -1.0, 0.0],
+            ]
+        )
 
     @property
     def mvp(self) -> np.ndarray:
@@ -191,8 +213,9 @@ class OrbitCamera:
 
     def fit_all(self, points: Any, margin: float = 0.08, pivot: Any = None) -> None:
         """Frame ``points [N, 3]`` (world) without turning: see :func:`fit_all_view`."""
-        self.center, self.radius = fit_all_view(points, self.rot.as_matrix(), self.fovy, self.width / self.height,
-                                                margin=margin, pivot=pivot)
+        self.center, self.radius = fit_all_view(
+            points, self.rot.as_matrix(), self.fovy, self.width / self.height, margin=margin, pivot=pivot
+        )
 
     def from_angle(self, elevation_deg: float, azimuth_deg: float) -> None:
         """Place the camera at kiui ``(elevation, azimuth)`` around ``center`` (negative elevation = above)."""
@@ -219,8 +242,9 @@ class OrbitCamera:
         if not np.allclose(rotation_w2c @ rotation_w2c.T, np.eye(3), atol=1e-5):
             raise ValueError("OrbitCamera.snap_to: w2c_cv[:3, :3] is not a rotation matrix")
         if intrinsics[1, 1] <= 0 or int(height) <= 0 or int(width) <= 0:
-            raise ValueError(f"OrbitCamera.snap_to: need fy > 0 and a positive size, got fy={intrinsics[1, 1]}, "
-                             f"{width}x{height}")
+            raise ValueError(
+                f"OrbitCamera.snap_to: need fy > 0 and a positive size, got fy={intrinsics[1, 1]}, {width}x{height}"
+            )
         rotation_c2w_gl = rotation_w2c.T @ _GL_TO_CV
         campos = -rotation_w2c.T @ w2c[:3, 3]
         forward = -rotation_c2w_gl[:, 2]  # the viewing direction (OpenCV +z) in world coordinates
@@ -275,8 +299,9 @@ def pan_world_per_pixel(depth: float, focal: float) -> float:
     return float(depth) / max(float(focal), 1e-12)
 
 
-def fit_all_view(points: Any, rotation_c2w_gl: Any, fovy: float, aspect: float, margin: float = 0.08,
-                 pivot: Any = None) -> tuple[np.ndarray, float]:
+def fit_all_view(
+    points: Any, rotation_c2w_gl: Any, fovy: float, aspect: float, margin: float = 0.08, pivot: Any = None
+) -> tuple[np.ndarray, float]:
     """Look-at point and radius that frame ``points [N, 3]`` for a camera of fixed orientation.
 
     rotation_c2w_gl: [3, 3] OpenGL camera-to-world rotation (columns: right, up, backward); fovy in
@@ -368,8 +393,13 @@ class ProgressivePolicy:
 
     DIVISORS = (2, 3, 4, 6, 8)
 
-    def __init__(self, settle_s: float = 0.06, target_ms: float = 40.0, divisor: int = 4,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        settle_s: float = 0.06,
+        target_ms: float = 40.0,
+        divisor: int = 4,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         if divisor not in self.DIVISORS:
             raise ValueError(f"ProgressivePolicy: divisor must be one of {self.DIVISORS}, got {divisor}")
         self.settle_s = float(settle_s)

@@ -16,16 +16,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Optional, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from sparseags.config import Config
-
     from gui.engine import EngineWorker
     from gui.state import PendingJobs, Timing, UiState
+    from sparseags.config import Config
 
 __all__ = ["WindowPort", "PORT_METHODS"]
 
 # the callables of the port (tests check that DebuggerApp has each of them)
-PORT_METHODS = ("report", "select_view", "select_pair", "show_tab", "open_path", "decide_outlier", "set_flag",
-                "apply_candidate", "apply_cell", "choose_arbitration", "request_screenshot", "settle")
+PORT_METHODS = (
+    "report",
+    "select_view",
+    "select_pair",
+    "show_tab",
+    "open_path",
+    "decide_outlier",
+    "set_flag",
+    "apply_candidate",
+    "apply_cell",
+    "choose_arbitration",
+    "request_screenshot",
+    "settle",
+)
 
 
 @runtime_checkable

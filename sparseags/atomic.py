@@ -34,8 +34,6 @@ def _before_write(path: Path) -> None:
     raise ``OSError(errno.ENOSPC)`` at the k-th write), which then fails like a real write would."""
 
 
-
-
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same suffix, for writers that pick a format by extension).

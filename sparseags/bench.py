@@ -71,7 +71,7 @@ def render_baseline(scene: GaussianScene, viewmats: Tensor, Ks: Tensor, width: i
                 alpha = torch.where(valid, alpha, torch.zeros_like(alpha))
                 accumulated, _ = composite_front_to_back(alpha, valid, features[hit])
                 tiles.append(accumulated[:, :3].reshape(TILE_SIZE, TILE_SIZE, 3))
-        rows = [torch.cat(tiles[r * tiles_x:(r + 1) * tiles_x], dim=1) for r in range(tiles_y)]
+        rows = [torch.cat(tiles[r * tiles_x : (r + 1) * tiles_x], dim=1) for r in range(tiles_y)]
         images.append(torch.cat(rows, dim=0)[:height, :width])
     return torch.stack(images)
 
@@ -110,19 +110,19 @@ def _bench_case(num: int, res: int, repeats: int, baseline_repeats: int) -> dict
             (out.rgb * weight[views]).sum().backward()
 
     def baseline(view: int, backward: bool) -> None:
-        rgb = render_baseline(scene, viewmats[view:view + 1], Ks[view:view + 1], res, res)
+        rgb = render_baseline(scene, viewmats[view : view + 1], Ks[view : view + 1], res, res)
         if backward:
-            (rgb * weight[view:view + 1]).sum().backward()
+            (rgb * weight[view : view + 1]).sum().backward()
 
     row = {"n": num, "res": res}
     row["ours_fwd_ms"], row["ours_fwd_cpu_ms"] = _time_ms(lambda v: ours(v, False), repeats)
     row["ours_fwd_bwd_ms"], row["ours_fwd_bwd_cpu_ms"] = _time_ms(lambda v: ours(v, True), repeats)
     row["ours_batch8_fwd_bwd_ms"], row["ours_batch8_fwd_bwd_cpu_ms"] = _time_ms(
-        lambda v: ours(v, True, slice(0, NUM_CAMERAS)), max(1, repeats // 4))
+        lambda v: ours(v, True, slice(0, NUM_CAMERAS)), max(1, repeats // 4)
+    )
     row["batch8_over_8_single"] = row["ours_batch8_fwd_bwd_ms"] / (NUM_CAMERAS * row["ours_fwd_bwd_ms"])
     row["baseline_fwd_ms"], row["baseline_fwd_cpu_ms"] = _time_ms(lambda v: baseline(v, False), baseline_repeats)
-    row["baseline_fwd_bwd_ms"], row["baseline_fwd_bwd_cpu_ms"] = _time_ms(
-        lambda v: baseline(v, True), baseline_repeats)
+    row["baseline_fwd_bwd_ms"], row["baseline_fwd_bwd_cpu_ms"] = _time_ms(lambda v: baseline(v, True), baseline_repeats)
     row["ratio_fwd"] = row["baseline_fwd_ms"] / row["ours_fwd_ms"]
     row["ratio_fwd_bwd"] = row["baseline_fwd_bwd_ms"] / row["ours_fwd_bwd_ms"]
     row["ratio_fwd_cpu"] = row["baseline_fwd_cpu_ms"] / row["ours_fwd_cpu_ms"]
@@ -132,18 +132,29 @@ def _bench_case(num: int, res: int, repeats: int, baseline_repeats: int) -> dict
     return row
 
 
-def _bench_gsplat(scene: GaussianScene, viewmats: Tensor, Ks: Tensor, weight: Tensor, res: int,
-                  repeats: int, device: torch.device | str = "cuda") -> dict:
+def _bench_gsplat(
+    scene: GaussianScene,
+    viewmats: Tensor,
+    Ks: Tensor,
+    weight: Tensor,
+    res: int,
+    repeats: int,
+    device: torch.device | str = "cuda",
+) -> dict:
     cuda = _leaves(GaussianScene(*[t.detach().to(device) for t in scene.tensors()]))
     viewmats, Ks, weight = viewmats.to(device), Ks.to(device), weight.to(device)
 
     def run(view: int, backward: bool) -> None:
-        out = render_gaussians(*cuda.tensors(), viewmats[view:view + 1], Ks[view:view + 1], res, res, backend="gsplat")
+        out = render_gaussians(
+            *cuda.tensors(), viewmats[view : view + 1], Ks[view : view + 1], res, res, backend="gsplat"
+        )
         if backward:
-            (out.rgb * weight[view:view + 1]).sum().backward()
+            (out.rgb * weight[view : view + 1]).sum().backward()
 
-    return {"gsplat_fwd_ms": _time_ms(lambda v: run(v, False), repeats, torch.cuda.synchronize)[0],
-            "gsplat_fwd_bwd_ms": _time_ms(lambda v: run(v, True), repeats, torch.cuda.synchronize)[0]}
+    return {
+        "gsplat_fwd_ms": _time_ms(lambda v: run(v, False), repeats, torch.cuda.synchronize)[0],
+        "gsplat_fwd_bwd_ms": _time_ms(lambda v: run(v, True), repeats, torch.cuda.synchronize)[0],
+    }
 
 
 def _proc_status_kib(field: str) -> int | None:
@@ -178,17 +189,23 @@ def memory_probe(num: int, res: int, num_cameras: int) -> dict:
     out = render_gaussians(*scene.tensors(), viewmats, Ks, res, res, backend="cpu")
     (out.rgb.sum() + out.alpha.sum()).backward()
     after = _proc_status_kib("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"n": num, "res": res, "cameras": num_cameras, "peak_rss_mb": after / 1024.0,
-            "render_peak_delta_mb": (after - before) / 1024.0}
+    return {
+        "n": num,
+        "res": res,
+        "cameras": num_cameras,
+        "peak_rss_mb": after / 1024.0,
+        "render_peak_delta_mb": (after - before) / 1024.0,
+    }
 
 
 def _run_memory_probe(num: int, res: int, num_cameras: int) -> dict:
     root = str(Path(__file__).resolve().parent.parent)
-    code = (f"import json; from sparseags.bench import memory_probe; "
-            f"print(json.dumps(memory_probe({num}, {res}, {num_cameras})))")
+    code = (
+        f"import json; from sparseags.bench import memory_probe; "
+        f"print(json.dumps(memory_probe({num}, {res}, {num_cameras})))"
+    )
     env = {**os.environ, "PYTHONPATH": root + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root,
-                            check=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -240,28 +257,46 @@ def run_render_bench(
 def format_render_table(rows: list[dict]) -> str:
     """Markdown table of `run_render_bench` rows."""
     has_gsplat = any("gsplat_fwd_ms" in row for row in rows)
-    header = ["N", "res", "ours fwd ms", "ours fwd+bwd ms", "baseline fwd ms", "baseline fwd+bwd ms",
-              "ratio fwd (wall / cpu)", "ratio fwd+bwd (wall / cpu)", "ours fwd+bwd cpu ms",
-              "batch8 fwd+bwd ms", "batch8 / 8 singles"]
+    header = [
+        "N",
+        "res",
+        "ours fwd ms",
+        "ours fwd+bwd ms",
+        "baseline fwd ms",
+        "baseline fwd+bwd ms",
+        "ratio fwd (wall / cpu)",
+        "ratio fwd+bwd (wall / cpu)",
+        "ours fwd+bwd cpu ms",
+        "batch8 fwd+bwd ms",
+        "batch8 / 8 singles",
+    ]
     if has_gsplat:
         header += ["gsplat fwd ms", "gsplat fwd+bwd ms"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [str(row["n"]), str(row["res"])] + [f"{row[k]:.1f}" for k in (
-            "ours_fwd_ms", "ours_fwd_bwd_ms", "baseline_fwd_ms", "baseline_fwd_bwd_ms")]
-        cells += [f"{row['ratio_fwd']:.1f}x / {row['ratio_fwd_cpu']:.1f}x",
-                  f"{row['ratio_fwd_bwd']:.1f}x / {row['ratio_fwd_bwd_cpu']:.1f}x",
-                  f"{row['ours_fwd_bwd_cpu_ms']:.1f}",
-                  f"{row['ours_batch8_fwd_bwd_ms']:.1f}", f"{row['batch8_over_8_single']:.2f}"]
+        cells = [str(row["n"]), str(row["res"])] + [
+            f"{row[k]:.1f}" for k in ("ours_fwd_ms", "ours_fwd_bwd_ms", "baseline_fwd_ms", "baseline_fwd_bwd_ms")
+        ]
+        cells += [
+            f"{row['ratio_fwd']:.1f}x / {row['ratio_fwd_cpu']:.1f}x",
+            f"{row['ratio_fwd_bwd']:.1f}x / {row['ratio_fwd_bwd_cpu']:.1f}x",
+            f"{row['ours_fwd_bwd_cpu_ms']:.1f}",
+            f"{row['ours_batch8_fwd_bwd_ms']:.1f}",
+            f"{row['batch8_over_8_single']:.2f}",
+        ]
         if has_gsplat:
-            cells += [f"{row.get('gsplat_fwd_ms', float('nan')):.2f}", f"{row.get('gsplat_fwd_bwd_ms', float('nan')):.2f}"]
+            cells += [
+                f"{row.get('gsplat_fwd_ms', float('nan')):.2f}",
+                f"{row.get('gsplat_fwd_bwd_ms', float('nan')):.2f}",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
     for row in rows:
         if "peak_rss_mb" in row:
             lines.append(
                 f"\nPeak RSS at N={row['n']}, {row['res']}²: one view {row['peak_rss_mb']:.0f} MB "
                 f"(render adds {row['render_peak_delta_mb']:.0f} MB), 8 views {row['batch8_peak_rss_mb']:.0f} MB "
-                f"(render adds {row['batch8_render_peak_delta_mb']:.0f} MB)")
+                f"(render adds {row['batch8_render_peak_delta_mb']:.0f} MB)"
+            )
     return "\n".join(lines)
 
 

@@ -97,8 +97,9 @@ _SMALL_QUAT_VEC_SQ = 1e-6
 # ----------------------------------------------------------------------------------------------
 # Input handling
 # ----------------------------------------------------------------------------------------------
-def as_float_tensors(*values: Any, dtype: torch.dtype | None = None,
-                     device: torch.device | str | None = None) -> tuple[Tensor, ...]:
+def as_float_tensors(
+    *values: Any, dtype: torch.dtype | None = None, device: torch.device | str | None = None
+) -> tuple[Tensor, ...]:
     """Convert values (tensor, ndarray, scalar, sequence) to float tensors of one dtype and device.
 
     The dtype is ``dtype`` if given, else the promotion of the floating tensors and floating numpy
@@ -217,8 +218,15 @@ def look_at_c2w_gl(campos: Any, target: Any, up: Any = (0.0, 1.0, 0.0)) -> Tenso
     return _homogeneous(rotation, campos.expand_as(forward))
 
 
-def orbit_camera(elevation_deg: Any, azimuth_deg: Any, radius: Any = 1.0, target: Any = (0.0, 0.0, 0.0),
-                 *, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> Tensor:
+def orbit_camera(
+    elevation_deg: Any,
+    azimuth_deg: Any,
+    radius: Any = 1.0,
+    target: Any = (0.0, 0.0, 0.0),
+    *,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
     """DreamGaussian/kiui orbit camera -> OpenGL camera-to-world [..., 4, 4].
 
     ``campos = target + r * (cos(e) sin(a), -sin(e), cos(e) cos(a))``: **negative elevation = camera
@@ -226,8 +234,9 @@ def orbit_camera(elevation_deg: Any, azimuth_deg: Any, radius: Any = 1.0, target
     up +y (see :func:`look_at_c2w_gl`). ``elevation_deg``, ``azimuth_deg``, ``radius`` broadcast;
     ``target`` is ``[..., 3]``.
     """
-    elev, azim, radius, target = as_float_tensors(elevation_deg, azimuth_deg, radius, target,
-                                                  dtype=dtype, device=device)
+    elev, azim, radius, target = as_float_tensors(
+        elevation_deg, azimuth_deg, radius, target, dtype=dtype, device=device
+    )
     e, a = torch.deg2rad(elev), torch.deg2rad(azim)
     direction = torch.stack(torch.broadcast_tensors(e.cos() * a.sin(), -e.sin(), e.cos() * a.cos()), dim=-1)
     campos = target + radius[..., None] * direction
@@ -320,9 +329,9 @@ def skew(v: Any) -> Tensor:
     (v,) = as_float_tensors(v)
     x, y, z = v.unbind(-1)
     zero = torch.zeros_like(x)
-    return torch.stack([torch.stack([zero, -z, y], -1),
-                        torch.stack([z, zero, -x], -1),
-                        torch.stack([-y, x, zero], -1)], dim=-2)
+    return torch.stack(
+        [torch.stack([zero, -z, y], -1), torch.stack([z, zero, -x], -1), torch.stack([-y, x, zero], -1)], dim=-2
+    )
 
 
 def _series(theta_sq: Tensor, coefficients: Sequence[float]) -> Tensor:
@@ -523,12 +532,15 @@ def rotmat_to_quat_wxyz(R: Any) -> Tensor:
     m10, m11, m12 = m[..., 1, 0], m[..., 1, 1], m[..., 1, 2]
     m20, m21, m22 = m[..., 2, 0], m[..., 2, 1], m[..., 2, 2]
     trace = m00 + m11 + m22
-    candidates = torch.stack([
-        torch.stack([1 + trace, m21 - m12, m02 - m20, m10 - m01], -1),
-        torch.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], -1),
-        torch.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], -1),
-        torch.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], -1),
-    ], dim=-2)  # [..., 4 candidates, 4]
+    candidates = torch.stack(
+        [
+            torch.stack([1 + trace, m21 - m12, m02 - m20, m10 - m01], -1),
+            torch.stack([m21 - m12, 1 + m00 - m11 - m22, m01 + m10, m02 + m20], -1),
+            torch.stack([m02 - m20, m01 + m10, 1 - m00 + m11 - m22, m12 + m21], -1),
+            torch.stack([m10 - m01, m02 + m20, m12 + m21, 1 - m00 - m11 + m22], -1),
+        ],
+        dim=-2,
+    )  # [..., 4 candidates, 4]
     choice = torch.stack([trace, m00, m11, m22], -1).argmax(-1)  # [...]
     index = choice[..., None, None].expand(*choice.shape, 1, 4)
     q = F.normalize(torch.gather(candidates, -2, index)[..., 0, :], dim=-1)

@@ -114,8 +114,10 @@ class ImportReport:
             lines.append(f"not imported ({len(self.skipped)}): {', '.join(self.skipped)}")
         lines += self.notes
         s = self.normalisation
-        lines.append(f"frame: X_scene = {s['scale']:.6g} * R @ X_input + t (normalisation.json)"
-                     + ("; up axis uncertain (needs_checking)" if s.get("needs_checking") else ""))
+        lines.append(
+            f"frame: X_scene = {s['scale']:.6g} * R @ X_input + t (normalisation.json)"
+            + ("; up axis uncertain (needs_checking)" if s.get("needs_checking") else "")
+        )
         return "\n".join(lines)
 
 
@@ -143,8 +145,11 @@ def _check_pose(view_id: str, w2c: np.ndarray, K: np.ndarray, path: Path | None)
     det = float(np.linalg.det(R))
     err = float(np.linalg.norm(R @ R.T - np.eye(3)))
     if abs(det - 1.0) > _ROT_TOL or err > _ROT_TOL:
-        raise CaptureError(f"view {view_id!r}: the rotation is degenerate (det {det:.4g}, |R R^T - I| {err:.3g}); "
-                           "a scaled, sheared or mirrored pose cannot be imported", path)
+        raise CaptureError(
+            f"view {view_id!r}: the rotation is degenerate (det {det:.4g}, |R R^T - I| {err:.3g}); "
+            "a scaled, sheared or mirrored pose cannot be imported",
+            path,
+        )
     U, _, Vt = np.linalg.svd(R)
     clean = w2c.copy()
     clean[:3, :3] = U @ Vt
@@ -167,8 +172,10 @@ def _quiet_pycolmap():
     try:
         import pycolmap
     except ImportError as err:
-        raise CaptureError("pycolmap is not installed (pip install pycolmap); it reads COLMAP models and "
-                           "estimates poses when none are given") from err
+        raise CaptureError(
+            "pycolmap is not installed (pip install pycolmap); it reads COLMAP models and "
+            "estimates poses when none are given"
+        ) from err
     logging = getattr(pycolmap, "logging", None)
     if logging is not None:
         try:
@@ -185,14 +192,23 @@ def _quiet_pycolmap():
 # --------------------------------------------------------------------------------------------------------------
 def _colmap_folder(path: Path) -> Path | None:
     """The model folder for a COLMAP path (a model folder, a file in it, or a project with sparse/0)."""
-    if path.is_file() and path.name in ("cameras.txt", "images.txt", "points3D.txt", "cameras.bin", "images.bin",
-                                        "points3D.bin", "rigs.bin", "frames.bin"):
+    if path.is_file() and path.name in (
+        "cameras.txt",
+        "images.txt",
+        "points3D.txt",
+        "cameras.bin",
+        "images.bin",
+        "points3D.bin",
+        "rigs.bin",
+        "frames.bin",
+    ):
         path = path.parent
     if not path.is_dir():
         return None
     for candidate in (path, path / "sparse" / "0", path / "sparse", path / "0"):
-        if ((candidate / "cameras.txt").is_file() and (candidate / "images.txt").is_file()) or \
-                ((candidate / "cameras.bin").is_file() and (candidate / "images.bin").is_file()):
+        if ((candidate / "cameras.txt").is_file() and (candidate / "images.txt").is_file()) or (
+            (candidate / "cameras.bin").is_file() and (candidate / "images.bin").is_file()
+        ):
             return candidate
     return None
 
@@ -215,10 +231,12 @@ def detect_format(path: str | os.PathLike) -> str:
             return "nerfstudio"
         if isinstance(data, dict) and data and all(isinstance(v, dict) and "R" in v for v in data.values()):
             return "sparseags"
-        raise CaptureError("JSON is neither a nerfstudio/instant-ngp transforms file (a 'frames' list) nor a "
-                           "SparseAGS camera file (objects with 'R', 'T'); pass --format", path)
-    raise CaptureError("cannot tell the poses format from this path; pass --format colmap|nerfstudio|sparseags",
-                       path)
+        raise CaptureError(
+            "JSON is neither a nerfstudio/instant-ngp transforms file (a 'frames' list) nor a "
+            "SparseAGS camera file (objects with 'R', 'T'); pass --format",
+            path,
+        )
+    raise CaptureError("cannot tell the poses format from this path; pass --format colmap|nerfstudio|sparseags", path)
 
 
 def _pose_file(path: Path, fmt: str) -> Path:
@@ -246,9 +264,16 @@ def read_colmap(path: str | os.PathLike) -> PoseSet:
 
 
 _PINHOLE_PARAMS = {  # model -> indices of (fx, fy, cx, cy) in params; None = fy is fx
-    "SIMPLE_PINHOLE": (0, None, 1, 2), "PINHOLE": (0, 1, 2, 3), "SIMPLE_RADIAL": (0, None, 1, 2),
-    "RADIAL": (0, None, 1, 2), "OPENCV": (0, 1, 2, 3), "FULL_OPENCV": (0, 1, 2, 3), "OPENCV_FISHEYE": (0, 1, 2, 3),
-    "SIMPLE_RADIAL_FISHEYE": (0, None, 1, 2), "RADIAL_FISHEYE": (0, None, 1, 2), "THIN_PRISM_FISHEYE": (0, 1, 2, 3),
+    "SIMPLE_PINHOLE": (0, None, 1, 2),
+    "PINHOLE": (0, 1, 2, 3),
+    "SIMPLE_RADIAL": (0, None, 1, 2),
+    "RADIAL": (0, None, 1, 2),
+    "OPENCV": (0, 1, 2, 3),
+    "FULL_OPENCV": (0, 1, 2, 3),
+    "OPENCV_FISHEYE": (0, 1, 2, 3),
+    "SIMPLE_RADIAL_FISHEYE": (0, None, 1, 2),
+    "RADIAL_FISHEYE": (0, None, 1, 2),
+    "THIN_PRISM_FISHEYE": (0, 1, 2, 3),
 }
 
 
@@ -280,8 +305,10 @@ def _poses_from_reconstruction(rec: Any, fmt: str, source: Path | None) -> PoseS
         poses.K[view_id] = K
         poses.sizes[view_id] = (int(camera.width), int(camera.height))
     if distorted:
-        poses.notes.append(f"note: lens distortion ignored for {len(distorted)} view(s) (pinhole part kept; "
-                           "undistort the photos first for exact intrinsics)")
+        poses.notes.append(
+            f"note: lens distortion ignored for {len(distorted)} view(s) (pinhole part kept; "
+            "undistort the photos first for exact intrinsics)"
+        )
     return poses
 
 
@@ -352,7 +379,8 @@ def read_transforms(path: str | os.PathLike, image_sizes: dict[str, tuple[int, i
         if isinstance(mask_path, str) and mask_path:
             poses.masks[view_id] = path.parent / mask_path
     if any(_number(meta.get(k)) is not None for k in ("k1", "k2", "p1", "p2")) and any(
-            abs(float(meta.get(k, 0.0) or 0.0)) > 1e-9 for k in ("k1", "k2", "k3", "p1", "p2")):
+        abs(float(meta.get(k, 0.0) or 0.0)) > 1e-9 for k in ("k1", "k2", "k3", "p1", "p2")
+    ):
         poses.notes.append("note: lens distortion in transforms.json ignored (undistort the photos first)")
     return poses
 
@@ -376,8 +404,11 @@ def read_sparseags(path: str | os.PathLike) -> PoseSet:
     path = _pose_file(Path(path), "sparseags")
     data = _load_json(path)
     if isinstance(data, dict) and isinstance(data.get("frames"), list):
-        raise CaptureError("this is a nerfstudio transforms file (a 'frames' list), not a SparseAGS camera file; "
-                           "use --format nerfstudio", path)
+        raise CaptureError(
+            "this is a nerfstudio transforms file (a 'frames' list), not a SparseAGS camera file; "
+            "use --format nerfstudio",
+            path,
+        )
     try:
         records = read_cameras_json(path)
     except SceneError as err:
@@ -411,8 +442,9 @@ def read_sparseags(path: str | os.PathLike) -> PoseSet:
     return poses
 
 
-def read_poses(path: str | os.PathLike, fmt: str | None = None,
-               image_sizes: dict[str, tuple[int, int]] | None = None) -> PoseSet:
+def read_poses(
+    path: str | os.PathLike, fmt: str | None = None, image_sizes: dict[str, tuple[int, int]] | None = None
+) -> PoseSet:
     path = Path(path)
     fmt = fmt or detect_format(path)
     if fmt == "colmap":
@@ -434,8 +466,9 @@ def list_images(folder: Path) -> dict[str, Path]:
     for path in sorted(folder.iterdir()):
         if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith("."):
             if path.stem in images:
-                raise CaptureError(f"two images with the stem {path.stem!r} ({images[path.stem].name}, {path.name})",
-                                   folder)
+                raise CaptureError(
+                    f"two images with the stem {path.stem!r} ({images[path.stem].name}, {path.name})", folder
+                )
             images[path.stem] = path
     if not images:
         raise CaptureError(f"no images ({', '.join(IMAGE_SUFFIXES)})", folder)
@@ -534,7 +567,7 @@ def _window(array: np.ndarray, box: tuple[int, int, int], fill: float) -> np.nda
     out = np.full((side, side) + array.shape[2:], fill, dtype=array.dtype)
     xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + side, w), min(y0 + side, h)
     if xa < xb and ya < yb:
-        out[ya - y0:yb - y0, xa - x0:xb - x0] = array[ya:yb, xa:xb]
+        out[ya - y0 : yb - y0, xa - x0 : xb - x0] = array[ya:yb, xa:xb]
     return out
 
 
@@ -545,8 +578,7 @@ def _area_resize(array: np.ndarray, size: int) -> np.ndarray:
         return array
     # INTER_AREA averages exact pixel areas (output pixel k covers [k, k+1] * side / size): the corner-origin
     # mapping that crop_intrinsics assumes. Enlarging falls back to bilinear with the same centre convention.
-    return cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA if array.shape[0] > size
-                      else cv2.INTER_LINEAR)
+    return cv2.resize(array, (size, size), interpolation=cv2.INTER_AREA if array.shape[0] > size else cv2.INTER_LINEAR)
 
 
 def crop_view(rgb: np.ndarray, mask: np.ndarray, box: tuple[int, int, int], resolution: int) -> np.ndarray:
@@ -611,8 +643,9 @@ def uncrop_intrinsics(K: np.ndarray, box: Sequence[float], resolution: int) -> n
     return out
 
 
-def export_input_frame(scene_dir: str | os.PathLike, out_dir: str | os.PathLike, ids: Sequence[str], w2c: Any,
-                       K: Any) -> list[Path]:
+def export_input_frame(
+    scene_dir: str | os.PathLike, out_dir: str | os.PathLike, ids: Sequence[str], w2c: Any, K: Any
+) -> list[Path]:
     """Write cameras of an imported scene back in the user's frame, for the full-resolution original photos.
 
     ``w2c [V, 4, 4]`` scene-frame OpenCV cameras and ``K [V, 3, 3]`` in pixels of the scene's image files (the
@@ -631,15 +664,18 @@ def export_input_frame(scene_dir: str | os.PathLike, out_dir: str | os.PathLike,
     ids = [str(i) for i in ids]
     w2c_in = to_input_frame(np.asarray(w2c, dtype=np.float64), norm)
     K = K.detach().cpu().numpy() if hasattr(K, "detach") else np.asarray(K, dtype=np.float64)
-    K_photo = np.stack([uncrop_intrinsics(k, (crops[i]["x0"], crops[i]["y0"], crops[i]["side"]),
-                                          crops[i]["resolution"]) for i, k in zip(ids, K)])
+    K_photo = np.stack(
+        [
+            uncrop_intrinsics(k, (crops[i]["x0"], crops[i]["y0"], crops[i]["side"]), crops[i]["resolution"])
+            for i, k in zip(ids, K)
+        ]
+    )
     sizes = [tuple(crops[i]["image_size_wh"]) for i in ids]
     names = [Path(crops[i]["original"]).name for i in ids]
     out_dir.mkdir(parents=True, exist_ok=True)
     originals = [os.path.relpath(scene_dir / crops[i]["original"], out_dir) for i in ids]
     write_colmap_text(out_dir / "colmap", ids, w2c_in, K_photo, sizes[0][0], sizes[0][1], names)
-    write_nerfstudio_transforms(out_dir / "transforms.json", ids, w2c_in, K_photo, sizes[0][0], sizes[0][1],
-                                originals)
+    write_nerfstudio_transforms(out_dir / "transforms.json", ids, w2c_in, K_photo, sizes[0][0], sizes[0][1], originals)
     if len(set(sizes)) > 1:  # the writers take one size: put each photo's own size in
         from sparseags.atomic import atomic_write_text
 
@@ -674,8 +710,12 @@ def _rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.eye(3) + vx + vx @ vx / (1.0 + c)
 
 
-def normalise_frame(w2c: np.ndarray, K: np.ndarray, centre_px: np.ndarray, ids: Sequence[str] | None = None,
-                    ) -> dict[str, Any]:
+def normalise_frame(
+    w2c: np.ndarray,
+    K: np.ndarray,
+    centre_px: np.ndarray,
+    ids: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """The similarity ``X_scene = scale * rotation @ X_input + translation`` SparseAGS's normalisation defines.
 
     ``w2c [V, 4, 4]``, ``K [V, 3, 3]`` and ``centre_px [V, 2]`` (the mask centroid in the same pixels as K).
@@ -699,14 +739,18 @@ def normalise_frame(w2c: np.ndarray, K: np.ndarray, centre_px: np.ndarray, ids: 
         b += P @ c
     eig = np.linalg.eigvalsh(A)
     if eig[0] < 1e-6 * max(eig[-1], 1e-300):
-        raise CaptureError("the rays through the mask centres are (nearly) parallel: the cameras do not look at "
-                           "a common object, or all sit at one point (degenerate poses)")
+        raise CaptureError(
+            "the rays through the mask centres are (nearly) parallel: the cameras do not look at "
+            "a common object, or all sit at one point (degenerate poses)"
+        )
     centre = np.linalg.solve(A, b)
     depth = np.einsum("vij,j->vi", R, centre)[:, 2] + t[:, 2]  # z of the centre in each camera
     behind = [i for i, z in zip(ids, depth) if z <= 0]
     if behind:
-        raise CaptureError(f"the object centre is behind camera(s) {', '.join(behind)}: the poses are not "
-                           "world-to-camera in the stated convention, or are inconsistent with each other")
+        raise CaptureError(
+            f"the object centre is behind camera(s) {', '.join(behind)}: the poses are not "
+            "world-to-camera in the stated convention, or are inconsistent with each other"
+        )
     dist = np.linalg.norm(centres - centre, axis=1)
     if dist.mean() < 1e-9:
         raise CaptureError("all cameras sit at the object centre (degenerate poses)")
@@ -759,8 +803,14 @@ def run_sfm(images: dict[str, Path], workdir: Path, log: Callable[[str], None] =
     extraction.num_threads = threads
     log(f"sfm: extracting SIFT features from {len(images)} photos ...")
     try:
-        pycolmap.extract_features(database, image_dir, camera_mode=mode, reader_options=reader,
-                                  extraction_options=extraction, device=pycolmap.Device.cpu)
+        pycolmap.extract_features(
+            database,
+            image_dir,
+            camera_mode=mode,
+            reader_options=reader,
+            extraction_options=extraction,
+            device=pycolmap.Device.cpu,
+        )
         matching = pycolmap.FeatureMatchingOptions()
         matching.num_threads = threads
         log("sfm: matching all pairs ...")
@@ -772,15 +822,19 @@ def run_sfm(images: dict[str, Path], workdir: Path, log: Callable[[str], None] =
         log("sfm: incremental mapping ...")
         models = pycolmap.incremental_mapping(database, image_dir, workdir / "sparse", options=options)
     except Exception as err:  # pragma: no cover - pycolmap internals
-        raise CaptureError(f"structure from motion failed ({' '.join(str(err).split())[:200]}); estimate poses "
-                           "with an external tool (COLMAP GUI, DUSt3R, RayDiffusion) and pass --poses") from err
+        raise CaptureError(
+            f"structure from motion failed ({' '.join(str(err).split())[:200]}); estimate poses "
+            "with an external tool (COLMAP GUI, DUSt3R, RayDiffusion) and pass --poses"
+        ) from err
     if not models:
         return PoseSet(format="sfm", w2c={}, K={}, sizes={}, source=None)
     best = max(models.values(), key=lambda rec: rec.num_reg_images())
     poses = _poses_from_reconstruction(best, "sfm", None)
-    poses.notes.append(f"sfm: registered {len(poses.w2c)} of {len(images)} photos "
-                       f"({best.num_points3D()} points, mean reprojection error "
-                       f"{best.compute_mean_reprojection_error():.2f} px)")
+    poses.notes.append(
+        f"sfm: registered {len(poses.w2c)} of {len(images)} photos "
+        f"({best.num_points3D()} points, mean reprojection error "
+        f"{best.compute_mean_reprojection_error():.2f} px)"
+    )
     return poses
 
 
@@ -812,8 +866,11 @@ def _prepare_view(view_id: str, image_path: Path, mask_path: Path | None) -> _Pr
         source = image_path
     else:
         if mask_path is None:
-            raise CaptureError(f"image {view_id!r} has no alpha channel and no mask (pass --masks DIR with "
-                               f"{view_id}.png, or use RGBA photos)", image_path)
+            raise CaptureError(
+                f"image {view_id!r} has no alpha channel and no mask (pass --masks DIR with "
+                f"{view_id}.png, or use RGBA photos)",
+                image_path,
+            )
         mask = _mask_from_file(mask_path)
         source = mask_path
         if mask.shape != (h, w):
@@ -828,10 +885,18 @@ def _check_out(out: Path) -> None:
         raise CaptureError("output already exists and is not an empty folder (choose a new --out)", out)
 
 
-def import_capture(images: str | os.PathLike, out: str | os.PathLike, *, masks: str | os.PathLike | None = None,
-                   poses: str | os.PathLike | None = None, fmt: str | None = None, resolution: int = 256,
-                   margin: float = 0.8, log: Callable[[str], None] = print,
-                   progress: Callable[[int, int], None] | None = None) -> ImportReport:
+def import_capture(
+    images: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    masks: str | os.PathLike | None = None,
+    poses: str | os.PathLike | None = None,
+    fmt: str | None = None,
+    resolution: int = 256,
+    margin: float = 0.8,
+    log: Callable[[str], None] = print,
+    progress: Callable[[int, int], None] | None = None,
+) -> ImportReport:
     """Import a capture into a new scene folder ``out`` (see the module docstring). Returns a report."""
     images_dir, out = Path(images), Path(out)
     if isinstance(resolution, bool) or int(resolution) != resolution or resolution < 8:
@@ -853,9 +918,12 @@ def import_capture(images: str | os.PathLike, out: str | os.PathLike, *, masks: 
         if poses is None:
             pose_set = run_sfm(all_images, tmp / "_sfm", log=log)
             if not pose_set.w2c:
-                raise CaptureError(f"structure from motion registered none of the {len(all_images)} photos; "
-                                   "estimate poses with an external tool (COLMAP GUI, DUSt3R, RayDiffusion) and "
-                                   "pass --poses", images_dir)
+                raise CaptureError(
+                    f"structure from motion registered none of the {len(all_images)} photos; "
+                    "estimate poses with an external tool (COLMAP GUI, DUSt3R, RayDiffusion) and "
+                    "pass --poses",
+                    images_dir,
+                )
             source_desc = "sfm (pycolmap)"
         else:
             sizes = {}
@@ -865,14 +933,18 @@ def import_capture(images: str | os.PathLike, out: str | os.PathLike, *, masks: 
             source_desc = pose_set.format
         missing = [vid for vid in pose_set.w2c if vid not in all_images]
         if missing:
-            raise CaptureError(f"pose id(s) {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''} match no "
-                               f"image in {images_dir} (images are matched by file stem)", pose_set.source)
+            raise CaptureError(
+                f"pose id(s) {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''} match no "
+                f"image in {images_dir} (images are matched by file stem)",
+                pose_set.source,
+            )
         ids = list(pose_set.w2c)
         skipped = [vid for vid in all_images if vid not in pose_set.w2c]
         if len(ids) < MIN_VIEWS:
             what = "registered" if poses is None else "with poses"
-            raise CaptureError(f"{len(ids)} view(s) {what}; at least {MIN_VIEWS} are needed",
-                               pose_set.source or images_dir)
+            raise CaptureError(
+                f"{len(ids)} view(s) {what}; at least {MIN_VIEWS} are needed", pose_set.source or images_dir
+            )
 
         prepared: list[_Prepared] = []
         for index, vid in enumerate(ids):
@@ -882,8 +954,10 @@ def import_capture(images: str | os.PathLike, out: str | os.PathLike, *, masks: 
             view = _prepare_view(vid, all_images[vid], mask_path)
             expected = pose_set.sizes.get(vid)
             if expected is not None and tuple(expected) != view.size:
-                raise CaptureError(f"image is {view.size[0]}x{view.size[1]} but its camera says "
-                                   f"{expected[0]}x{expected[1]}", view.image_path)
+                raise CaptureError(
+                    f"image is {view.size[0]}x{view.size[1]} but its camera says {expected[0]}x{expected[1]}",
+                    view.image_path,
+                )
             prepared.append(view)
             if progress is not None:
                 progress(index + 1, 2 * len(ids))
@@ -914,23 +988,49 @@ def import_capture(images: str | os.PathLike, out: str | os.PathLike, *, masks: 
             if view.mask_path is not None:
                 mask_rel = f"originals/masks/{view.view_id}{view.mask_path.suffix}"
                 _link_or_copy(view.mask_path, build / mask_rel)
-            crops[view.view_id] = {"x0": box[0], "y0": box[1], "side": box[2], "image_size_wh": list(view.size),
-                                   "original": original, "mask": mask_rel or "alpha channel of the original",
-                                   "resolution": int(resolution), "margin": float(margin),
-                                   "K_original": K.tolist()}
-            records.append(CameraRecord(
-                id=view.view_id, w2c=pose, K=crop_intrinsics(K, box, resolution), flag=1,
-                filepath=f"images/{view.view_id}.png",
-                extra={"needs_checking": sim["needs_checking"], "image_size_wh": list(view.size),
-                       "crop_box": list(box), "image_size_crop": int(resolution), "original": original}))
+            crops[view.view_id] = {
+                "x0": box[0],
+                "y0": box[1],
+                "side": box[2],
+                "image_size_wh": list(view.size),
+                "original": original,
+                "mask": mask_rel or "alpha channel of the original",
+                "resolution": int(resolution),
+                "margin": float(margin),
+                "K_original": K.tolist(),
+            }
+            records.append(
+                CameraRecord(
+                    id=view.view_id,
+                    w2c=pose,
+                    K=crop_intrinsics(K, box, resolution),
+                    flag=1,
+                    filepath=f"images/{view.view_id}.png",
+                    extra={
+                        "needs_checking": sim["needs_checking"],
+                        "image_size_wh": list(view.size),
+                        "crop_box": list(box),
+                        "image_size_crop": int(resolution),
+                        "original": original,
+                    },
+                )
+            )
             if progress is not None:
                 progress(len(ids) + index + 1, 2 * len(ids))
         write_cameras_json(build / "cameras.json", records)
-        (build / "crops.json").write_text(json.dumps(
-            {"convention": "square crop [x0, x0 + side] x [y0, y0 + side] of the original in corner-origin pixels "
-                           "(pixel (i, j) centred at (j + 0.5, i + 0.5)), white outside the photo, area-resized "
-                           "to resolution; K_crop = K_original with fx, fy scaled by resolution/side and "
-                           "(cx - x0, cy - y0) scaled likewise", "views": crops}, indent=1) + "\n")
+        (build / "crops.json").write_text(
+            json.dumps(
+                {
+                    "convention": "square crop [x0, x0 + side] x [y0, y0 + side] of the original in corner-origin pixels "
+                    "(pixel (i, j) centred at (j + 0.5, i + 0.5)), white outside the photo, area-resized "
+                    "to resolution; K_crop = K_original with fx, fy scaled by resolution/side and "
+                    "(cx - x0, cy - y0) scaled likewise",
+                    "views": crops,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         normalisation = {
             "note": "X_scene = scale * rotation @ X_input + translation (X_input: the frame of the imported poses)",
             **sim,
@@ -939,11 +1039,23 @@ def import_capture(images: str | os.PathLike, out: str | os.PathLike, *, masks: 
             "mean_camera_distance": MEAN_DISTANCE,
         }
         (build / "normalisation.json").write_text(json.dumps(normalisation, indent=1) + "\n")
-        (build / "import.json").write_text(json.dumps({
-            "images": str(images_dir.resolve()), "masks": str(masks_dir.resolve()) if masks_dir else None,
-            "poses": normalisation["input_poses"], "format": source_desc, "resolution": int(resolution),
-            "margin": float(margin), "imported": ids, "not_imported": skipped, "notes": pose_set.notes,
-        }, indent=1) + "\n")
+        (build / "import.json").write_text(
+            json.dumps(
+                {
+                    "images": str(images_dir.resolve()),
+                    "masks": str(masks_dir.resolve()) if masks_dir else None,
+                    "poses": normalisation["input_poses"],
+                    "format": source_desc,
+                    "resolution": int(resolution),
+                    "margin": float(margin),
+                    "imported": ids,
+                    "not_imported": skipped,
+                    "notes": pose_set.notes,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
 
         # everything is written: move it into place (an empty existing --out is replaced)
         if out.exists():
@@ -955,8 +1067,7 @@ def import_capture(images: str | os.PathLike, out: str | os.PathLike, *, masks: 
     if skipped:
         why = "not registered by structure from motion" if poses is None else "no pose in the poses file"
         notes.append(f"({why})")
-    return ImportReport(out=out, format=source_desc, ids=ids, skipped=skipped, notes=notes,
-                        normalisation=normalisation)
+    return ImportReport(out=out, format=source_desc, ids=ids, skipped=skipped, notes=notes, normalisation=normalisation)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -993,7 +1104,13 @@ def camera_agreement(pred_json: str | os.PathLike, ref_json: str | os.PathLike) 
     fr = np.array([ref[i].K[0, 0] for i in ids])
     pp = np.array([pred[i].K[:2, 2] for i in ids])
     pr = np.array([ref[i].K[:2, 2] for i in ids])
-    return {"views": len(ids), "rot_err_deg_max": max(rot_err), "rot_err_deg_mean": float(np.mean(rot_err)),
-            "centre_err_max_rel": float(centre_err.max()), "centre_err_mean_rel": float(centre_err.mean()),
-            "scale": float(s), "focal_rel_diff_max": float(np.max(np.abs(fp / fr - 1.0))),
-            "principal_point_diff_max_px": float(np.max(np.abs(pp - pr)))}
+    return {
+        "views": len(ids),
+        "rot_err_deg_max": max(rot_err),
+        "rot_err_deg_mean": float(np.mean(rot_err)),
+        "centre_err_max_rel": float(centre_err.max()),
+        "centre_err_mean_rel": float(centre_err.mean()),
+        "scale": float(s),
+        "focal_rel_diff_max": float(np.max(np.abs(fp / fr - 1.0))),
+        "principal_point_diff_max_px": float(np.max(np.abs(pp - pr))),
+    }

@@ -75,16 +75,46 @@ __all__ = [
     "run_evaluation",
 ]
 
-RESULT_COLUMNS = ("scene", "preset", "n_views", "init_rot5", "init_rot15", "init_cc10", "final_rot5",
-                  "final_rot15", "final_cc10", "outliers_flagged", "psnr", "ssim", "lpips", "f1", "time_s",
-                  # after test-time pose refinement of the novel cameras / a rigid ICP of the mesh
-                  # (sparseags/quality.py); empty when that refinement is off
-                  "psnr_refined", "ssim_refined", "lpips_refined", "f1_icp")
+RESULT_COLUMNS = (
+    "scene",
+    "preset",
+    "n_views",
+    "init_rot5",
+    "init_rot15",
+    "init_cc10",
+    "final_rot5",
+    "final_rot15",
+    "final_cc10",
+    "outliers_flagged",
+    "psnr",
+    "ssim",
+    "lpips",
+    "f1",
+    "time_s",
+    # after test-time pose refinement of the novel cameras / a rigid ICP of the mesh
+    # (sparseags/quality.py); empty when that refinement is off
+    "psnr_refined",
+    "ssim_refined",
+    "lpips_refined",
+    "f1_icp",
+)
 # ambiguous: searched views whose search was ambiguous (kept at their initial pose); tp/fp/fn count them as
 # usual, tp_x/fp_x/fn_x leave them out (neither a miss nor a false positive, fair on symmetric objects);
 # searched: every searched view as id:error-before>error-after (degrees, rotation vs GT).
-OUTLIER_COLUMNS = ("scene", "preset", "true_outliers", "flagged", "tp", "fp", "fn", "ambiguous", "tp_x", "fp_x",
-                   "fn_x", "searched")
+OUTLIER_COLUMNS = (
+    "scene",
+    "preset",
+    "true_outliers",
+    "flagged",
+    "tp",
+    "fp",
+    "fn",
+    "ambiguous",
+    "tp_x",
+    "fp_x",
+    "fn_x",
+    "searched",
+)
 
 # A view is a true outlier when its initial rotation error (after the robust global alignment of
 # sparseags.metrics.per_view_rotation_error_deg) exceeds this many degrees.
@@ -121,10 +151,10 @@ class RayUnavailableError(EvaluationError):
 class EvalJob:
     """One pipeline run: a scene with one initial-pose preset."""
 
-    scene_dir: Path          # absolute scene folder
-    scene: str               # its path relative to the data folder (POSIX), the name in every report
-    preset: str              # init preset name; CAMERAS_PRESET = the scene's cameras.json
-    out_dir: Path            # absolute <out>/<preset>/<scene>/
+    scene_dir: Path  # absolute scene folder
+    scene: str  # its path relative to the data folder (POSIX), the name in every report
+    preset: str  # init preset name; CAMERAS_PRESET = the scene's cameras.json
+    out_dir: Path  # absolute <out>/<preset>/<scene>/
 
     @property
     def init(self) -> Optional[str]:
@@ -144,7 +174,7 @@ class JobResult:
     status: str
     metrics: Optional[dict] = None
     error: str = ""
-    wall_s: float = 0.0      # seconds the job took end to end (load + pipeline + export), 0 when resumed
+    wall_s: float = 0.0  # seconds the job took end to end (load + pipeline + export), 0 when resumed
     extra: dict = field(default_factory=dict)
 
     @property
@@ -188,8 +218,10 @@ def normalise_presets(presets: Optional[list[str]], cfg: Config) -> list[str]:
         elif name.endswith(".json"):
             name = name[: -len(".json")]
         if "=" in name:
-            raise EvaluationError(f"--init took {name!r} as a preset name; write the key=value overrides "
-                                  "before --init (e.g. eval --data D recon.iters=300 --init dust3r_like)")
+            raise EvaluationError(
+                f"--init took {name!r} as a preset name; write the key=value overrides "
+                "before --init (e.g. eval --data D recon.iters=300 --init dust3r_like)"
+            )
         if "/" in name or "\\" in name or name.startswith("."):
             raise EvaluationError(f"init preset {name!r}: give a preset name (a file stem under <scene>/init/)")
         if name not in result:
@@ -260,8 +292,9 @@ def run_job(job: EvalJob, cfg: Config, progress: bool = False) -> JobResult:
     error_path = job.out_dir / "error.txt"
     try:
         # an interrupted run continues from its checkpoint (<out_dir>/.checkpoint) when it is usable
-        metrics = run_headless(job.scene_dir, job.out_dir, cfg, progress=progress, resume="auto",
-                               resume_hint=_eval_resume_hint())
+        metrics = run_headless(
+            job.scene_dir, job.out_dir, cfg, progress=progress, resume="auto", resume_hint=_eval_resume_hint()
+        )
     except UserError as err:
         message = _one_line(err)
         _write_text_atomic(error_path, message + "\n")
@@ -290,8 +323,10 @@ def _progress_line(result: JobResult, index: int, total: int) -> str:
     line = f"{head} done in {result.wall_s:.1f} s"
     pose = result.metrics.get("pose") if result.metrics else None
     if pose:
-        line += f" (Rot@15 {pose['init']['rot15']:.1f} -> {pose['final']['rot15']:.1f}, " \
-                f"CC@0.1 {pose['init']['cc10']:.1f} -> {pose['final']['cc10']:.1f})"
+        line += (
+            f" (Rot@15 {pose['init']['rot15']:.1f} -> {pose['final']['rot15']:.1f}, "
+            f"CC@0.1 {pose['init']['cc10']:.1f} -> {pose['final']['cc10']:.1f})"
+        )
     return line
 
 
@@ -356,8 +391,10 @@ def check_ray_address(address: str) -> str:
     if address in ("local", "auto") or address.startswith("ray://") or ("=" not in address and ":" in address):
         return address
     if "=" in address:
-        raise EvaluationError(f"--ray took {address!r} as its address; write the key=value overrides before "
-                              "--ray (or give the address: --ray local)")
+        raise EvaluationError(
+            f"--ray took {address!r} as its address; write the key=value overrides before "
+            "--ray (or give the address: --ray local)"
+        )
     raise EvaluationError(f"--ray {address!r}: expected 'local', 'auto', 'ray://host:port' or 'host:port'")
 
 
@@ -372,8 +409,13 @@ def _connect_ray(address: str):
     runtime_env = {"env_vars": {"PYTHONPATH": _worker_pythonpath()}}
     try:
         if address == "local":
-            ray.init(num_cpus=_machine_cpus(), include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-                     runtime_env=runtime_env, log_to_driver=True)
+            ray.init(
+                num_cpus=_machine_cpus(),
+                include_dashboard=False,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES,
+                runtime_env=runtime_env,
+                log_to_driver=True,
+            )
         else:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=True)
     except (ConnectionError, TimeoutError, RuntimeError, ValueError, OSError) as err:
@@ -381,8 +423,9 @@ def _connect_ray(address: str):
     return ray, True
 
 
-def _run_ray(pending: list[tuple[EvalJob, Config]], cfg: Config, address: str,
-             report: Callable[[JobResult], None]) -> None:
+def _run_ray(
+    pending: list[tuple[EvalJob, Config]], cfg: Config, address: str, report: Callable[[JobResult], None]
+) -> None:
     """One Ray task per job; results are reported as they finish."""
     cpus = cpus_per_task()
     gpus = gpus_per_task(cfg)
@@ -408,9 +451,13 @@ def _record_locally(result: JobResult) -> None:
 
         path = _write_text_atomic(result.job.out_dir / "metrics.json", json.dumps(result.metrics, indent=2))
         # a manifest of the metrics alone, so that the run counts as finished here (its other files are on the worker)
-        manifest = {"format": RUN_FORMAT, "run_id": "recorded-by-driver", "status": "complete",
-                    "note": "metrics recorded by the evaluation driver; the run's other files stayed on the worker",
-                    "files": {"metrics.json": {"sha256": sha256_file(path), "bytes": path.stat().st_size}}}
+        manifest = {
+            "format": RUN_FORMAT,
+            "run_id": "recorded-by-driver",
+            "status": "complete",
+            "note": "metrics recorded by the evaluation driver; the run's other files stayed on the worker",
+            "files": {"metrics.json": {"sha256": sha256_file(path), "bytes": path.stat().st_size}},
+        }
         _write_text_atomic(result.job.out_dir / MANIFEST, json.dumps(manifest, indent=2))
 
 
@@ -501,7 +548,8 @@ def outlier_row(result: JobResult) -> dict[str, str]:
         row["fn_x"] = str(len(truth_x - flagged_x))
         row["searched"] = " ".join(
             f"{view}:{e.get('rot_err_before_deg', float('nan')):.1f}>{e.get('rot_err_after_deg', float('nan')):.1f}"
-            for view, e in report.get("views", {}).items())
+            for view, e in report.get("views", {}).items()
+        )
     return row
 
 
@@ -534,10 +582,15 @@ def _pose_table(presets: list[str], rows: list[dict[str, str]]) -> list[str]:
         count = f"{len(ok)}/{len(mine)}"
         init = [_cell(_mean(r[f"init_{k}"] for r in ok), 1) for k in ("rot5", "rot15", "cc10")]
         final = [_cell(_mean(r[f"final_{k}"] for r in ok), 1) for k in ("rot5", "rot15", "cc10")]
-        quality = [_cell(_mean(r["psnr"] for r in ok), 2), _cell(_mean(r["lpips"] for r in ok), 3),
-                   _cell(_mean(r["f1"] for r in ok), 1), _cell(_mean(r["time_s"] for r in ok), 0),
-                   _cell(_mean(r["psnr_refined"] for r in ok), 2), _cell(_mean(r["lpips_refined"] for r in ok), 3),
-                   _cell(_mean(r["f1_icp"] for r in ok), 1)]
+        quality = [
+            _cell(_mean(r["psnr"] for r in ok), 2),
+            _cell(_mean(r["lpips"] for r in ok), 3),
+            _cell(_mean(r["f1"] for r in ok), 1),
+            _cell(_mean(r["time_s"] for r in ok), 0),
+            _cell(_mean(r["psnr_refined"] for r in ok), 2),
+            _cell(_mean(r["lpips_refined"] for r in ok), 3),
+            _cell(_mean(r["f1_icp"] for r in ok), 1),
+        ]
         lines.append(f"| {preset} | {count} | " + " | ".join(init) + " | – | – | – | – | – | – | – |")
         lines.append(f"| {preset} + SparseAGS | {count} | " + " | ".join(final + quality) + " |")
     return lines
@@ -551,15 +604,19 @@ def _outlier_table(presets: list[str], rows: list[dict[str, str]]) -> list[str]:
         recall = f"{100.0 * tp / (tp + fn):.1f}" if tp + fn else "–"
         return tp, fp, fn, precision, recall
 
-    lines = ["| initial poses | true outliers | flagged | TP | FP | FN | precision (%) | recall (%) | ambiguous | "
-             "precision / recall without them (%) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| initial poses | true outliers | flagged | TP | FP | FN | precision (%) | recall (%) | ambiguous | "
+        "precision / recall without them (%) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, selected in [(p, [r for r in rows if r["preset"] == p]) for p in presets] + [("all", rows)]:
         tp, fp, fn, precision, recall = precision_recall(selected)
         ambiguous = sum(len(r.get("ambiguous", "").split()) for r in selected)
         _, _, _, precision_x, recall_x = precision_recall(selected, "_x")
-        lines.append(f"| {name} | {tp + fn} | {tp + fp} | {tp} | {fp} | {fn} | {precision} | {recall} | {ambiguous} | "
-                     f"{precision_x} / {recall_x} |")
+        lines.append(
+            f"| {name} | {tp + fn} | {tp + fp} | {tp} | {fp} | {fn} | {precision} | {recall} | {ambiguous} | "
+            f"{precision_x} / {recall_x} |"
+        )
     return lines
 
 
@@ -638,8 +695,9 @@ def _write_text_atomic(path: Path, text: str) -> Path:
     return atomic_write_text(path, text)
 
 
-def write_reports(out_dir: Path, results: list[JobResult], presets: list[str], cfg: Config,
-                  data_dir: Path) -> list[Path]:
+def write_reports(
+    out_dir: Path, results: list[JobResult], presets: list[str], cfg: Config, data_dir: Path
+) -> list[Path]:
     """results.csv, outliers.csv, summary.md and pose_accuracy.png into `out_dir` (each atomic)."""
     out_dir = Path(out_dir)
     rows = [result_row(r) for r in results]
@@ -697,15 +755,23 @@ def _rescore(finished: dict, cfg: Config, log: Callable[[str], None]) -> int:
         finished[job] = JobResult(job, "resumed", metrics=metrics)
         novel = metrics.get("novel") or {}
         refined = novel.get("pose_refined") or {}
-        log(f"{head} {time.perf_counter() - start:.1f} s, novel PSNR {_cell(novel.get('psnr'), 2)} "
-            f"(pose-refined {_cell(refined.get('psnr'), 2)}), F1 {_cell((metrics.get('mesh') or {}).get('f1_0.01'), 1)}")
+        log(
+            f"{head} {time.perf_counter() - start:.1f} s, novel PSNR {_cell(novel.get('psnr'), 2)} "
+            f"(pose-refined {_cell(refined.get('psnr'), 2)}), F1 {_cell((metrics.get('mesh') or {}).get('f1_0.01'), 1)}"
+        )
         sys.stdout.flush()
     return failures
 
 
-def run_evaluation(data_dir: Path, out_dir: Path, cfg: Config, presets: Optional[list[str]] = None,
-                   ray_address: Optional[str] = None, log: Callable[[str], None] = print,
-                   rescore: bool = False) -> int:
+def run_evaluation(
+    data_dir: Path,
+    out_dir: Path,
+    cfg: Config,
+    presets: Optional[list[str]] = None,
+    ray_address: Optional[str] = None,
+    log: Callable[[str], None] = print,
+    rescore: bool = False,
+) -> int:
     """Evaluate every scene under `data_dir` for each preset; returns 0 when every run succeeded, else 1.
 
     ray_address: None = sequential in this process; "local" = a Ray instance on this machine
@@ -720,8 +786,10 @@ def run_evaluation(data_dir: Path, out_dir: Path, cfg: Config, presets: Optional
     jobs = plan_jobs(Path(data_dir), Path(out_dir), names)
     out_dir = Path(out_dir).resolve()
     start = time.perf_counter()
-    log(f"evaluating {len({j.scene for j in jobs})} scene(s) x {len(names)} preset(s) "
-        f"({', '.join(names)}) into {out_dir}" + (f" with Ray ({ray_address})" if ray_address else ""))
+    log(
+        f"evaluating {len({j.scene for j in jobs})} scene(s) x {len(names)} preset(s) "
+        f"({', '.join(names)}) into {out_dir}" + (f" with Ray ({ray_address})" if ray_address else "")
+    )
 
     finished: dict[EvalJob, JobResult] = {}
     pending: list[tuple[EvalJob, Config]] = []
@@ -749,8 +817,10 @@ def run_evaluation(data_dir: Path, out_dir: Path, cfg: Config, presets: Optional
     results = [_attach_truth(finished[job]) for job in jobs]
     written = write_reports(out_dir, results, names, cfg, Path(data_dir).resolve())
     failed = sum(not r.ok for r in results)
-    log(f"evaluation finished in {time.perf_counter() - start:.1f} s: {len(results) - failed} ok, {failed} failed; "
-        f"{', '.join(p.name for p in written)} in {out_dir}")
+    log(
+        f"evaluation finished in {time.perf_counter() - start:.1f} s: {len(results) - failed} ok, {failed} failed; "
+        f"{', '.join(p.name for p in written)} in {out_dir}"
+    )
     if rescore_failures:
         log(f"{rescore_failures} finished run(s) could not be re-scored (see the FAILED lines above)")
     return 1 if failed or rescore_failures else 0

@@ -89,8 +89,9 @@ def _as_numpy(value: Any, name: str, shape_tail: tuple[int, ...], path: Path) ->
     except (TypeError, ValueError) as err:
         raise ExportError(f"{name} is not numeric", path) from err
     if array.ndim != 1 + len(shape_tail) or array.shape[1:] != shape_tail:
-        raise ExportError(f"{name} has shape {list(array.shape)}, expected [V, {', '.join(map(str, shape_tail))}]",
-                          path)
+        raise ExportError(
+            f"{name} has shape {list(array.shape)}, expected [V, {', '.join(map(str, shape_tail))}]", path
+        )
     if not np.all(np.isfinite(array)):
         raise ExportError(f"{name} contains NaN or infinite values", path)
     return array
@@ -126,10 +127,15 @@ def _image_size(path: Path, width: int, height: int) -> tuple[int, int]:
 # ----------------------------------------------------------------------------------------------------------
 # SparseAGS cameras.json
 # ----------------------------------------------------------------------------------------------------------
-def write_sparseags_cameras(path: str | os.PathLike, ids: Sequence[str], w2c: Any, K: Any,
-                            flags: Sequence[int], filepaths: Sequence[str],
-                            extra: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] | None = None,
-                            ) -> None:
+def write_sparseags_cameras(
+    path: str | os.PathLike,
+    ids: Sequence[str],
+    w2c: Any,
+    K: Any,
+    flags: Sequence[int],
+    filepaths: Sequence[str],
+    extra: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
     """Write a SparseAGS ``cameras.json`` (PyTorch3D ``R, T``; ``focal_length``, ``principal_point``; ``flag``;
     ``filepath``), keys in the order of ``ids``, atomically.
 
@@ -153,8 +159,10 @@ def write_sparseags_cameras(path: str | os.PathLike, ids: Sequence[str], w2c: An
         extras = list(extra)
         if len(extras) != len(ids):
             raise ExportError(f"{len(extras)} extra entries for {len(ids)} cameras", path)
-    records = [CameraRecord(id=i, w2c=w, K=k, flag=f, filepath=p, extra=dict(e))
-               for i, w, k, f, p, e in zip(ids, w2c_np, K_np, flags, filepaths, extras)]
+    records = [
+        CameraRecord(id=i, w2c=w, K=k, flag=f, filepath=p, extra=dict(e))
+        for i, w, k, f, p, e in zip(ids, w2c_np, K_np, flags, filepaths, extras)
+    ]
     # scene.py's text (the format lives there) through our writer, which reports OS errors as ExportError.
     atomic_write_bytes(path, cameras_to_json_text(records).encode("utf-8"))
 
@@ -162,8 +170,9 @@ def write_sparseags_cameras(path: str | os.PathLike, ids: Sequence[str], w2c: An
 # ----------------------------------------------------------------------------------------------------------
 # COLMAP text model
 # ----------------------------------------------------------------------------------------------------------
-def write_colmap_text(folder: str | os.PathLike, ids: Sequence[str], w2c: Any, K: Any, width: int, height: int,
-                      image_names: Sequence[str]) -> None:
+def write_colmap_text(
+    folder: str | os.PathLike, ids: Sequence[str], w2c: Any, K: Any, width: int, height: int, image_names: Sequence[str]
+) -> None:
     """Write a COLMAP text model (``cameras.txt``, ``images.txt``, empty ``points3D.txt``) into ``folder``.
 
     One PINHOLE camera per image (``CAMERA_ID = IMAGE_ID = 1..V`` in the order of ``ids``; COLMAP ids are
@@ -180,13 +189,17 @@ def write_colmap_text(folder: str | os.PathLike, ids: Sequence[str], w2c: Any, K
     quats = cameras.rotmat_to_quat_wxyz(torch.as_tensor(w2c_np[:, :3, :3])).numpy()  # [V, 4]
     count = len(ids)
 
-    camera_lines = ["# Camera list with one line of data per camera:",
-                    "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]",
-                    f"# Number of cameras: {count}"]
-    image_lines = ["# Image list with two lines of data per image:",
-                   "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
-                   "#   POINTS2D[] as (X, Y, POINT3D_ID)",
-                   f"# Number of images: {count}, mean observations per image: 0"]
+    camera_lines = [
+        "# Camera list with one line of data per camera:",
+        "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]",
+        f"# Number of cameras: {count}",
+    ]
+    image_lines = [
+        "# Image list with two lines of data per image:",
+        "#   IMAGE_ID, QW, QX, QY, QZ, TX, TY, TZ, CAMERA_ID, NAME",
+        "#   POINTS2D[] as (X, Y, POINT3D_ID)",
+        f"# Number of images: {count}, mean observations per image: 0",
+    ]
     for index, (name, pose, intr, quat) in enumerate(zip(names, w2c_np, K_np, quats), start=1):
         # repr of a Python float: the shortest text that reads back to the same double.
         params = " ".join(repr(float(v)) for v in (intr[0, 0], intr[1, 1], intr[0, 2], intr[1, 2]))
@@ -194,9 +207,11 @@ def write_colmap_text(folder: str | os.PathLike, ids: Sequence[str], w2c: Any, K
         numbers = " ".join(repr(float(v)) for v in (*quat, *pose[:3, 3]))
         image_lines.append(f"{index} {numbers} {index} {name}")
         image_lines.append("")  # no 2D points
-    points_lines = ["# 3D point list with one line of data per point:",
-                    "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
-                    "# Number of points: 0, mean track length: 0"]
+    points_lines = [
+        "# 3D point list with one line of data per point:",
+        "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)",
+        "# Number of points: 0, mean track length: 0",
+    ]
 
     folder.mkdir(parents=True, exist_ok=True)
     _write_text(folder / "cameras.txt", "\n".join(camera_lines) + "\n")
@@ -230,8 +245,11 @@ def _read_colmap_cameras(path: Path) -> dict[int, tuple[np.ndarray, int, int]]:
         elif model == "SIMPLE_PINHOLE" and len(params) == 3:
             (fx, cx, cy), fy = params, params[0]
         else:
-            raise ExportError(f"line {number}: camera model {model} with {len(params)} parameters is not supported "
-                              "(PINHOLE or SIMPLE_PINHOLE)", path)
+            raise ExportError(
+                f"line {number}: camera model {model} with {len(params)} parameters is not supported "
+                "(PINHOLE or SIMPLE_PINHOLE)",
+                path,
+            )
         result[camera_id] = (np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]), width, height)
     return result
 
@@ -272,15 +290,22 @@ def read_colmap_text(folder: str | os.PathLike) -> CameraSet:
         K.append(K_i)
         widths.append(width)
         heights.append(height)
-    return CameraSet(ids=ids, w2c=np.array(w2c).reshape(-1, 4, 4), K=np.array(K).reshape(-1, 3, 3),
-                     widths=np.array(widths, dtype=np.int64), heights=np.array(heights, dtype=np.int64), names=names)
+    return CameraSet(
+        ids=ids,
+        w2c=np.array(w2c).reshape(-1, 4, 4),
+        K=np.array(K).reshape(-1, 3, 3),
+        widths=np.array(widths, dtype=np.int64),
+        heights=np.array(heights, dtype=np.int64),
+        names=names,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # nerfstudio transforms.json
 # ----------------------------------------------------------------------------------------------------------
-def write_nerfstudio_transforms(path: str | os.PathLike, ids: Sequence[str], w2c: Any, K: Any, width: int,
-                                height: int, file_paths: Sequence[str]) -> None:
+def write_nerfstudio_transforms(
+    path: str | os.PathLike, ids: Sequence[str], w2c: Any, K: Any, width: int, height: int, file_paths: Sequence[str]
+) -> None:
     """Write a nerfstudio ``transforms.json``: ``"camera_model": "OPENCV"`` and one frame per camera with
     ``file_path`` (relative to the JSON's folder), ``transform_matrix`` = camera-to-world in the
     OpenGL/Blender camera convention (+x right, +y up, looking down -z: ``inv(w2c) @ diag(1, -1, -1, 1)``)
@@ -294,14 +319,19 @@ def write_nerfstudio_transforms(path: str | os.PathLike, ids: Sequence[str], w2c
     c2w_gl = cameras.w2c_to_c2w_gl(torch.as_tensor(w2c_np)).numpy()  # [V, 4, 4]
     frames = []
     for view_id, file_path, pose, intr in zip(ids, file_paths, c2w_gl, K_np):
-        frames.append({
-            "file_path": file_path,
-            "transform_matrix": pose.tolist(),
-            "fl_x": float(intr[0, 0]), "fl_y": float(intr[1, 1]),
-            "cx": float(intr[0, 2]), "cy": float(intr[1, 2]),
-            "w": width, "h": height,
-            "sparseags_id": view_id,
-        })
+        frames.append(
+            {
+                "file_path": file_path,
+                "transform_matrix": pose.tolist(),
+                "fl_x": float(intr[0, 0]),
+                "fl_y": float(intr[1, 1]),
+                "cx": float(intr[0, 2]),
+                "cy": float(intr[1, 2]),
+                "w": width,
+                "h": height,
+                "sparseags_id": view_id,
+            }
+        )
     _write_text(path, json.dumps({"camera_model": "OPENCV", "frames": frames}, indent=2) + "\n")
 
 
@@ -357,8 +387,9 @@ def read_nerfstudio_transforms(path: str | os.PathLike) -> CameraSet:
             c2w = frame_c2w(frame)
         except ValueError as err:
             raise ExportError(f"frame {index}: {err}", path) from None
-        fx, fy, cx, cy, w, h = (_frame_value(frame, meta, key, index, path)
-                                for key in ("fl_x", "fl_y", "cx", "cy", "w", "h"))
+        fx, fy, cx, cy, w, h = (
+            _frame_value(frame, meta, key, index, path) for key in ("fl_x", "fl_y", "cx", "cy", "w", "h")
+        )
         name = str(frame["file_path"])
         ids.append(str(frame.get("sparseags_id", Path(name).stem)))
         names.append(name)
@@ -366,17 +397,30 @@ def read_nerfstudio_transforms(path: str | os.PathLike) -> CameraSet:
         K.append(np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]]))
         widths.append(int(w))
         heights.append(int(h))
-    return CameraSet(ids=ids, w2c=np.array(w2c).reshape(-1, 4, 4), K=np.array(K).reshape(-1, 3, 3),
-                     widths=np.array(widths, dtype=np.int64), heights=np.array(heights, dtype=np.int64), names=names)
+    return CameraSet(
+        ids=ids,
+        w2c=np.array(w2c).reshape(-1, 4, 4),
+        K=np.array(K).reshape(-1, 3, 3),
+        widths=np.array(widths, dtype=np.int64),
+        heights=np.array(heights, dtype=np.int64),
+        names=names,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Turntable
 # ----------------------------------------------------------------------------------------------------------
-def turntable_cameras(frames: int = 120, elevation_deg: float = -30.0, radius: float = 3.0,
-                      target: Sequence[float] = (0.0, 0.0, 0.0), fovy_deg: float = 49.1, resolution: int = 256,
-                      *, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                      ) -> tuple[Tensor, Tensor]:
+def turntable_cameras(
+    frames: int = 120,
+    elevation_deg: float = -30.0,
+    radius: float = 3.0,
+    target: Sequence[float] = (0.0, 0.0, 0.0),
+    fovy_deg: float = 49.1,
+    resolution: int = 256,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> tuple[Tensor, Tensor]:
     """Cameras of a turntable: ``(w2c [F, 4, 4] OpenCV, K [F, 3, 3] at resolution x resolution)``.
 
     Frame i sits at azimuth ``i * 360 / frames`` degrees (0, 3, ..., 357 for 120 frames: kiui.render's
@@ -389,8 +433,12 @@ def turntable_cameras(frames: int = 120, elevation_deg: float = -30.0, radius: f
     if not 0.0 < fovy_deg < 180.0:
         raise ExportError(f"turntable fovy_deg must be in (0, 180), got {fovy_deg}")
     azimuths = torch.arange(frames, dtype=torch.float64) * (360.0 / frames)  # [F]
-    c2w_gl = cameras.orbit_camera(torch.full_like(azimuths, float(elevation_deg)), azimuths, float(radius),
-                                  torch.as_tensor(target, dtype=torch.float64))
+    c2w_gl = cameras.orbit_camera(
+        torch.full_like(azimuths, float(elevation_deg)),
+        azimuths,
+        float(radius),
+        torch.as_tensor(target, dtype=torch.float64),
+    )
     w2c = cameras.c2w_gl_to_w2c(c2w_gl)  # [F, 4, 4]
     focal = cameras.focal_from_fov(float(fovy_deg), float(resolution))
     half = resolution / 2.0
@@ -402,8 +450,11 @@ def _even_frame(frame: Any, index: int, size: int, path: Path) -> np.ndarray:
     """Check a rendered frame and pad it to even height and width (yuv420p subsamples chroma by 2)."""
     array = frame.detach().cpu().numpy() if isinstance(frame, Tensor) else np.asarray(frame)
     if array.dtype != np.uint8 or array.shape != (size, size, 3):
-        raise ExportError(f"render_fn returned {array.dtype} {list(array.shape)} for frame {index}, "
-                          f"expected uint8 [{size}, {size}, 3]", path)
+        raise ExportError(
+            f"render_fn returned {array.dtype} {list(array.shape)} for frame {index}, "
+            f"expected uint8 [{size}, {size}, 3]",
+            path,
+        )
     pad = size % 2
     return np.pad(array, ((0, pad), (0, pad), (0, 0)), mode="edge") if pad else array
 
@@ -417,9 +468,17 @@ def turntable_fovy_deg(K: Any, image_height: float) -> float:
     return float(np.degrees(2.0 * np.arctan(0.5 * float(image_height) / fy)))
 
 
-def iter_turntable(path: str | os.PathLike, render_fn: RenderFn, frames: int = 120, elevation_deg: float = -30.0,
-                   radius: float = 3.0, target: Sequence[float] = (0.0, 0.0, 0.0), fovy_deg: float = 49.1,
-                   resolution: int = 256, fps: int = 30) -> Generator[tuple[int, int], None, Path]:
+def iter_turntable(
+    path: str | os.PathLike,
+    render_fn: RenderFn,
+    frames: int = 120,
+    elevation_deg: float = -30.0,
+    radius: float = 3.0,
+    target: Sequence[float] = (0.0, 0.0, 0.0),
+    fovy_deg: float = 49.1,
+    resolution: int = 256,
+    fps: int = 30,
+) -> Generator[tuple[int, int], None, Path]:
     """The one turntable writer: a generator that renders and encodes one frame per item.
 
     Yields ``(frames done, frames)`` after each encoded frame and returns the path (``StopIteration.value``)
@@ -433,14 +492,23 @@ def iter_turntable(path: str | os.PathLike, render_fn: RenderFn, frames: int = 1
     return _turntable_frames(Path(path), render_fn, w2c, K, int(resolution), fps)
 
 
-def _turntable_frames(path: Path, render_fn: RenderFn, w2c: Tensor, K: Tensor, resolution: int,
-                      fps: int) -> Generator[tuple[int, int], None, Path]:
+def _turntable_frames(
+    path: Path, render_fn: RenderFn, w2c: Tensor, K: Tensor, resolution: int, fps: int
+) -> Generator[tuple[int, int], None, Path]:
     import imageio.v2 as imageio  # imported here: only the turntable needs ffmpeg
 
     frames = len(w2c)
     with atomic_output(path) as tmp:
-        writer = imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264",
-                                    pixelformat="yuv420p", macro_block_size=1, quality=8)
+        writer = imageio.get_writer(
+            tmp,
+            format="FFMPEG",
+            mode="I",
+            fps=fps,
+            codec="libx264",
+            pixelformat="yuv420p",
+            macro_block_size=1,
+            quality=8,
+        )
         try:
             for index in range(frames):
                 frame = render_fn(w2c[index], K[index], resolution, resolution)
@@ -463,13 +531,23 @@ def drive_turntable(frames: Generator[tuple[int, int], None, Path], progress: Pr
             progress(done, total)
 
 
-def write_turntable(path: str | os.PathLike, render_fn: RenderFn, frames: int = 120, elevation_deg: float = -30.0,
-                    radius: float = 3.0, target: Sequence[float] = (0.0, 0.0, 0.0), fovy_deg: float = 49.1,
-                    resolution: int = 256, fps: int = 30, progress: ProgressFn | None = None) -> Path:
+def write_turntable(
+    path: str | os.PathLike,
+    render_fn: RenderFn,
+    frames: int = 120,
+    elevation_deg: float = -30.0,
+    radius: float = 3.0,
+    target: Sequence[float] = (0.0, 0.0, 0.0),
+    fovy_deg: float = 49.1,
+    resolution: int = 256,
+    fps: int = 30,
+    progress: ProgressFn | None = None,
+) -> Path:
     """Render a turntable with ``render_fn(w2c [4, 4], K [3, 3], width, height) -> uint8 [H, W, 3]`` and write
     it as an H.264 / yuv420p mp4, atomically (:func:`iter_turntable`, run to the end).  Returns the path.
 
     ``progress(done, frames)`` is called after each frame is encoded.
     """
-    return drive_turntable(iter_turntable(path, render_fn, frames, elevation_deg, radius, target, fovy_deg,
-                                          resolution, fps), progress)
+    return drive_turntable(
+        iter_turntable(path, render_fn, frames, elevation_deg, radius, target, fovy_deg, resolution, fps), progress
+    )

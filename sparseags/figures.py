@@ -66,8 +66,7 @@ def _new_figure(width_px: int, height_px: int, dpi: int) -> Figure:
     return figure
 
 
-def _pixel_axes(figure: Figure, width_px: int, height_px: int, left: float, top: float, width: float,
-                height: float):
+def _pixel_axes(figure: Figure, width_px: int, height_px: int, left: float, top: float, width: float, height: float):
     """Axes placed in pixels, measured from the top-left corner of the figure."""
     rect = (left / width_px, 1.0 - (top + height) / height_px, width / width_px, height / height_px)
     return figure.add_axes(rect)
@@ -102,9 +101,17 @@ def _view_index(candidate: int | str | None, ids: list[str]) -> int | None:
 # ----------------------------------------------------------------------------------------------------------
 # Per-view overlay grid (SparseAGS vis.png)
 # ----------------------------------------------------------------------------------------------------------
-def overlay_grid_png(path: str | os.PathLike, ids: Sequence[str], targets: Any, renders: Any, flags: Sequence[int],
-                     scores: Mapping[str, Sequence[float]] | None = None, *, cell_px: int = 160, dpi: int = 100,
-                     ) -> Path:
+def overlay_grid_png(
+    path: str | os.PathLike,
+    ids: Sequence[str],
+    targets: Any,
+    renders: Any,
+    flags: Sequence[int],
+    scores: Mapping[str, Sequence[float]] | None = None,
+    *,
+    cell_px: int = 160,
+    dpi: int = 100,
+) -> Path:
     """One column per view: input, render and ``|input - render|`` heat map, with the view id and scores
     above; the column's border is green for inliers (flag 1) and red for outliers (flag 0).
 
@@ -123,8 +130,10 @@ def overlay_grid_png(path: str | os.PathLike, ids: Sequence[str], targets: Any, 
     if count == 0:
         raise FigureError("overlay grid needs at least one view")
     if targets_np.shape != renders_np.shape or len(targets_np) != count or len(flags) != count:
-        raise FigureError(f"{count} ids, {len(flags)} flags, targets {list(targets_np.shape)} and renders "
-                          f"{list(renders_np.shape)} do not match")
+        raise FigureError(
+            f"{count} ids, {len(flags)} flags, targets {list(targets_np.shape)} and renders "
+            f"{list(renders_np.shape)} do not match"
+        )
     for name, values in scores.items():
         if len(values) != count:
             raise FigureError(f"score {name!r} has {len(values)} values for {count} views")
@@ -136,27 +145,56 @@ def overlay_grid_png(path: str | os.PathLike, ids: Sequence[str], targets: Any, 
     difference = np.abs(targets_np - renders_np).mean(-1)  # [V, H, W]
     diff_max = max(float(difference.max()), 1e-6)
 
-    rows = [("input", targets_np, {}), ("render", renders_np, {}),
-            (f"|diff|\n0-{diff_max:.2f}", difference, {"cmap": "inferno", "vmin": 0.0, "vmax": diff_max})]
+    rows = [
+        ("input", targets_np, {}),
+        ("render", renders_np, {}),
+        (f"|diff|\n0-{diff_max:.2f}", difference, {"cmap": "inferno", "vmin": 0.0, "vmax": diff_max}),
+    ]
     for row, (label, _, _) in enumerate(rows):
-        figure.text(label_px / 2 / width_px, 1.0 - (caption_px + (row + 0.5) * cell_px) / height_px, label,
-                    ha="center", va="center", fontsize=8)
+        figure.text(
+            label_px / 2 / width_px,
+            1.0 - (caption_px + (row + 0.5) * cell_px) / height_px,
+            label,
+            ha="center",
+            va="center",
+            fontsize=8,
+        )
     for view in range(count):
         left = label_px + view * cell_px
         for row, (_, data, style) in enumerate(rows):
-            axes = _pixel_axes(figure, width_px, height_px, left + pad, caption_px + row * cell_px + pad,
-                               cell_px - 2 * pad, cell_px - 2 * pad)
+            axes = _pixel_axes(
+                figure,
+                width_px,
+                height_px,
+                left + pad,
+                caption_px + row * cell_px + pad,
+                cell_px - 2 * pad,
+                cell_px - 2 * pad,
+            )
             axes.imshow(data[view], interpolation="nearest", **style)
             axes.set_axis_off()
         status = "inlier" if flags[view] else "outlier"
         lines = [f"{ids[view]} ({status})"] + [f"{name} {_format(values[view])}" for name, values in scores.items()]
-        figure.text((left + cell_px / 2) / width_px, 1.0 - (pad + 2) / height_px, "\n".join(lines),
-                    ha="center", va="top", fontsize=8, linespacing=1.2)
+        figure.text(
+            (left + cell_px / 2) / width_px,
+            1.0 - (pad + 2) / height_px,
+            "\n".join(lines),
+            ha="center",
+            va="top",
+            fontsize=8,
+            linespacing=1.2,
+        )
         color = INLIER_COLOR if flags[view] else OUTLIER_COLOR
         # A 3 px line centred 2 px inside the column: it covers pixels 1..3 from each edge, never the neighbour's.
-        border = Rectangle(((left + 2) / width_px, 2 / height_px), (cell_px - 4) / width_px,
-                           (height_px - 4) / height_px, transform=figure.transFigure, fill=False,
-                           edgecolor=color, linewidth=3 * 72 / dpi)
+        border = Rectangle(
+            ((left + 2) / width_px, 2 / height_px),
+            (cell_px - 4) / width_px,
+            (height_px - 4) / height_px,
+            transform=figure.transFigure,
+            fill=False,
+            edgecolor=color,
+            linewidth=3 * 72 / dpi,
+        )
         figure.add_artist(border)
     return _save(figure, path)
 
@@ -164,11 +202,21 @@ def overlay_grid_png(path: str | os.PathLike, ids: Sequence[str], targets: Any, 
 # ----------------------------------------------------------------------------------------------------------
 # LPIPS bars (leave-one-out outlier loop)
 # ----------------------------------------------------------------------------------------------------------
-def lpips_bars_png(path: str | os.PathLike, ids: Sequence[str], scores: Sequence[float], flags: Sequence[int],
-                   candidate: int | str | None = None, threshold: float | None = None,
-                   mean_before: float | None = None, mean_after: float | None = None, *,
-                   title: str = "per-view LPIPS (area-normalised)", width_px: int = 640, height_px: int = 360,
-                   dpi: int = 100) -> Path:
+def lpips_bars_png(
+    path: str | os.PathLike,
+    ids: Sequence[str],
+    scores: Sequence[float],
+    flags: Sequence[int],
+    candidate: int | str | None = None,
+    threshold: float | None = None,
+    mean_before: float | None = None,
+    mean_after: float | None = None,
+    *,
+    title: str = "per-view LPIPS (area-normalised)",
+    width_px: int = 640,
+    height_px: int = 360,
+    dpi: int = 100,
+) -> Path:
     """Bar chart of per-view scores: inliers blue, outliers grey and hatched, the ``candidate`` (index or id:
     the view proposed for removal) orange with a thick edge.
 
@@ -203,13 +251,15 @@ def lpips_bars_png(path: str | os.PathLike, ids: Sequence[str], scores: Sequence
     if mean_before is not None:
         axes.axhline(mean_before, color="black", linewidth=1.2, label=f"mean before {mean_before:.4g}")
         if threshold is not None:
-            axes.axhspan(mean_before - threshold, mean_before, color="grey", alpha=0.2,
-                         label=f"needed drop {threshold:.3g}")
+            axes.axhspan(
+                mean_before - threshold, mean_before, color="grey", alpha=0.2, label=f"needed drop {threshold:.3g}"
+            )
     elif threshold is not None:
         axes.axhline(threshold, color="black", linestyle=":", linewidth=1.2, label=f"threshold {threshold:.3g}")
     if mean_after is not None:
-        axes.axhline(mean_after, color=_BAR_CANDIDATE, linestyle="--", linewidth=1.5,
-                     label=f"mean after {mean_after:.4g}")
+        axes.axhline(
+            mean_after, color=_BAR_CANDIDATE, linestyle="--", linewidth=1.5, label=f"mean after {mean_after:.4g}"
+        )
     if mean_before is not None or mean_after is not None or threshold is not None:
         axes.legend(fontsize=7, loc="upper right")
 
@@ -239,11 +289,21 @@ def _cell_edges(centres: np.ndarray, name: str) -> np.ndarray:
     return np.concatenate([[2 * centres[0] - middle[0]], middle, [2 * centres[-1] - middle[-1]]])
 
 
-def search_heatmap_png(path: str | os.PathLike, elevations_deg: Any, azimuths_deg: Any, grid: Any,
-                       chosen: tuple[float, float] | None = None, truth: tuple[float, float] | None = None,
-                       current: tuple[float, float] | None = None,
-                       title: str = "pose search: best score per cell (lower is better)", *,
-                       score_label: str = "score", width_px: int = 640, height_px: int = 400, dpi: int = 100) -> Path:
+def search_heatmap_png(
+    path: str | os.PathLike,
+    elevations_deg: Any,
+    azimuths_deg: Any,
+    grid: Any,
+    chosen: tuple[float, float] | None = None,
+    truth: tuple[float, float] | None = None,
+    current: tuple[float, float] | None = None,
+    title: str = "pose search: best score per cell (lower is better)",
+    *,
+    score_label: str = "score",
+    width_px: int = 640,
+    height_px: int = 400,
+    dpi: int = 100,
+) -> Path:
     """Heat map of ``grid [E, A]`` (best score per elevation x azimuth cell, lower is better) with viridis and
     a colour bar; NaN cells (not evaluated yet) are left light grey.
 
@@ -255,8 +315,10 @@ def search_heatmap_png(path: str | os.PathLike, elevations_deg: Any, azimuths_de
     azimuths = _numpy(azimuths_deg).astype(np.float64).reshape(-1)
     values = _numpy(grid).astype(np.float64)
     if values.shape != (len(elevations), len(azimuths)):
-        raise FigureError(f"grid has shape {list(values.shape)}, expected [{len(elevations)}, {len(azimuths)}] "
-                          "(elevations x azimuths)")
+        raise FigureError(
+            f"grid has shape {list(values.shape)}, expected [{len(elevations)}, {len(azimuths)}] "
+            "(elevations x azimuths)"
+        )
     elev_edges = _cell_edges(elevations, "elevations_deg")
     azim_edges = _cell_edges(azimuths, "azimuths_deg")
     full_turn = azim_edges[-1] - azim_edges[0] >= 360.0 - 1e-6
@@ -280,12 +342,25 @@ def search_heatmap_png(path: str | os.PathLike, elevations_deg: Any, azimuths_de
             azimuth = (azimuth - azim_edges[0]) % 360.0 + azim_edges[0]
         axes.plot([azimuth], [elevation], linestyle="none", **style)
 
-    place(chosen, {"marker": "*", "markersize": 16, "markerfacecolor": "white", "markeredgecolor": "black",
-                   "label": "chosen"})
-    place(truth, {"marker": "o", "markersize": 12, "markerfacecolor": "none", "markeredgecolor": "red",
-                  "markeredgewidth": 2, "label": "truth"})
-    place(current, {"marker": "P", "markersize": 11, "markerfacecolor": "cyan", "markeredgecolor": "black",
-                    "label": "current"})
+    place(
+        chosen,
+        {"marker": "*", "markersize": 16, "markerfacecolor": "white", "markeredgecolor": "black", "label": "chosen"},
+    )
+    place(
+        truth,
+        {
+            "marker": "o",
+            "markersize": 12,
+            "markerfacecolor": "none",
+            "markeredgecolor": "red",
+            "markeredgewidth": 2,
+            "label": "truth",
+        },
+    )
+    place(
+        current,
+        {"marker": "P", "markersize": 11, "markerfacecolor": "cyan", "markeredgecolor": "black", "label": "current"},
+    )
     if any(m is not None for m in (chosen, truth, current)):
         # Above the plot, not on it: a legend inside would hide cells.
         axes.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)

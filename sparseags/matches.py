@@ -123,8 +123,9 @@ class PairMatches:
     seconds: float = 0.0  # extraction time
 
     # -- tensors ---------------------------------------------------------------------------------------
-    def flat(self, inliers_only: bool = True, dtype: torch.dtype = torch.float32,
-             device: torch.device | str | None = None) -> FlatMatches:
+    def flat(
+        self, inliers_only: bool = True, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+    ) -> FlatMatches:
         """Concatenate the matches of all pairs into flat tensors (verified matches only by default)."""
         pair_i = torch.tensor([p.i for p in self.pairs], dtype=torch.long, device=device)
         pair_j = torch.tensor([p.j for p in self.pairs], dtype=torch.long, device=device)
@@ -139,7 +140,11 @@ class PairMatches:
         xy_j_np = np.concatenate(xy_j) if xy_j else np.zeros((0, 2), np.float32)
         pair_t = torch.from_numpy(pair_np).to(device)
         return FlatMatches(
-            pair_i=pair_i, pair_j=pair_j, pair=pair_t, view_i=pair_i[pair_t], view_j=pair_j[pair_t],
+            pair_i=pair_i,
+            pair_j=pair_j,
+            pair=pair_t,
+            view_i=pair_i[pair_t],
+            view_j=pair_j[pair_t],
             xy_i=torch.from_numpy(xy_i_np).to(device=device, dtype=dtype),
             xy_j=torch.from_numpy(xy_j_np).to(device=device, dtype=dtype),
         )
@@ -182,8 +187,13 @@ class PairMatches:
         return atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
-    def load(cls, path: str | os.PathLike, ids: Sequence[str] | None = None, image_hash: str | None = None,
-             settings: MatchSettings | None = None) -> PairMatches:
+    def load(
+        cls,
+        path: str | os.PathLike,
+        ids: Sequence[str] | None = None,
+        image_hash: str | None = None,
+        settings: MatchSettings | None = None,
+    ) -> PairMatches:
         """Read a file written by :meth:`save`; the optional ``ids``, ``image_hash`` and ``settings`` must match.
 
         Any mismatch or unreadable file raises :class:`MatchCacheError` (a ValueError) with a one-line message.
@@ -213,11 +223,15 @@ class PairMatches:
                 f"{path}: matches are for views {_short(stored_ids)}, not {_short(list(ids))}; delete it to recompute"
             )
         if image_hash is not None and image_hash != stored_hash:
-            raise MatchCacheError(f"{path}: matches were computed from other images (stale cache); delete it to recompute")
+            raise MatchCacheError(
+                f"{path}: matches were computed from other images (stale cache); delete it to recompute"
+            )
         if settings is not None and settings != stored_settings:
             raise MatchCacheError(f"{path}: matches were computed with other settings; delete it to recompute")
         pairs = [
-            PairMatch(int(a), int(b), xy_i[s:e].astype(np.float32), xy_j[s:e].astype(np.float32), inlier[s:e].astype(bool))
+            PairMatch(
+                int(a), int(b), xy_i[s:e].astype(np.float32), xy_j[s:e].astype(np.float32), inlier[s:e].astype(bool)
+            )
             for a, b, s, e in zip(pair_i, pair_j, offsets[:-1], offsets[1:])
         ]
         return cls(ids=stored_ids, pairs=pairs, image_hash=stored_hash, settings=stored_settings, seconds=seconds)
@@ -253,7 +267,9 @@ def _unpack(scene_or_arrays: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
     images = np.asarray(images, dtype=np.float32)
     masks = np.asarray(masks, dtype=np.float32)
     if images.ndim != 4 or images.shape[-1] != 3 or masks.shape != images.shape[:3] or len(ids) != len(images):
-        raise ValueError(f"expected images [V,H,W,3], masks [V,H,W] and V ids; got {images.shape}, {masks.shape}, {len(ids)}")
+        raise ValueError(
+            f"expected images [V,H,W,3], masks [V,H,W] and V ids; got {images.shape}, {masks.shape}, {len(ids)}"
+        )
     return ids, images, masks
 
 
@@ -267,7 +283,9 @@ def images_hash(ids: Sequence[str], images: np.ndarray, masks: np.ndarray) -> st
     return digest.hexdigest()[:16]
 
 
-def _features(cv2: Any, sift: Any, rgb: np.ndarray, mask: np.ndarray, s: MatchSettings) -> tuple[np.ndarray, np.ndarray]:
+def _features(
+    cv2: Any, sift: Any, rgb: np.ndarray, mask: np.ndarray, s: MatchSettings
+) -> tuple[np.ndarray, np.ndarray]:
     """SIFT keypoints [N, 2] (scene pixels, centre convention +0.5) and descriptors [N, 128] inside the eroded mask."""
     inside = mask >= 0.5
     if s.erode_px > 0:
@@ -358,11 +376,18 @@ def extract_pair_matches(scene_or_arrays: Any, settings: MatchSettings | None = 
             if inlier.sum() < settings.min_matches:
                 continue
             pairs.append(PairMatch(i, j, xy_i, xy_j, inlier))
-    return PairMatches(ids=ids, pairs=pairs, image_hash=images_hash(ids, images, masks), settings=settings,
-                       seconds=time.perf_counter() - start)
+    return PairMatches(
+        ids=ids,
+        pairs=pairs,
+        image_hash=images_hash(ids, images, masks),
+        settings=settings,
+        seconds=time.perf_counter() - start,
+    )
 
 
-def load_or_extract(path: str | os.PathLike, scene_or_arrays: Any, settings: MatchSettings | None = None) -> PairMatches:
+def load_or_extract(
+    path: str | os.PathLike, scene_or_arrays: Any, settings: MatchSettings | None = None
+) -> PairMatches:
     """The cached matches at ``path`` if they were made from these views, images and settings; else recompute and save."""
     settings = settings or MatchSettings()
     ids, images, masks = _unpack(scene_or_arrays)

@@ -95,10 +95,21 @@ def _block_ranges(resolution: int, block_size: int) -> list[np.ndarray]:
     return [np.arange(start, min(start + block_size, resolution)) for start in range(0, resolution, block_size)]
 
 
-def gaussian_density_grid(means: Any, quats: Any, scales: Any, opacities: Any, resolution: int = 128,
-                          bounds: tuple[Any, Any] | None = None, chunk: int = 4096, *, block_size: int = 8,
-                          relax_ratio: float = 1.5, sigma_cutoff: float = 4.0, min_opacity: float = _MIN_OPACITY,
-                          device: torch.device | str | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def gaussian_density_grid(
+    means: Any,
+    quats: Any,
+    scales: Any,
+    opacities: Any,
+    resolution: int = 128,
+    bounds: tuple[Any, Any] | None = None,
+    chunk: int = 4096,
+    *,
+    block_size: int = 8,
+    relax_ratio: float = 1.5,
+    sigma_cutoff: float = 4.0,
+    min_opacity: float = _MIN_OPACITY,
+    device: torch.device | str | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample the Gaussians' density on a ``resolution^3`` grid: ``(density [R, R, R] float32, grid_min [3], grid_max [3])``.
 
     ``density[i, j, k]`` is ``sum_i o_i exp(-1/2 d^T Sigma_i^-1 d)`` at the world point
@@ -132,8 +143,10 @@ def gaussian_density_grid(means: Any, quats: Any, scales: Any, opacities: Any, r
     opacities_t = _as_tensor(opacities, "opacities", (), device).reshape(-1)
     count = len(means_t)
     if not (len(quats_t) == len(scales_t) == len(opacities_t) == count):
-        raise MeshError(f"Gaussian counts differ: means {count}, quats {len(quats_t)}, scales {len(scales_t)}, "
-                        f"opacities {len(opacities_t)}")
+        raise MeshError(
+            f"Gaussian counts differ: means {count}, quats {len(quats_t)}, scales {len(scales_t)}, "
+            f"opacities {len(opacities_t)}"
+        )
 
     keep = opacities_t > min_opacity
     means_t, quats_t, scales_t, opacities_t = means_t[keep], quats_t[keep], scales_t[keep], opacities_t[keep]
@@ -176,8 +189,9 @@ def gaussian_density_grid(means: Any, quats: Any, scales: Any, opacities: Any, r
                 if len(selected) == 0:
                     continue
                 block = (bx, by, bz)
-                density[bx[0]:bx[-1] + 1, by[0]:by[-1] + 1, bz[0]:bz[-1] + 1] = _block_density(
-                    block, axes, selected, means64, whiten, opacities_t, chunk)
+                density[bx[0] : bx[-1] + 1, by[0] : by[-1] + 1, bz[0] : bz[-1] + 1] = _block_density(
+                    block, axes, selected, means64, whiten, opacities_t, chunk
+                )
     return density.cpu().numpy(), grid_min, grid_max
 
 
@@ -191,8 +205,21 @@ def _quadratic_coefficients(whiten: Tensor, mu_local: Tensor) -> Tensor:
     A = whiten.transpose(-1, -2) @ whiten  # [G, 3, 3] inverse covariances
     A_mu = (A @ mu_local[:, :, None])[..., 0]  # [G, 3]
     constant = (A_mu * mu_local).sum(-1)  # [G] = mu^T A mu
-    return torch.stack([A[:, 0, 0], A[:, 1, 1], A[:, 2, 2], 2 * A[:, 0, 1], 2 * A[:, 0, 2], 2 * A[:, 1, 2],
-                        -2 * A_mu[:, 0], -2 * A_mu[:, 1], -2 * A_mu[:, 2], constant], dim=0)
+    return torch.stack(
+        [
+            A[:, 0, 0],
+            A[:, 1, 1],
+            A[:, 2, 2],
+            2 * A[:, 0, 1],
+            2 * A[:, 0, 2],
+            2 * A[:, 1, 2],
+            -2 * A_mu[:, 0],
+            -2 * A_mu[:, 1],
+            -2 * A_mu[:, 2],
+            constant,
+        ],
+        dim=0,
+    )
 
 
 def _quadratic_features(points: Tensor) -> Tensor:
@@ -201,8 +228,15 @@ def _quadratic_features(points: Tensor) -> Tensor:
     return torch.stack([x * x, y * y, z * z, x * y, x * z, y * z, x, y, z, torch.ones_like(x)], dim=-1)
 
 
-def _block_density(block: tuple[np.ndarray, np.ndarray, np.ndarray], axes: list[np.ndarray], selected: Tensor,
-                   means64: Tensor, whiten: Tensor, opacities: Tensor, chunk: int) -> Tensor:
+def _block_density(
+    block: tuple[np.ndarray, np.ndarray, np.ndarray],
+    axes: list[np.ndarray],
+    selected: Tensor,
+    means64: Tensor,
+    whiten: Tensor,
+    opacities: Tensor,
+    chunk: int,
+) -> Tensor:
     """Density on one block's points [bx, by, bz] from the ``selected`` Gaussians."""
     device = means64.device
     coords = [axes[d][block[d]] for d in range(3)]
@@ -213,7 +247,7 @@ def _block_density(block: tuple[np.ndarray, np.ndarray, np.ndarray], axes: list[
     total = torch.zeros(len(points), dtype=torch.float32, device=device)
     center_t = torch.as_tensor(center, dtype=torch.float64, device=device)
     for start in range(0, len(selected), chunk):
-        ids = selected[start:start + chunk]
+        ids = selected[start : start + chunk]
         mu_local = (means64[ids] - center_t).float()  # [G, 3]
         mahalanobis = features @ _quadratic_coefficients(whiten[ids], mu_local)  # [P, G]
         # Rounding can make a distance a hair below 0 at a centre; clamp so no weight exceeds the opacity.
@@ -234,8 +268,15 @@ def _largest_components(mesh: trimesh.Trimesh, min_faces: int, ratio: float = 0.
     return mesh
 
 
-def vertex_colors_from_gaussians(vertices: np.ndarray, means: Tensor, quats: Tensor, scales: Tensor,
-                                 opacities: Tensor, colors: Tensor, neighbours: int = 8) -> np.ndarray:
+def vertex_colors_from_gaussians(
+    vertices: np.ndarray,
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    colors: Tensor,
+    neighbours: int = 8,
+) -> np.ndarray:
     """Colours [V, 3] in [0, 1] for mesh ``vertices [V, 3]``.
 
     Among the ``neighbours`` Gaussians with the nearest centres (cKDTree), each weighs
@@ -264,10 +305,21 @@ def vertex_colors_from_gaussians(vertices: np.ndarray, means: Tensor, quats: Ten
     return mixed
 
 
-def extract_mesh(means: Any, quats: Any, scales: Any, opacities: Any, colors: Any, resolution: int = 128,
-                 density_thresh: float = 0.5, keep_largest: bool = True, min_component_faces: int = 64, *,
-                 bounds: tuple[Any, Any] | None = None, color_neighbours: int = 8,
-                 device: torch.device | str | None = None) -> trimesh.Trimesh:
+def extract_mesh(
+    means: Any,
+    quats: Any,
+    scales: Any,
+    opacities: Any,
+    colors: Any,
+    resolution: int = 128,
+    density_thresh: float = 0.5,
+    keep_largest: bool = True,
+    min_component_faces: int = 64,
+    *,
+    bounds: tuple[Any, Any] | None = None,
+    color_neighbours: int = 8,
+    device: torch.device | str | None = None,
+) -> trimesh.Trimesh:
     """Marching-cubes mesh of the Gaussians' density at ``density_thresh``, with vertex colours.
 
     The density grid is :func:`gaussian_density_grid` (official bounds unless ``bounds`` is given); it is
@@ -290,12 +342,15 @@ def extract_mesh(means: Any, quats: Any, scales: Any, opacities: Any, colors: An
     colors_t = _as_tensor(colors, "colors", (3,), device)
     if len(colors_t) != len(means_t):
         raise MeshError(f"colors has {len(colors_t)} rows for {len(means_t)} Gaussians")
-    density, grid_min, grid_max = gaussian_density_grid(means_t, quats_t, scales_t, opacities_t, resolution, bounds,
-                                                        device=device)
+    density, grid_min, grid_max = gaussian_density_grid(
+        means_t, quats_t, scales_t, opacities_t, resolution, bounds, device=device
+    )
     peak = float(density.max())
     if not peak > density_thresh:
-        raise MeshError(f"no surface at threshold {density_thresh}: the density grid peaks at {peak:.4g} "
-                        "(lower the threshold or check the Gaussians' opacities)")
+        raise MeshError(
+            f"no surface at threshold {density_thresh}: the density grid peaks at {peak:.4g} "
+            "(lower the threshold or check the Gaussians' opacities)"
+        )
 
     padded = np.pad(density, 1, mode="constant", constant_values=0.0)
     # "descent": the object is where the density is high.  skimage then winds the faces clockwise seen from
@@ -316,8 +371,15 @@ def extract_mesh(means: Any, quats: Any, scales: Any, opacities: Any, colors: An
         mesh = _largest_components(mesh, min_component_faces)
 
     keep = opacities_t > _MIN_OPACITY  # the Gaussians the density grid used
-    rgb = vertex_colors_from_gaussians(np.asarray(mesh.vertices), means_t[keep], quats_t[keep], scales_t[keep],
-                                       opacities_t[keep], colors_t[keep], color_neighbours)
+    rgb = vertex_colors_from_gaussians(
+        np.asarray(mesh.vertices),
+        means_t[keep],
+        quats_t[keep],
+        scales_t[keep],
+        opacities_t[keep],
+        colors_t[keep],
+        color_neighbours,
+    )
     rgba = np.concatenate([np.round(rgb * 255.0), np.full((len(rgb), 1), 255.0)], axis=1).astype(np.uint8)
     mesh.visual = trimesh.visual.ColorVisuals(mesh=mesh, vertex_colors=rgba)
     return mesh

@@ -80,8 +80,10 @@ def _poses(w2c_pred: Any, w2c_gt: Any) -> tuple[Tensor, Tensor]:
     pred = torch.as_tensor(w2c_pred).detach().to("cpu", torch.float64)
     gt = torch.as_tensor(w2c_gt).detach().to("cpu", torch.float64)
     if pred.shape != gt.shape or pred.dim() != 3 or pred.shape[-2:] != (4, 4) or pred.shape[0] < 2:
-        raise MetricError(f"pose metrics need w2c_pred and w2c_gt of the same shape [V>=2, 4, 4], "
-                          f"got {tuple(pred.shape)} and {tuple(gt.shape)}")
+        raise MetricError(
+            f"pose metrics need w2c_pred and w2c_gt of the same shape [V>=2, 4, 4], "
+            f"got {tuple(pred.shape)} and {tuple(gt.shape)}"
+        )
     return pred, gt
 
 
@@ -102,8 +104,10 @@ def relative_rotation_errors_deg(R_pred: Any, R_gt: Any) -> Tensor:
     R_pred = torch.as_tensor(R_pred).detach().to("cpu", torch.float64)
     R_gt = torch.as_tensor(R_gt).detach().to("cpu", torch.float64)
     if R_pred.shape != R_gt.shape or R_pred.dim() != 3 or R_pred.shape[-2:] != (3, 3):
-        raise MetricError(f"relative rotations need R_pred and R_gt of the same shape [V, 3, 3], "
-                          f"got {tuple(R_pred.shape)} and {tuple(R_gt.shape)}")
+        raise MetricError(
+            f"relative rotations need R_pred and R_gt of the same shape [V, 3, 3], "
+            f"got {tuple(R_pred.shape)} and {tuple(R_gt.shape)}"
+        )
     i, j = _ordered_pairs(R_pred.shape[0])
     rel_pred = R_pred[i] @ R_pred[j].transpose(-1, -2)
     rel_gt = R_gt[i] @ R_gt[j].transpose(-1, -2)
@@ -248,8 +252,9 @@ def _image_pair(img: Any, ref: Any, mask: Any | None) -> tuple[np.ndarray, np.nd
 
     img, ref = to_numpy(img), to_numpy(ref)
     if img.shape != ref.shape or img.ndim not in (2, 3):
-        raise MetricError(f"image metrics need two images of the same shape [H, W] or [H, W, C], "
-                          f"got {img.shape} and {ref.shape}")
+        raise MetricError(
+            f"image metrics need two images of the same shape [H, W] or [H, W, C], got {img.shape} and {ref.shape}"
+        )
     if mask is None:
         return img, ref, None
     mask = to_numpy(mask)
@@ -330,15 +335,20 @@ def sample_surface_points(mesh: trimesh.Trimesh | str | Path, count: int, seed: 
 class MeshMetrics:
     """Mesh comparison results; distances in world units, percentages in 0..100."""
 
-    chamfer: float     # mean of the two directed mean nearest-neighbour distances
-    precision: float   # % of predicted samples within tau of the GT samples
-    recall: float      # % of GT samples within tau of the predicted samples
-    f1: float          # harmonic mean of precision and recall, %
-    tau: float         # tau_ratio * GT bounding-box diagonal
+    chamfer: float  # mean of the two directed mean nearest-neighbour distances
+    precision: float  # % of predicted samples within tau of the GT samples
+    recall: float  # % of GT samples within tau of the predicted samples
+    f1: float  # harmonic mean of precision and recall, %
+    tau: float  # tau_ratio * GT bounding-box diagonal
 
 
-def mesh_metrics(pred: trimesh.Trimesh | str | Path, gt: trimesh.Trimesh | str | Path,
-                 num_points: int = 100_000, tau_ratio: float = 0.01, seed: int = 0) -> MeshMetrics:
+def mesh_metrics(
+    pred: trimesh.Trimesh | str | Path,
+    gt: trimesh.Trimesh | str | Path,
+    num_points: int = 100_000,
+    tau_ratio: float = 0.01,
+    seed: int = 0,
+) -> MeshMetrics:
     """Chamfer distance and F1@tau between two meshes (or mesh files) in the same world frame.
 
     ``num_points`` samples per mesh, both drawn with ``seed`` (so a mesh compared with itself, or with
@@ -358,13 +368,19 @@ def mesh_metrics(pred: trimesh.Trimesh | str | Path, gt: trimesh.Trimesh | str |
     return MeshMetrics(chamfer=chamfer, precision=precision, recall=recall, f1=f1, tau=tau)
 
 
-def chamfer_distance(pred: trimesh.Trimesh | str | Path, gt: trimesh.Trimesh | str | Path,
-                     num_points: int = 100_000, seed: int = 0) -> float:
+def chamfer_distance(
+    pred: trimesh.Trimesh | str | Path, gt: trimesh.Trimesh | str | Path, num_points: int = 100_000, seed: int = 0
+) -> float:
     """Symmetric Chamfer distance (world units) of :func:`mesh_metrics`."""
     return mesh_metrics(pred, gt, num_points=num_points, seed=seed).chamfer
 
 
-def f1_score(pred: trimesh.Trimesh | str | Path, gt: trimesh.Trimesh | str | Path,
-             num_points: int = 100_000, tau_ratio: float = 0.01, seed: int = 0) -> float:
+def f1_score(
+    pred: trimesh.Trimesh | str | Path,
+    gt: trimesh.Trimesh | str | Path,
+    num_points: int = 100_000,
+    tau_ratio: float = 0.01,
+    seed: int = 0,
+) -> float:
     """F1@tau in % of :func:`mesh_metrics`."""
     return mesh_metrics(pred, gt, num_points=num_points, tau_ratio=tau_ratio, seed=seed).f1

@@ -84,8 +84,10 @@ def robust_z(values: np.ndarray, among: np.ndarray, floor: tuple[str, float] = (
 def evidence_z(evidence: dict, flags: np.ndarray) -> dict:
     """Per kind of evidence ([V] each), the robust z over the inliers (`flags` == 1), plus "combined"."""
     among = np.asarray(flags, dtype=bool)
-    zs = {kind: robust_z(values, among, EVIDENCE_MAD_FLOOR.get(kind, ("relative", 0.05)))
-          for kind, values in evidence.items()}
+    zs = {
+        kind: robust_z(values, among, EVIDENCE_MAD_FLOOR.get(kind, ("relative", 0.05)))
+        for kind, values in evidence.items()
+    }
     zs["combined"] = combined_z(zs)
     return zs
 
@@ -117,10 +119,11 @@ def relative_verdict(evidence: dict, flags: np.ndarray, z_threshold: float) -> t
     order = np.lexsort((-photometric, -combined))
     candidate = int(inliers[order[0]])
     z = float(zs["combined"][candidate])
-    parts = ", ".join(f"{kind} z {float(zs[kind][candidate]):.1f}" for kind in evidence
-                      if np.isfinite(zs[kind][candidate]))
+    parts = ", ".join(
+        f"{kind} z {float(zs[kind][candidate]):.1f}" for kind in evidence if np.isfinite(zs[kind][candidate])
+    )
     accept = bool(np.isfinite(z) and z >= z_threshold - 1e-12)
-    reason = (f"z {z:.1f} {'>=' if accept else '<'} {z_threshold:g} ({parts or 'no evidence'})")
+    reason = f"z {z:.1f} {'>=' if accept else '<'} {z_threshold:g} ({parts or 'no evidence'})"
     return candidate, accept, reason, zs
 
 
@@ -184,7 +187,9 @@ class Round:
             "accepted": self.accepted,
             "ran": self.scores is not None or self.index == 0,
             "reason": self.reason,
-            "evidence": None if self.evidence is None else {k: np.asarray(v).tolist() for k, v in self.evidence.items()},
+            "evidence": None
+            if self.evidence is None
+            else {k: np.asarray(v).tolist() for k, v in self.evidence.items()},
             "z": None if self.z is None else {k: np.asarray(v).tolist() for k, v in self.z.items()},
         }
 
@@ -258,8 +263,7 @@ class LeaveOneOut:
         current.w2c = np.asarray(_to_numpy(self.recon.current_w2c()), dtype=np.float64)
         current.mean_inliers = mean_over(current.scores, current.flags)
         current.recon_state = self.recon.state_dict()
-        event = {"phase": "loo", "event": "round_scored", "round": current.index,
-                 "mean": current.mean_inliers}
+        event = {"phase": "loo", "event": "round_scored", "round": current.index, "mean": current.mean_inliers}
         if current.index > 0 and current.auto_accept is None:
             # the official test, or the relative rule's confirmation of a borderline candidate
             previous = self.rounds[-2]
@@ -267,11 +271,19 @@ class LeaveOneOut:
             drop = self.threshold if self.rule == "paper" else self.confirm_drop * before
             current.auto_accept = removal_accepted(before, after, drop)
             if self.rule == "relative":
-                current.reason += (f"; without it the others' mean went {before:.4f} -> {after:.4f} "
-                                   f"({'a' if current.auto_accept else 'not a'} drop of {self.confirm_drop:.0%})")
-            self.log.append({"round": current.index, "candidate": current.candidate,
-                             "auto_accept": current.auto_accept,
-                             "mean_without_candidate_before": before, "mean_after": after})
+                current.reason += (
+                    f"; without it the others' mean went {before:.4f} -> {after:.4f} "
+                    f"({'a' if current.auto_accept else 'not a'} drop of {self.confirm_drop:.0%})"
+                )
+            self.log.append(
+                {
+                    "round": current.index,
+                    "candidate": current.candidate,
+                    "auto_accept": current.auto_accept,
+                    "mean_without_candidate_before": before,
+                    "mean_after": after,
+                }
+            )
         if current.index > 0:
             event.update(candidate=current.candidate, accept=current.accepted)
         self._advance_from(len(self.rounds) - 1)
@@ -305,18 +317,17 @@ class LeaveOneOut:
             if accept:  # stands out: removed without a leave-one-out vote
                 next_round.auto_accept, next_round.reason = True, reason
             elif np.isfinite(z) and z >= self.z_confirm:  # borderline: the round without it decides
-                next_round.reason = reason.replace(f"< {self.z_threshold:g}", f"in [{self.z_confirm:g}, "
-                                                   f"{self.z_threshold:g})")
+                next_round.reason = reason.replace(
+                    f"< {self.z_threshold:g}", f"in [{self.z_confirm:g}, {self.z_threshold:g})"
+                )
             else:  # does not stand out: kept, and its round costs nothing
                 next_round.auto_accept, next_round.reason = False, reason
-                self.log.append({"round": next_round.index, "candidate": worst, "auto_accept": False,
-                                 "reason": reason})
+                self.log.append({"round": next_round.index, "candidate": worst, "auto_accept": False, "reason": reason})
                 self.rounds.append(next_round)
                 self._stop(index)
                 return
             if accept:
-                self.log.append({"round": next_round.index, "candidate": worst, "auto_accept": True,
-                                 "reason": reason})
+                self.log.append({"round": next_round.index, "candidate": worst, "auto_accept": True, "reason": reason})
         self._start_round(next_round, current.w2c)
 
     def _stop(self, final_index: int) -> None:
@@ -354,7 +365,7 @@ class LeaveOneOut:
         target = self.rounds[round_index]
         if target.accepted is None:
             raise ValueError(f"round {round_index} is still running; its verdict is not known yet")
-        del self.rounds[round_index + 1:]
+        del self.rounds[round_index + 1 :]
         # The candidate chosen from this round is recomputed by _advance_from.
         target.next_candidate = None
         target.mean_without_next = None

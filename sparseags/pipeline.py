@@ -78,8 +78,16 @@ def frozen_render_fn(recon: Reconstruction, max_gaussians: int = 0) -> Callable:
     from sparseags.render import render_gaussians
 
     def render(w2c: torch.Tensor, K: torch.Tensor, width: int, height: int) -> torch.Tensor:
-        out = render_gaussians(*tensors, w2c.to(device, torch.float32), K.to(device, torch.float32), width,
-                               height, sh_degree=degree, background=white, backend=backend)
+        out = render_gaussians(
+            *tensors,
+            w2c.to(device, torch.float32),
+            K.to(device, torch.float32),
+            width,
+            height,
+            sh_degree=degree,
+            background=white,
+            backend=backend,
+        )
         return out.rgb.cpu()
 
     return render
@@ -96,9 +104,14 @@ def run_mean(rows: list, num_views: int) -> np.ndarray:
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def per_view_verdict(scores_recovered: dict, scores_initial: dict, view: int,
-                     epipolar_recovered: float = float("nan"), epipolar_initial: float = float("nan"),
-                     lpips_key: str = "lpips_norm") -> tuple[str, str]:
+def per_view_verdict(
+    scores_recovered: dict,
+    scores_initial: dict,
+    view: int,
+    epipolar_recovered: float = float("nan"),
+    epipolar_initial: float = float("nan"),
+    lpips_key: str = "lpips_norm",
+) -> tuple[str, str]:
     """Per-view arbitration of one searched view: ("recovered" | "initial", reason).
 
     The recovered pose stays if, and only if, it explains the view's own image better (LPIPS lower) and at
@@ -273,16 +286,26 @@ class Arbitration:
             if view in self.ambiguous:
                 angles = ", ".join(f"{c['angle_deg']:.0f}°" for c in self.ambiguous[view][:3])
                 self.view_auto[view] = "initial"
-                self.view_reason[view] = (f"ambiguous: {len(self.ambiguous[view])} candidate(s) {angles} away from "
-                                          "the best score alike; the initial pose is kept")
+                self.view_reason[view] = (
+                    f"ambiguous: {len(self.ambiguous[view])} candidate(s) {angles} away from "
+                    "the best score alike; the initial pose is kept"
+                )
                 continue
-            choice, why = per_view_verdict(self.scores_recovered, self.scores_initial, view,
-                                           float(self.epipolar_recovered[view]), float(self.epipolar_initial[view]),
-                                           lpips_key=lp)
+            choice, why = per_view_verdict(
+                self.scores_recovered,
+                self.scores_initial,
+                view,
+                float(self.epipolar_recovered[view]),
+                float(self.epipolar_initial[view]),
+                lpips_key=lp,
+            )
             self.view_auto[view], self.view_reason[view] = choice, why
         counts = {c: list(self.view_auto.values()).count(c) for c in ("recovered", "initial")}
-        self.auto_choice = "mixed" if counts["recovered"] and counts["initial"] else (
-            "recovered" if counts["recovered"] else "initial")
+        self.auto_choice = (
+            "mixed"
+            if counts["recovered"] and counts["initial"]
+            else ("recovered" if counts["recovered"] else "initial")
+        )
         self.reason = f"per view: {counts['recovered']} recovered, {counts['initial']} initial"
 
     def _decide_paper(self) -> None:
@@ -322,17 +345,30 @@ class Arbitration:
             if scores is None:
                 return None
             epi = None if epipolar is None or not np.isfinite(epipolar[view]) else float(epipolar[view])
-            return {"lpips_norm": float(scores["lpips_norm"][view]) if "lpips_norm" in scores else None,
-                    "mse_norm": float(scores["mse_norm"][view]), "epipolar_px": epi}
+            return {
+                "lpips_norm": float(scores["lpips_norm"][view]) if "lpips_norm" in scores else None,
+                "mse_norm": float(scores["mse_norm"][view]),
+                "epipolar_px": epi,
+            }
 
         ids = self.pipeline.scene.ids
-        views = [{
-            "view": int(v), "id": ids[v], "auto_choice": self.view_auto.get(v), "manual_choice": self.view_manual.get(v),
-            "choice": self.view_choice(v), "reason": self.view_reason.get(v, ""), "ambiguous": v in self.ambiguous,
-            "candidates": [{k: c[k] for k in ("rank", "angle_deg", "score")} for c in self.ambiguous.get(v, [])],
-            "scores": {"recovered": view_scores(self.scores_recovered, self.epipolar_recovered, v),
-                       "initial": view_scores(self.scores_initial, self.epipolar_initial, v)},
-        } for v in self.outliers]
+        views = [
+            {
+                "view": int(v),
+                "id": ids[v],
+                "auto_choice": self.view_auto.get(v),
+                "manual_choice": self.view_manual.get(v),
+                "choice": self.view_choice(v),
+                "reason": self.view_reason.get(v, ""),
+                "ambiguous": v in self.ambiguous,
+                "candidates": [{k: c[k] for k in ("rank", "angle_deg", "score")} for c in self.ambiguous.get(v, [])],
+                "scores": {
+                    "recovered": view_scores(self.scores_recovered, self.epipolar_recovered, v),
+                    "initial": view_scores(self.scores_initial, self.epipolar_initial, v),
+                },
+            }
+            for v in self.outliers
+        ]
         return {
             "stage": self.stage,
             "mode": self.mode,
@@ -353,24 +389,46 @@ class Arbitration:
 
     def state_dict(self) -> dict:
         state = {
-            "base_w2c": self.base_w2c.copy(), "outliers": list(self.outliers), "mode": self.mode,
+            "base_w2c": self.base_w2c.copy(),
+            "outliers": list(self.outliers),
+            "mode": self.mode,
             "ambiguous": copy.deepcopy(self.ambiguous),
-            "recovered": copy.deepcopy(self.recovered), "stage": self.stage, "align_index": self.align_index,
+            "recovered": copy.deepcopy(self.recovered),
+            "stage": self.stage,
+            "align_index": self.align_index,
             "aligner": None if self.aligner is None else self.aligner.state_dict(),
-            "aligned": copy.deepcopy(self.aligned), "mixed_for": copy.deepcopy(self.mixed_for),
+            "aligned": copy.deepcopy(self.aligned),
+            "mixed_for": copy.deepcopy(self.mixed_for),
         }
         for name, _ in self._RECONS:
             recon = getattr(self, name)
             state[name] = None if recon is None else recon.state_dict()
-        for name in ("scores_recovered", "scores_initial", "scores_mixed", "epipolar_recovered", "epipolar_initial",
-                     "auto_choice", "manual_choice", "view_auto", "view_manual", "view_reason", "reason"):
+        for name in (
+            "scores_recovered",
+            "scores_initial",
+            "scores_mixed",
+            "epipolar_recovered",
+            "epipolar_initial",
+            "auto_choice",
+            "manual_choice",
+            "view_auto",
+            "view_manual",
+            "view_reason",
+            "reason",
+        ):
             state[name] = copy.deepcopy(getattr(self, name))
         return state
 
     @classmethod
     def from_state(cls, pipeline: "Pipeline", state: dict) -> "Arbitration":
-        arb = cls(pipeline, np.asarray(state["base_w2c"]), list(state["outliers"]), dict(state["recovered"]),
-                  mode=state.get("mode", "paper"), ambiguous=dict(state.get("ambiguous", {})))
+        arb = cls(
+            pipeline,
+            np.asarray(state["base_w2c"]),
+            list(state["outliers"]),
+            dict(state["recovered"]),
+            mode=state.get("mode", "paper"),
+            ambiguous=dict(state.get("ambiguous", {})),
+        )
         arb.stage, arb.align_index = state["stage"], state["align_index"]
         arb.aligned = dict(state["aligned"])
         arb.mixed_for = state.get("mixed_for")
@@ -380,13 +438,23 @@ class Arbitration:
             arb.aligner.load_state_dict(state["aligner"])
         for name, poses in cls._RECONS:
             if state.get(name) is not None:
-                recon = pipeline.make_recon(np.ones(pipeline.num_views, int),
-                                            arb.poses_for(poses if poses is not None else arb.mixed_for),
-                                            iters=pipeline.arbitration_iters)
+                recon = pipeline.make_recon(
+                    np.ones(pipeline.num_views, int),
+                    arb.poses_for(poses if poses is not None else arb.mixed_for),
+                    iters=pipeline.arbitration_iters,
+                )
                 recon.load_state_dict(state[name])
                 setattr(arb, name, recon)
-        for name in ("scores_recovered", "scores_initial", "scores_mixed", "epipolar_recovered", "epipolar_initial",
-                     "auto_choice", "manual_choice", "reason"):
+        for name in (
+            "scores_recovered",
+            "scores_initial",
+            "scores_mixed",
+            "epipolar_recovered",
+            "epipolar_initial",
+            "auto_choice",
+            "manual_choice",
+            "reason",
+        ):
             setattr(arb, name, copy.deepcopy(state.get(name)))
         for name in ("view_auto", "view_manual", "view_reason"):
             setattr(arb, name, dict(state.get(name, {})))
@@ -396,8 +464,15 @@ class Arbitration:
 class Pipeline:
     """reconstruct → leave-one-out → search → arbitration → done; see the module docstring."""
 
-    def __init__(self, scene: Any, cfg: Config, device: str | torch.device = "cpu", lpips_metric: Any = None,
-                 prior_hook_factory: Optional[Callable[[], Any]] = None, match_cache: Any = None):
+    def __init__(
+        self,
+        scene: Any,
+        cfg: Config,
+        device: str | torch.device = "cpu",
+        lpips_metric: Any = None,
+        prior_hook_factory: Optional[Callable[[], Any]] = None,
+        match_cache: Any = None,
+    ):
         self.scene = scene
         self.cfg = cfg
         self.device = torch.device(device)
@@ -433,15 +508,29 @@ class Pipeline:
 
     def make_recon(self, flags: np.ndarray, w2c_init: np.ndarray, iters: Optional[int] = None) -> Reconstruction:
         hook = self.prior_hook_factory() if self.prior_hook_factory is not None else None
-        return Reconstruction(self.scene, self.cfg, self.device, flags=np.asarray(flags),
-                              w2c_init=np.asarray(w2c_init), prior_hook=hook, iters=iters, matches=self.matches)
+        return Reconstruction(
+            self.scene,
+            self.cfg,
+            self.device,
+            flags=np.asarray(flags),
+            w2c_init=np.asarray(w2c_init),
+            prior_hook=hook,
+            iters=iters,
+            matches=self.matches,
+        )
 
     @torch.no_grad()
     def score(self, recon: Reconstruction) -> dict:
         """Per-view scores of a reconstruction at the scene resolution (all views, outliers too)."""
         rgb, alpha = recon.render_views()
-        return score_views(rgb.clamp(0, 1).cpu(), alpha.cpu(), self.scene.images, self.scene.masks,
-                           lpips_metric=self.lpips, official=True)
+        return score_views(
+            rgb.clamp(0, 1).cpu(),
+            alpha.cpu(),
+            self.scene.images,
+            self.scene.masks,
+            lpips_metric=self.lpips,
+            official=True,
+        )
 
     @torch.no_grad()
     def view_evidence(self, recon: Reconstruction) -> dict:
@@ -451,8 +540,14 @@ class Pipeline:
         (1 - IoU of the rendered and the photographed silhouettes), and "rgb_run" / "mask_run" (the view's
         training residuals averaged over the run)."""
         rgb, alpha = recon.render_views()
-        scores = score_views(rgb.clamp(0, 1).cpu(), alpha.cpu(), self.scene.images, self.scene.masks,
-                             lpips_metric=self.lpips, official=True)
+        scores = score_views(
+            rgb.clamp(0, 1).cpu(),
+            alpha.cpu(),
+            self.scene.images,
+            self.scene.masks,
+            lpips_metric=self.lpips,
+            official=True,
+        )
         self.latest_scores = scores
         epipolar = recon.view_epipolar_consistency()
         rendered = alpha.cpu().numpy() > 0.5  # [V, H, W]
@@ -460,8 +555,11 @@ class Pipeline:
         union = np.logical_or(rendered, photographed).sum(axis=(1, 2))
         inter = np.logical_and(rendered, photographed).sum(axis=(1, 2))
         mask = 1.0 - inter / np.maximum(union, 1)
-        evidence = {"photometric": np.asarray(scores[self.score_key], dtype=np.float64),
-                    "epipolar": np.asarray(epipolar, dtype=np.float64), "mask": mask.astype(np.float64)}
+        evidence = {
+            "photometric": np.asarray(scores[self.score_key], dtype=np.float64),
+            "epipolar": np.asarray(epipolar, dtype=np.float64),
+            "mask": mask.astype(np.float64),
+        }
         # Training residuals averaged over the whole run: early on, before the Gaussians can bend to fit a
         # view on its own, a view that disagrees with the others stands out most (nan: never trained on).
         for kind, key in (("rgb_run", "rgb"), ("mask_run", "mask")):
@@ -470,9 +568,17 @@ class Pipeline:
 
     def _make_loo(self) -> LeaveOneOut:
         oc = self.cfg.outliers
-        return LeaveOneOut(lambda f, w: self.make_recon(f, w, iters=self.round_iters), self.view_evidence,
-                           self.initial_flags, self.initial_w2c, threshold=oc.threshold, rule=oc.rule,
-                           z_threshold=oc.z_threshold, z_confirm=oc.z_confirm, confirm_drop=oc.confirm_drop)
+        return LeaveOneOut(
+            lambda f, w: self.make_recon(f, w, iters=self.round_iters),
+            self.view_evidence,
+            self.initial_flags,
+            self.initial_w2c,
+            threshold=oc.threshold,
+            rule=oc.rule,
+            z_threshold=oc.z_threshold,
+            z_confirm=oc.z_confirm,
+            confirm_drop=oc.confirm_drop,
+        )
 
     def _restore_recon(self, flags: np.ndarray, state: dict) -> Reconstruction:
         recon = self.make_recon(flags, np.asarray(state["w2c_init"].double().numpy()), iters=int(state["iters"]))
@@ -483,10 +589,15 @@ class Pipeline:
         sc = self.cfg.search
         inliers = np.flatnonzero(base.flags)
         w2c = base.current_w2c().detach().double().cpu().numpy()
-        grid = build_search_grid(w2c[inliers], gaussian_centre(base),
-                                 elevation_margin_deg=sc.elevation_margin_deg,
-                                 elevation_step_deg=sc.elevation_step_deg, n_azimuth=sc.n_azimuth,
-                                 radius_margin=sc.radius_margin, radius_step=sc.radius_step)
+        grid = build_search_grid(
+            w2c[inliers],
+            gaussian_centre(base),
+            elevation_margin_deg=sc.elevation_margin_deg,
+            elevation_step_deg=sc.elevation_step_deg,
+            n_azimuth=sc.n_azimuth,
+            radius_margin=sc.radius_margin,
+            radius_step=sc.radius_step,
+        )
         lpips_fn = None
         if self.lpips is not None:
             metric = self.lpips
@@ -494,13 +605,24 @@ class Pipeline:
         return PoseSearch(
             render_fn=frozen_render_fn(base, sc.max_gaussians),
             target_image=white_background_target(self.scene.images[view], self.scene.masks[view]),
-            K=np.asarray(self.scene.K[view]), grid=grid, stage_steps=list(sc.stage_steps),
-            stage_lr=list(sc.stage_lr), stage_jitter=list(sc.stage_jitter),
-            stage_resolution=list(sc.stage_resolution), lr_gamma=sc.lr_gamma, replicate=sc.replicate,
-            keep_fraction=sc.keep_fraction, keep_min=sc.keep_min, chunk=sc.chunk, lpips_fn=lpips_fn,
-            rank_candidates=sc.rank_candidates, seed=self.cfg.seed + 1000 + view, view_id=self.scene.ids[view],
+            K=np.asarray(self.scene.K[view]),
+            grid=grid,
+            stage_steps=list(sc.stage_steps),
+            stage_lr=list(sc.stage_lr),
+            stage_jitter=list(sc.stage_jitter),
+            stage_resolution=list(sc.stage_resolution),
+            lr_gamma=sc.lr_gamma,
+            replicate=sc.replicate,
+            keep_fraction=sc.keep_fraction,
+            keep_min=sc.keep_min,
+            chunk=sc.chunk,
+            lpips_fn=lpips_fn,
+            rank_candidates=sc.rank_candidates,
+            seed=self.cfg.seed + 1000 + view,
+            view_id=self.scene.ids[view],
             ambiguity_angle_deg=self.cfg.outliers.ambiguity_angle_deg,
-            ambiguity_ratio=self.cfg.outliers.ambiguity_ratio)
+            ambiguity_ratio=self.cfg.outliers.ambiguity_ratio,
+        )
 
     def make_aligner(self, view: int, base_w2c: np.ndarray) -> PoseSearch:
         """Official align_to_mesh: copies of the initial pose, jittered, refined against the inlier 3D."""
@@ -513,10 +635,21 @@ class Pipeline:
         return PoseSearch(
             render_fn=frozen_render_fn(base, sc.max_gaussians),
             target_image=white_background_target(self.scene.images[view], self.scene.masks[view]),
-            K=np.asarray(self.scene.K[view]), grid=grid, stage_steps=[sc.align_steps], stage_lr=[5e-3],
-            stage_jitter=[1e-3], stage_resolution=[sc.stage_resolution[-1]], lr_gamma=0.9, replicate=1,
-            keep_fraction=1.0, keep_min=sc.align_copies, chunk=sc.chunk, lpips_fn=None,
-            seed=self.cfg.seed + 2000 + view, view_id=self.scene.ids[view])
+            K=np.asarray(self.scene.K[view]),
+            grid=grid,
+            stage_steps=[sc.align_steps],
+            stage_lr=[5e-3],
+            stage_jitter=[1e-3],
+            stage_resolution=[sc.stage_resolution[-1]],
+            lr_gamma=0.9,
+            replicate=1,
+            keep_fraction=1.0,
+            keep_min=sc.align_copies,
+            chunk=sc.chunk,
+            lpips_fn=None,
+            seed=self.cfg.seed + 2000 + view,
+            view_id=self.scene.ids[view],
+        )
 
     # ---------------------------------------------------------------------------------------------
     # state machine
@@ -544,8 +677,12 @@ class Pipeline:
         """Advance the current phase by up to `budget` units (optimiser iterations) and return its event."""
         if self.phase == "done":
             return {"phase": "done"}
-        handler = {"reconstruct": self._step_reconstruct, "loo": self._step_loo, "search": self._step_search,
-                   "arbitration": self._step_arbitration}[self.phase]
+        handler = {
+            "reconstruct": self._step_reconstruct,
+            "loo": self._step_loo,
+            "search": self._step_search,
+            "arbitration": self._step_arbitration,
+        }[self.phase]
         event = handler(budget)
         self.total_steps += 1
         self._apply_pending()
@@ -599,11 +736,20 @@ class Pipeline:
         if self.search_index >= len(self.search_order):
             recovered = {v: self.searches[v].chosen_w2c() for v in self.search_order}
             # A search the user settled by hand is not ambiguous any more.
-            ambiguous = {v: self.searches[v].competitors_of(self.searches[v].choice) for v in self.search_order
-                         if self.searches[v].ambiguous and self.searches[v].manual_choice is None}
+            ambiguous = {
+                v: self.searches[v].competitors_of(self.searches[v].choice)
+                for v in self.search_order
+                if self.searches[v].ambiguous and self.searches[v].manual_choice is None
+            }
             base_w2c = self.base_recon.current_w2c().detach().double().cpu().numpy()
-            self.arbitration = Arbitration(self, base_w2c, list(self.search_order), recovered,
-                                           mode=self.cfg.outliers.arbitration, ambiguous=ambiguous)
+            self.arbitration = Arbitration(
+                self,
+                base_w2c,
+                list(self.search_order),
+                recovered,
+                mode=self.cfg.outliers.arbitration,
+                ambiguous=ambiguous,
+            )
             self.phase = "arbitration"
             return {"event": "searched"}
         view = self.search_order[self.search_index]
@@ -637,8 +783,12 @@ class Pipeline:
     # manual decisions
 
     def _log(self, entry: dict) -> None:
-        entry = dict(entry, phase=self.phase, total_steps=self.total_steps,
-                     elapsed_s=round(time.perf_counter() - self.started, 3))
+        entry = dict(
+            entry,
+            phase=self.phase,
+            total_steps=self.total_steps,
+            elapsed_s=round(time.perf_counter() - self.started, 3),
+        )
         self.decisions.append(entry)
 
     def restart(self, flags: Optional[np.ndarray] = None) -> None:
@@ -694,8 +844,13 @@ class Pipeline:
             return False  # a no-op: the verdict already says so
         candidate = self.loo.rounds[index].candidate
         # logged before the rewind, so the entry records where the user was when deciding
-        self._log({"action": "accept_outlier" if accept else "reject_outlier", "round": index,
-                   "view": None if candidate is None else self.scene.ids[candidate]})
+        self._log(
+            {
+                "action": "accept_outlier" if accept else "reject_outlier",
+                "round": index,
+                "view": None if candidate is None else self.scene.ids[candidate],
+            }
+        )
         self.loo.override(index, accept)
         # Everything after the leave-one-out phase was built on the old decision.
         self.phase = "loo"
@@ -747,8 +902,9 @@ class Pipeline:
             searched = ", ".join(self.scene.ids[v] for v in arb.outliers)
             raise PipelineError(f"view {self.scene.ids[view]} was not searched (searched: {searched})")
         arb.choose(choice, view)
-        self._log({"action": "choose_arbitration", "choice": choice,
-                   "view": None if view is None else self.scene.ids[view]})
+        self._log(
+            {"action": "choose_arbitration", "choice": choice, "view": None if view is None else self.scene.ids[view]}
+        )
         if arb.done:
             if self.phase == "done":
                 chosen, self.latest_scores = arb.result()
@@ -765,8 +921,14 @@ class Pipeline:
         """Decisions to apply as soon as the pipeline reaches the point each one concerns."""
         for entry in entries:
             action = entry.get("action")
-            if action not in ("set_flag", "accept_outlier", "reject_outlier", "apply_candidate", "apply_cell",
-                              "choose_arbitration"):
+            if action not in (
+                "set_flag",
+                "accept_outlier",
+                "reject_outlier",
+                "apply_candidate",
+                "apply_cell",
+                "choose_arbitration",
+            ):
                 raise PipelineError(f"unknown decision action {action!r}")
         self.pending.extend(dict(e) for e in entries)
         self._apply_pending()
@@ -783,7 +945,8 @@ class Pipeline:
             return True
         if action in ("accept_outlier", "reject_outlier"):
             return self.loo is not None and any(
-                r.index == entry.get("round") and r.accepted is not None for r in self.loo.rounds)
+                r.index == entry.get("round") and r.accepted is not None for r in self.loo.rounds
+            )
         if action in ("apply_candidate", "apply_cell"):
             search = self.searches.get(self._view_index(entry["view"]))
             return search is not None and search.done
@@ -844,8 +1007,9 @@ class Pipeline:
             "flags": self.current_flags().tolist(),
             "initial_flags": self.initial_flags.tolist(),
             "score_key": self.score_key,
-            "scores": None if self.latest_scores is None else {
-                k: np.asarray(v).tolist() for k, v in self.latest_scores.items()},
+            "scores": None
+            if self.latest_scores is None
+            else {k: np.asarray(v).tolist() for k, v in self.latest_scores.items()},
             "recon": self.recon.snapshot() if (with_recon and self.recon is not None) else None,
             "loo": None if self.loo is None else self.loo.snapshot(),
             "searches": {self.scene.ids[v]: s.snapshot() for v, s in self.searches.items()},
@@ -860,9 +1024,19 @@ class Pipeline:
         """The scene's verified matches for display: per pair i, j and the pixel coordinates (scene image)."""
         if self.matches is None:
             return None
-        return {"summary": self.matches.summary(),
-                "pairs": [{"i": int(p.i), "j": int(p.j), "xy_i": np.asarray(p.xy_i), "xy_j": np.asarray(p.xy_j),
-                           "verified": np.asarray(p.inlier)} for p in self.matches.pairs]}
+        return {
+            "summary": self.matches.summary(),
+            "pairs": [
+                {
+                    "i": int(p.i),
+                    "j": int(p.j),
+                    "xy_i": np.asarray(p.xy_i),
+                    "xy_j": np.asarray(p.xy_j),
+                    "verified": np.asarray(p.inlier),
+                }
+                for p in self.matches.pairs
+            ],
+        }
 
     def state_dict(self) -> dict:
         return {

@@ -31,8 +31,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sparseags.cameras import (c2w_gl_to_w2c, orbit_camera, rotation_angle_deg, scale_intrinsics, se3_exp,
-                               undo_orbit_camera)
+from sparseags.cameras import (
+    c2w_gl_to_w2c,
+    orbit_camera,
+    rotation_angle_deg,
+    scale_intrinsics,
+    se3_exp,
+    undo_orbit_camera,
+)
 
 # render_fn(w2c [C, 4, 4], K [C, 3, 3], width, height) -> rgb [C, H, W, 3] on white, differentiable in w2c
 RenderFn = Callable[[Tensor, Tensor, int, int], Tensor]
@@ -61,9 +67,16 @@ def _arange_inclusive_start(start: float, stop: float, step: float) -> np.ndarra
     return start + step * np.arange(max(count, 1))
 
 
-def build_search_grid(inlier_w2c: np.ndarray, target: np.ndarray, *, elevation_margin_deg: float = 20.0,
-                      elevation_step_deg: float = 15.0, n_azimuth: int = 24, radius_margin: float = 0.2,
-                      radius_step: float = 0.2) -> SearchGrid:
+def build_search_grid(
+    inlier_w2c: np.ndarray,
+    target: np.ndarray,
+    *,
+    elevation_margin_deg: float = 20.0,
+    elevation_step_deg: float = 15.0,
+    n_azimuth: int = 24,
+    radius_margin: float = 0.2,
+    radius_step: float = 0.2,
+) -> SearchGrid:
     """The official hypothesis grid around `target`, ranges taken from the inlier cameras (OpenCV w2c)."""
     inlier_w2c = np.asarray(inlier_w2c, dtype=np.float64)
     c2w = np.linalg.inv(inlier_w2c)
@@ -71,8 +84,9 @@ def build_search_grid(inlier_w2c: np.ndarray, target: np.ndarray, *, elevation_m
     offsets = centres - target
     radius = np.linalg.norm(offsets, axis=-1)
     elev = -np.degrees(np.arcsin(np.clip(offsets[:, 1] / radius, -1.0, 1.0)))
-    elevations = _arange_inclusive_start(max(elev.min() - elevation_margin_deg, -89.9),
-                                         min(elev.max() + elevation_margin_deg, 89.9), elevation_step_deg)
+    elevations = _arange_inclusive_start(
+        max(elev.min() - elevation_margin_deg, -89.9), min(elev.max() + elevation_margin_deg, 89.9), elevation_step_deg
+    )
     azimuths = np.arange(n_azimuth) * (360.0 / n_azimuth) - 180.0
     radii = _arange_inclusive_start(radius.min() - radius_margin, radius.max() + radius_margin, radius_step)
     radii = radii[radii > 0.05]
@@ -214,8 +228,14 @@ class PoseSearch:
             if self.iteration >= int(self.stage_steps[self.stage]):
                 self._finish_chunk(rows, resolution)
                 break
-        return {"phase": "search", "view": self.view_id, "stage": self.stage, "chunk_start": rows.start,
-                "iteration": self.iteration, "best_mse": None if last is None else float(last.min())}
+        return {
+            "phase": "search",
+            "view": self.view_id,
+            "stage": self.stage,
+            "chunk_start": rows.start,
+            "iteration": self.iteration,
+            "best_mse": None if last is None else float(last.min()),
+        }
 
     def _finish_chunk(self, rows: slice, resolution: int) -> None:
         with torch.no_grad():
@@ -254,7 +274,7 @@ class PoseSearch:
         mse_all, lpips_all, renders = [], [], []
         with torch.no_grad():
             for start in range(0, len(self.candidates), self.chunk):
-                w2c = self.candidates[start:start + self.chunk]
+                w2c = self.candidates[start : start + self.chunk]
                 K = self._K(resolution).expand(len(w2c), 3, 3)
                 rgb = self.render_fn(w2c, K, resolution, resolution)
                 target = self._target(resolution)
@@ -269,8 +289,13 @@ class PoseSearch:
         total = rank_sum(mse, lpips)
         order = np.argsort(total, kind="stable")
         renders_all = torch.cat(renders)
-        self.ranking = {"mse": mse, "lpips": lpips, "rank_total": total, "order": order,
-                        "top_renders": renders_all[torch.as_tensor(order[: self.top_k])].numpy()}
+        self.ranking = {
+            "mse": mse,
+            "lpips": lpips,
+            "rank_total": total,
+            "order": order,
+            "top_renders": renders_all[torch.as_tensor(order[: self.top_k])].numpy(),
+        }
         self.chosen = int(order[0])
         self.ranking["symmetry"] = self._symmetry_probe(self.chosen, resolution)
         self.finished = True
@@ -301,15 +326,23 @@ class PoseSearch:
         if self.lpips_fn is not None:
             a_img = rgb.permute(0, 3, 1, 2)
             lpips = self.lpips_fn(a_img, target_image.permute(2, 0, 1)[None].expand_as(a_img)).reshape(-1).numpy()
-        return [{"angle_deg": float(min(o, 360.0 - o)), "mse": float(mse[i]),
-                 "lpips": None if lpips is None else float(lpips[i])} for i, o in enumerate(self.SYMMETRY_OFFSETS_DEG)]
+        return [
+            {
+                "angle_deg": float(min(o, 360.0 - o)),
+                "mse": float(mse[i]),
+                "lpips": None if lpips is None else float(lpips[i]),
+            }
+            for i, o in enumerate(self.SYMMETRY_OFFSETS_DEG)
+        ]
 
     def _alike(self, mse: float, lpips: Optional[float], winner: int) -> bool:
         """Whether scores (mse, lpips) are within ambiguity_ratio of the candidate `winner`'s."""
         assert self.ranking is not None
         best_lpips = self.ranking["lpips"]
-        return bool(mse <= self.ambiguity_ratio * self.ranking["mse"][winner] and (
-            lpips is None or best_lpips is None or lpips <= self.ambiguity_ratio * best_lpips[winner]))
+        return bool(
+            mse <= self.ambiguity_ratio * self.ranking["mse"][winner]
+            and (lpips is None or best_lpips is None or lpips <= self.ambiguity_ratio * best_lpips[winner])
+        )
 
     def competitors_of(self, winner: int) -> list[dict]:
         """What makes a search ambiguous: final candidates far from `winner` (≥ ambiguity_angle_deg of rotation)
@@ -327,12 +360,21 @@ class PoseSearch:
             angle = float(angles[index])
             lp = None if lpips is None else float(lpips[index])
             if angle >= self.ambiguity_angle_deg and self._alike(float(mse[index]), lp, winner):
-                competitors.append({"rank": position, "index": index, "angle_deg": angle, "mse": float(mse[index]),
-                                    "lpips": lp, "score": float(mse[index]) if lp is None else lp})
+                competitors.append(
+                    {
+                        "rank": position,
+                        "index": index,
+                        "angle_deg": angle,
+                        "mse": float(mse[index]),
+                        "lpips": lp,
+                        "score": float(mse[index]) if lp is None else lp,
+                    }
+                )
         if winner == self.chosen:
             for turned in self.ranking.get("symmetry", []):
-                if turned["angle_deg"] >= self.ambiguity_angle_deg and self._alike(turned["mse"], turned["lpips"],
-                                                                                    winner):
+                if turned["angle_deg"] >= self.ambiguity_angle_deg and self._alike(
+                    turned["mse"], turned["lpips"], winner
+                ):
                     score = turned["mse"] if turned["lpips"] is None else turned["lpips"]
                     competitors.append(dict(turned, rank=-1, index=-1, score=score))
         return competitors
@@ -382,16 +424,24 @@ class PoseSearch:
         if np.all(np.isnan(mse_r)):
             mse_r = self.initial_mse_grid[cells]
         best_r = 0 if np.all(np.isnan(mse_r)) else int(np.nanargmin(mse_r))
-        out = {"rank_position": None, "w2c": np.asarray(self.grid.w2c[cells[best_r]], dtype=np.float64),
-               "radius": float(self.grid.radii[best_r]), "radius_index": best_r,
-               "mse": None if np.isnan(mse_r[best_r]) else float(mse_r[best_r]), "lpips": None}
+        out = {
+            "rank_position": None,
+            "w2c": np.asarray(self.grid.w2c[cells[best_r]], dtype=np.float64),
+            "radius": float(self.grid.radii[best_r]),
+            "radius_index": best_r,
+            "mse": None if np.isnan(mse_r[best_r]) else float(mse_r[best_r]),
+            "lpips": None,
+        }
         if self.ranking is not None:
             for position, index in enumerate(self.ranking["order"]):
                 if int(self.origin[index]) // n_r == cells[0] // n_r:
                     lpips = self.ranking["lpips"]
-                    out.update(rank_position=position, w2c=self.candidates[index].double().numpy(),
-                               mse=float(self.ranking["mse"][index]),
-                               lpips=None if lpips is None else float(lpips[index]))
+                    out.update(
+                        rank_position=position,
+                        w2c=self.candidates[index].double().numpy(),
+                        mse=float(self.ranking["mse"][index]),
+                        lpips=None if lpips is None else float(lpips[index]),
+                    )
                     break
         return out
 
@@ -418,21 +468,25 @@ class PoseSearch:
         values = self.initial_mse_grid if which == "coarse" else self.stage_a_mse_grid
         grid = values.reshape(self.grid.shape)
         with np.errstate(all="ignore"):
-            return np.where(np.all(np.isnan(grid), axis=-1), np.nan, np.nanmin(np.where(np.isnan(grid), np.inf, grid), axis=-1))
+            return np.where(
+                np.all(np.isnan(grid), axis=-1), np.nan, np.nanmin(np.where(np.isnan(grid), np.inf, grid), axis=-1)
+            )
 
     def snapshot(self) -> dict:
         top = []
         if self.ranking is not None:
             for position, index in enumerate(self.ranking["order"][: self.top_k]):
-                top.append({
-                    "rank_position": position,
-                    "index": int(index),
-                    "mse": float(self.ranking["mse"][index]),
-                    "lpips": None if self.ranking["lpips"] is None else float(self.ranking["lpips"][index]),
-                    "rank_total": int(self.ranking["rank_total"][index]),
-                    "cell": self.cell_of(self.candidates[index].double().numpy()),
-                    "render": self.ranking["top_renders"][position],
-                })
+                top.append(
+                    {
+                        "rank_position": position,
+                        "index": int(index),
+                        "mse": float(self.ranking["mse"][index]),
+                        "lpips": None if self.ranking["lpips"] is None else float(self.ranking["lpips"][index]),
+                        "rank_total": int(self.ranking["rank_total"][index]),
+                        "cell": self.cell_of(self.candidates[index].double().numpy()),
+                        "render": self.ranking["top_renders"][position],
+                    }
+                )
         total_iters = self._total_iterations()
         return {
             "phase": "search",
@@ -451,8 +505,9 @@ class PoseSearch:
             "chosen_cell": None if self.choice is None else self.cell_of(self.chosen_w2c()),
             "manual": self.manual_choice is not None or self.manual_w2c is not None,
             "ambiguous": self.ambiguous,
-            "competitors": [] if self.ranking is None or self.choice is None else [
-                {k: v for k, v in c.items() if k != "index"} for c in self.competitors_of(self.choice)],
+            "competitors": []
+            if self.ranking is None or self.choice is None
+            else [{k: v for k, v in c.items() if k != "index"} for c in self.competitors_of(self.choice)],
             "done": self.finished,
         }
 

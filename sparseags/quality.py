@@ -59,15 +59,24 @@ def gaussian_render_fn(gaussians: Any, backend: str = "auto") -> RenderFn:
     from sparseags.render import render_gaussians
 
     with torch.no_grad():
-        frozen = [t.detach() for t in (gaussians.means, gaussians.splats["quats"], gaussians.scales,
-                                       gaussians.opacities, gaussians.sh)]
+        frozen = [
+            t.detach()
+            for t in (gaussians.means, gaussians.splats["quats"], gaussians.scales, gaussians.opacities, gaussians.sh)
+        ]
     degree = gaussians.active_sh_degree
     device = frozen[0].device
 
     def render(w2c: Tensor, K: Tensor, width: int, height: int) -> Tensor:
-        out = render_gaussians(*frozen, w2c.to(device, torch.float32), K.to(device, torch.float32),
-                               width, height, sh_degree=degree, background=torch.ones(3, device=device),
-                               backend=backend)
+        out = render_gaussians(
+            *frozen,
+            w2c.to(device, torch.float32),
+            K.to(device, torch.float32),
+            width,
+            height,
+            sh_degree=degree,
+            background=torch.ones(3, device=device),
+            backend=backend,
+        )
         return out.rgb
 
     return render
@@ -81,8 +90,9 @@ def _resolution_at(fraction: float) -> float:
     return scale
 
 
-def refine_novel_poses(render_fn: RenderFn, w2c: Any, K: Any, targets: Any, steps: int = 100,
-                       lr: float = 2.0e-3) -> Tensor:
+def refine_novel_poses(
+    render_fn: RenderFn, w2c: Any, K: Any, targets: Any, steps: int = 100, lr: float = 2.0e-3
+) -> Tensor:
     """Test-time pose refinement: move each camera to fit its image, the scene frozen.
 
     w2c [N, 4, 4] starting poses (OpenCV), K [N, 3, 3] pixels of ``targets [N, H, W, 3]`` (over white, in
@@ -120,8 +130,10 @@ def image_quality(renders: Any, targets: Any, lpips_metric: Any = None) -> dict:
     """Mean PSNR / SSIM (and LPIPS when a metric is given) of renders vs targets [N, H, W, 3] in [0, 1]."""
     renders = np.clip(np.asarray(renders, dtype=np.float32), 0.0, 1.0)
     targets = np.asarray(targets, dtype=np.float32)
-    result = {"psnr": float(np.mean([psnr(r, g) for r, g in zip(renders, targets)])),
-              "ssim": float(np.mean([ssim(r, g) for r, g in zip(renders, targets)]))}
+    result = {
+        "psnr": float(np.mean([psnr(r, g) for r, g in zip(renders, targets)])),
+        "ssim": float(np.mean([ssim(r, g) for r, g in zip(renders, targets)])),
+    }
     if lpips_metric is not None:
         a = torch.as_tensor(renders).permute(0, 3, 1, 2)
         b = torch.as_tensor(targets).permute(0, 3, 1, 2)
@@ -130,8 +142,15 @@ def image_quality(renders: Any, targets: Any, lpips_metric: Any = None) -> dict:
     return result
 
 
-def novel_view_quality(render_fn: RenderFn, est_w2c: Any, gt_w2c: Any, novel: Any, lpips_metric: Any = None,
-                       refine_steps: int = 100, refine_lr: float = 2.0e-3) -> dict:
+def novel_view_quality(
+    render_fn: RenderFn,
+    est_w2c: Any,
+    gt_w2c: Any,
+    novel: Any,
+    lpips_metric: Any = None,
+    refine_steps: int = 100,
+    refine_lr: float = 2.0e-3,
+) -> dict:
     """Novel-view PSNR / SSIM / LPIPS, at the aligned GT poses and after test-time pose refinement.
 
     est_w2c / gt_w2c [V, 4, 4]: the input cameras the reconstruction used (estimated, ground truth); the
@@ -154,8 +173,11 @@ def novel_view_quality(render_fn: RenderFn, est_w2c: Any, gt_w2c: Any, novel: An
         with torch.no_grad():
             renders = render_fn(refined, K, width, height).cpu().numpy()
         moved = rotation_angle_deg(refined[:, :3, :3].double(), start[:, :3, :3].double())
-        result["pose_refined"] = {**image_quality(renders, targets, lpips_metric), "steps": int(refine_steps),
-                                  "mean_correction_deg": float(moved.mean())}
+        result["pose_refined"] = {
+            **image_quality(renders, targets, lpips_metric),
+            "steps": int(refine_steps),
+            "mean_correction_deg": float(moved.mean()),
+        }
     return result
 
 
@@ -167,13 +189,22 @@ def icp_rigid(source: np.ndarray, target: np.ndarray, iterations: int = 100) -> 
     """
     import trimesh
 
-    matrix, _, _ = trimesh.registration.icp(source, target, initial=np.eye(4), max_iterations=iterations,
-                                            threshold=1e-9, reflection=False, translation=True, scale=False)
+    matrix, _, _ = trimesh.registration.icp(
+        source,
+        target,
+        initial=np.eye(4),
+        max_iterations=iterations,
+        threshold=1e-9,
+        reflection=False,
+        translation=True,
+        scale=False,
+    )
     return np.asarray(matrix, dtype=np.float64)
 
 
-def mesh_quality(mesh: Any, gt_mesh: Any, est_w2c: Any, gt_w2c: Any, num_points: int = 30000,
-                 icp: bool = True, seed: int = 0) -> dict:
+def mesh_quality(
+    mesh: Any, gt_mesh: Any, est_w2c: Any, gt_w2c: Any, num_points: int = 30000, icp: bool = True, seed: int = 0
+) -> dict:
     """F1@0.01 / Chamfer of a mesh in the estimated frame against the GT mesh, camera-aligned and after ICP.
 
     The mesh is mapped into the GT frame by the similarity of the input cameras (est_w2c -> gt_w2c, the
@@ -193,7 +224,12 @@ def mesh_quality(mesh: Any, gt_mesh: Any, est_w2c: Any, gt_w2c: Any, num_points:
         registered.apply_transform(matrix)
         r = mesh_metrics(registered, gt_mesh, num_points=num_points, seed=seed)
         angle = float(np.degrees(np.arccos(np.clip((np.trace(matrix[:3, :3]) - 1.0) / 2.0, -1.0, 1.0))))
-        result["icp"] = {"f1_0.01": r.f1, "chamfer": r.chamfer, "precision": r.precision, "recall": r.recall,
-                         "correction_deg": angle, "correction_shift": float(np.linalg.norm(matrix[:3, 3]))}
+        result["icp"] = {
+            "f1_0.01": r.f1,
+            "chamfer": r.chamfer,
+            "precision": r.precision,
+            "recall": r.recall,
+            "correction_deg": angle,
+            "correction_shift": float(np.linalg.norm(matrix[:3, 3])),
+        }
     return result
-

@@ -64,8 +64,9 @@ class PriorHook(Protocol):
     method is merged into the step event.
     """
 
-    def loss(self, recon: "Reconstruction", step: int, step_ratio: float,
-             generator: torch.Generator) -> Tensor | None: ...
+    def loss(
+        self, recon: "Reconstruction", step: int, step_ratio: float, generator: torch.Generator
+    ) -> Tensor | None: ...
 
 
 def resolution_at(schedule: list, step_ratio: float) -> int:
@@ -191,11 +192,17 @@ class Reconstruction:
         self._masks = torch.as_tensor(masks, device=self.device)  # [V, H, W]
         self._raw_images = images
         self._K = torch.as_tensor(np.asarray(scene.K), dtype=torch.float32, device=self.device)  # [V, 3, 3]
-        w2c = np.asarray(scene.w2c_init if w2c_init is None else
-                         (w2c_init.detach().cpu().numpy() if isinstance(w2c_init, Tensor) else w2c_init))
+        w2c = np.asarray(
+            scene.w2c_init
+            if w2c_init is None
+            else (w2c_init.detach().cpu().numpy() if isinstance(w2c_init, Tensor) else w2c_init)
+        )
         flags_np = np.asarray(scene.flags if flags is None else flags).astype(np.int64).reshape(-1)
-        for name, array, shape in (("K", self._K, (n_views, 3, 3)), ("w2c_init", w2c, (n_views, 4, 4)),
-                                   ("flags", flags_np, (n_views,))):
+        for name, array, shape in (
+            ("K", self._K, (n_views, 3, 3)),
+            ("w2c_init", w2c, (n_views, 4, 4)),
+            ("flags", flags_np, (n_views,)),
+        ):
             if tuple(array.shape) != shape:
                 raise ReconError(f"recon: {name} must have shape {list(shape)}, got {list(array.shape)}")
         self.w2c_init = torch.as_tensor(w2c, dtype=torch.float32, device=self.device)  # [V, 4, 4]
@@ -219,8 +226,9 @@ class Reconstruction:
         # Per-inlier log focal scale: fx, fy of view i are multiplied by exp(log_focal[i]) (0 = as given).
         # Translation part of the twist is scaled by recon.camera_translation_scale (its effective Adam step).
         self._twist_scale = torch.tensor([self.rc.camera_translation_scale] * 3 + [1.0] * 3, device=self.device)
-        self.log_focal = nn.Parameter(torch.zeros(self.n_inliers, device=self.device),
-                                      requires_grad=self._focal_trainable)  # [I]
+        self.log_focal = nn.Parameter(
+            torch.zeros(self.n_inliers, device=self.device), requires_grad=self._focal_trainable
+        )  # [I]
         self.optimizer = self._build_optimizer()
 
         self.step_count = 0
@@ -230,8 +238,14 @@ class Reconstruction:
         self.evidence: dict[str, list] = {"step": [], "rgb": [], "mask": [], "epipolar": [], "match_inliers": []}
         self._epipolar_start = self.view_epipolar_errors()[0]  # [V] at the initial poses (nan: no matches)
         self._pose_error_cache: dict[int, tuple[list, dict]] = {}
-        self.history: dict[str, list[float]] = {"step": [], "rgb": [], "mask": [], "prior": [], "epipolar": [],
-                                                "total": []}
+        self.history: dict[str, list[float]] = {
+            "step": [],
+            "rgb": [],
+            "mask": [],
+            "prior": [],
+            "epipolar": [],
+            "total": [],
+        }
         self.camera_tracks: list[Tensor] = []  # per completed step: [V, 4, 4] float32 (CPU)
         self.last_densify: dict[str, int] | None = None
         self._target_cache: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
@@ -257,9 +271,17 @@ class Reconstruction:
         sel = self.inlier_indices
         masks = self._masks.cpu().numpy()[sel]
         return GaussianModel.init_visual_hull(
-            masks, self._raw_images[sel], self.w2c_init.cpu().double().numpy()[sel], self._K.cpu().double().numpy()[sel],
-            rc.num_pts, rc.sh_degree, self.generator, grid=rc.hull_grid, fallback_radius=rc.init_radius,
-            device=self.device)
+            masks,
+            self._raw_images[sel],
+            self.w2c_init.cpu().double().numpy()[sel],
+            self._K.cpu().double().numpy()[sel],
+            rc.num_pts,
+            rc.sh_degree,
+            self.generator,
+            grid=rc.hull_grid,
+            fallback_radius=rc.init_radius,
+            device=self.device,
+        )
 
     @property
     def _focal_trainable(self) -> bool:
@@ -326,8 +348,9 @@ class Reconstruction:
         """
         if not 0 <= index < len(self.ids):
             raise ReconError(f"recon: view index {index} out of range 0..{len(self.ids) - 1}")
-        w2c = torch.as_tensor(np.asarray(w2c.detach().cpu() if isinstance(w2c, Tensor) else w2c),
-                              dtype=torch.float32, device=self.device)
+        w2c = torch.as_tensor(
+            np.asarray(w2c.detach().cpu() if isinstance(w2c, Tensor) else w2c), dtype=torch.float32, device=self.device
+        )
         if w2c.shape != (4, 4):
             raise ReconError(f"recon: set_view_pose expects a [4, 4] matrix, got {list(w2c.shape)}")
         with torch.no_grad():
@@ -341,14 +364,23 @@ class Reconstruction:
                     if key in state:
                         state[key][row] = 0.0
 
-    def render(self, w2c: Tensor, K: Tensor, width: int, height: int,
-               background: Tensor | None = None) -> RenderOutput:
+    def render(self, w2c: Tensor, K: Tensor, width: int, height: int, background: Tensor | None = None) -> RenderOutput:
         """Render the current Gaussians: w2c [C, 4, 4] OpenCV, K [C, 3, 3] pixels; differentiable."""
         g = self.gaussians
         return render_gaussians(
-            g.means, g.splats["quats"], g.scales, g.opacities, g.sh,
-            w2c.to(self.device, torch.float32), K.to(self.device, torch.float32), width, height,
-            sh_degree=g.active_sh_degree, background=background, backend=self.backend)
+            g.means,
+            g.splats["quats"],
+            g.scales,
+            g.opacities,
+            g.sh,
+            w2c.to(self.device, torch.float32),
+            K.to(self.device, torch.float32),
+            width,
+            height,
+            sh_degree=g.active_sh_degree,
+            background=background,
+            backend=self.backend,
+        )
 
     def _size_at(self, resolution: int) -> tuple[int, int]:
         """(height, width) for a target resolution = the width in pixels (scene images are square)."""
@@ -414,12 +446,24 @@ class Reconstruction:
             densify = event.pop("densify") or densify
         if not event:
             last = {key: values[-1] for key, values in self.history.items()} if self.history["step"] else {}
-            event = {"loss": last.get("total", float("nan")), "loss_rgb": last.get("rgb", float("nan")),
-                     "loss_mask": last.get("mask", float("nan")), "loss_prior": last.get("prior", float("nan")),
-                     "sh_degree": self.gaussians.active_sh_degree, "resolution": self.current_resolution()}
-        event.update({"step": self.step_count, "iters": self.iters, "n_gaussians": self.gaussians.num_gaussians,
-                      "ms_per_step": 1000.0 * float(np.mean(durations)) if durations else 0.0,
-                      "done": self.done, "densify": densify})
+            event = {
+                "loss": last.get("total", float("nan")),
+                "loss_rgb": last.get("rgb", float("nan")),
+                "loss_mask": last.get("mask", float("nan")),
+                "loss_prior": last.get("prior", float("nan")),
+                "sh_degree": self.gaussians.active_sh_degree,
+                "resolution": self.current_resolution(),
+            }
+        event.update(
+            {
+                "step": self.step_count,
+                "iters": self.iters,
+                "n_gaussians": self.gaussians.num_gaussians,
+                "ms_per_step": 1000.0 * float(np.mean(durations)) if durations else 0.0,
+                "done": self.done,
+                "densify": densify,
+            }
+        )
         return event
 
     def _sample_views(self) -> Tensor:
@@ -527,11 +571,18 @@ class Reconstruction:
             if n_matches < rc.guard_min_matches or epipolar[view] <= limit[view]:
                 continue
             self._roll_back(int(view))
-            self.guard_log.append({
-                "view": self.ids[view], "step": self.step_count, "action": "rolled back to its initial pose",
-                "reason": (f"epipolar median {epipolar[view]:.2f} px > limit {limit[view]:.2f} px "
-                           f"(start {start[view]:.2f} px, {int(counts[view])} of {n_matches} matches within "
-                           f"{2 * rc.epipolar_scale_px:g} px)")})
+            self.guard_log.append(
+                {
+                    "view": self.ids[view],
+                    "step": self.step_count,
+                    "action": "rolled back to its initial pose",
+                    "reason": (
+                        f"epipolar median {epipolar[view]:.2f} px > limit {limit[view]:.2f} px "
+                        f"(start {start[view]:.2f} px, {int(counts[view])} of {n_matches} matches within "
+                        f"{2 * rc.epipolar_scale_px:g} px)"
+                    ),
+                }
+            )
 
     def _roll_back(self, view: int) -> None:
         """Reset inlier `view` to its initial pose, expressed in the current frame, and freeze it."""
@@ -574,8 +625,11 @@ class Reconstruction:
         official_step = k + 1
         step_ratio = self.step_ratio
         self.optimizer.param_groups[0]["lr"] = xyz_learning_rate(
-            official_step, self.iters, rc.lr_position_init * rc.spatial_lr_scale,
-            rc.lr_position_final * rc.spatial_lr_scale)
+            official_step,
+            self.iters,
+            rc.lr_position_init * rc.spatial_lr_scale,
+            rc.lr_position_final * rc.spatial_lr_scale,
+        )
         self.gaussians.set_active_sh_degree(official_step // max(1, rc.sh_degree_interval))
         for group in self.optimizer.param_groups:
             if group.get("name") == CAMERA_GROUP:
@@ -637,9 +691,15 @@ class Reconstruction:
         densify = None
         if in_window and official_step % max(1, rc.densify_interval) == 0:
             densify = self.gaussians.densify_and_prune(
-                self.optimizer, self.generator, grad_threshold=rc.densify_grad_threshold,
-                percent_dense=rc.percent_dense, extent=rc.densify_extent, min_opacity=rc.prune_min_opacity,
-                max_scale=rc.prune_max_scale, max_gaussians=rc.max_gaussians)
+                self.optimizer,
+                self.generator,
+                grad_threshold=rc.densify_grad_threshold,
+                percent_dense=rc.percent_dense,
+                extent=rc.densify_extent,
+                min_opacity=rc.prune_min_opacity,
+                max_scale=rc.prune_max_scale,
+                max_gaussians=rc.max_gaussians,
+            )
             densify["step"] = official_step
             self.last_densify = densify
 
@@ -654,14 +714,27 @@ class Reconstruction:
             densify = {**(densify or {}), "n_final_pruned": pruned, "n_after": self.gaussians.num_gaussians}
         with torch.no_grad():
             self.camera_tracks.append(self.current_w2c().detach().cpu())
-        record = {"rgb": loss_rgb.item(), "mask": loss_mask.item(), "prior": float(loss_prior.detach()),
-                  "epipolar": 0.0 if loss_epipolar is None else loss_epipolar.item(), "total": loss.item()}
+        record = {
+            "rgb": loss_rgb.item(),
+            "mask": loss_mask.item(),
+            "prior": float(loss_prior.detach()),
+            "epipolar": 0.0 if loss_epipolar is None else loss_epipolar.item(),
+            "total": loss.item(),
+        }
         self.history["step"].append(float(self.step_count))
         for key, value in record.items():
             self.history[key].append(value)
-        return {"loss": record["total"], "loss_rgb": record["rgb"], "loss_mask": record["mask"],
-                "loss_prior": record["prior"], "loss_epipolar": record["epipolar"], "sh_degree": self.gaussians.active_sh_degree,
-                "resolution": resolution, "densify": densify, **hook_stats}
+        return {
+            "loss": record["total"],
+            "loss_rgb": record["rgb"],
+            "loss_mask": record["mask"],
+            "loss_prior": record["prior"],
+            "loss_epipolar": record["epipolar"],
+            "sh_degree": self.gaussians.active_sh_degree,
+            "resolution": resolution,
+            "densify": densify,
+            **hook_stats,
+        }
 
     # ------------------------------------------------------------------------------------------
     # display
@@ -732,8 +805,13 @@ class Reconstruction:
                 cache[k] = (per_view_rotation_error_deg(w2c, self.w2c_gt).tolist(), pose_metrics(w2c, self.w2c_gt))
             per_view.append(cache[k][0])
             summary.append(cache[k][1])
-        return {"step": steps, "rot_err_deg": per_view, "rot5": [m["rot5"] for m in summary],
-                "rot15": [m["rot15"] for m in summary], "cc10": [m["cc10"] for m in summary]}
+        return {
+            "step": steps,
+            "rot_err_deg": per_view,
+            "rot5": [m["rot5"] for m in summary],
+            "rot15": [m["rot15"] for m in summary],
+            "cc10": [m["cc10"] for m in summary],
+        }
 
     # ------------------------------------------------------------------------------------------
     # checkpoint

@@ -148,8 +148,10 @@ def load_plain(path: Path, error: type[Exception] = CheckpointError) -> Any:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         if "global" in str(err).lower():  # a class or function to import: refused before anything ran
-            raise error(f"{path}: refused: the file carries pickled code or objects, not plain data "
-                        "(a checkpoint holds only tensors, numbers, strings and containers)") from None
+            raise error(
+                f"{path}: refused: the file carries pickled code or objects, not plain data "
+                "(a checkpoint holds only tensors, numbers, strings and containers)"
+            ) from None
         raise error(f"{path}: not a readable checkpoint (damaged or another file type)") from None
     except Exception as err:  # torch raises many types for a damaged file
         raise error(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
@@ -201,14 +203,21 @@ def new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
-def save_run_checkpoint(path: Path, pipeline: Any, *, scene_dir: Path, run_id: str, elapsed_s: float,
-                        decision_entries: list) -> Path:
+def save_run_checkpoint(
+    path: Path, pipeline: Any, *, scene_dir: Path, run_id: str, elapsed_s: float, decision_entries: list
+) -> Path:
     payload = {
-        "format": RUN_CHECKPOINT_FORMAT, "run_id": run_id, "scene_dir": str(scene_dir),
-        "scene": scene_fingerprint(pipeline.scene), "config": config_to_dict(pipeline.cfg),
-        "config_hash": config_hash(pipeline.cfg), "elapsed_s": float(elapsed_s),
-        "decision_entries": list(decision_entries), "phase": pipeline.phase,
-        "phase_label": pipeline.phase_label(), "total_steps": int(pipeline.total_steps),
+        "format": RUN_CHECKPOINT_FORMAT,
+        "run_id": run_id,
+        "scene_dir": str(scene_dir),
+        "scene": scene_fingerprint(pipeline.scene),
+        "config": config_to_dict(pipeline.cfg),
+        "config_hash": config_hash(pipeline.cfg),
+        "elapsed_s": float(elapsed_s),
+        "decision_entries": list(decision_entries),
+        "phase": pipeline.phase,
+        "phase_label": pipeline.phase_label(),
+        "total_steps": int(pipeline.total_steps),
         "pipeline": pipeline.state_dict(),
     }
     return save_plain(payload, path)
@@ -249,9 +258,11 @@ def sha256_file(path: Path) -> str:
 
 
 def _files_under(folder: Path) -> list[str]:
-    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
-                  if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp" + p.suffix)
-                  and not p.name.startswith("."))
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp" + p.suffix) and not p.name.startswith(".")
+    )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -279,9 +290,15 @@ def publish(staging: Path, out: Path, run_id: str, cfg: Config, extra: Optional[
     for rel in _files_under(staging):
         path = staging / rel
         files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    manifest = {"format": RUN_FORMAT, "run_id": run_id, "status": "complete", "config_hash": config_hash(cfg),
-                "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"), **(extra or {}),
-                "files": files}
+    manifest = {
+        "format": RUN_FORMAT,
+        "run_id": run_id,
+        "status": "complete",
+        "config_hash": config_hash(cfg),
+        "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        **(extra or {}),
+        "files": files,
+    }
     atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2))  # the staged set is complete
     finish_publish(staging, out)
     return manifest
@@ -332,7 +349,7 @@ def check_run(out: Path, files: Optional[list[str]] = None) -> Optional[str]:
     manifest = read_manifest(out)
     if manifest is None:
         return f"{out}: no valid {MANIFEST} (an interrupted run, or one made before manifests)"
-    for rel in (manifest["files"] if files is None else files):
+    for rel in manifest["files"] if files is None else files:
         entry = manifest["files"].get(rel)
         if entry is None:
             return f"{out}: {rel} is not part of the run ({MANIFEST})"

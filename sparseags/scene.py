@@ -63,7 +63,6 @@ _IMAGE_FOLDERS = ("images", "processed")
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-
 class SceneError(UserError):
     """A problem with a scene on disk, described in one line that names the file.
 
@@ -412,9 +411,7 @@ def _load_view(image_path: Path, scene_root: Path, resolution: int) -> _View:
             raise SceneError(f"image has no alpha channel and there is no masks/{image_path.stem}.png", image_path)
         alpha = _read_mask_file(mask_path)
         if alpha.shape != (height, width):
-            raise SceneError(
-                f"mask is {alpha.shape[1]}x{alpha.shape[0]} but its image is {width}x{height}", mask_path
-            )
+            raise SceneError(f"mask is {alpha.shape[1]}x{alpha.shape[0]} but its image is {width}x{height}", mask_path)
     if not np.any(alpha > 0.5):
         raise SceneError("empty mask (no pixel above 0.5)", mask_path or image_path)
     rgb, mask = _resize_rgb_mask(rgb, alpha, resolution)
@@ -644,4 +641,3 @@ def validate_scene(root: str | os.PathLike, resolution: int = 256) -> str:
         *optional,
     ]
     return "\n".join(lines)
-

@@ -27,8 +27,7 @@ def load_lpips_for(cfg: Config, device: str) -> Any:
     except LpipsWeightsError:
         if cfg.pipeline.outliers and cfg.outliers.score == "lpips":
             raise
-        print("notice: LPIPS weights not found; per-view LPIPS is omitted (see checkpoints/README.md)",
-              file=sys.stderr)
+        print("notice: LPIPS weights not found; per-view LPIPS is omitted (see checkpoints/README.md)", file=sys.stderr)
         return None
 
 
@@ -53,5 +52,6 @@ def build_pipeline(scene_dir: Path, cfg: Config, match_cache: Path | None = None
     scene = load_scene(Path(scene_dir), resolution=cfg.scene.resolution, init=cfg.scene.init)
     lpips_metric = load_lpips_for(cfg, device)
     prior_factory = prior_factory_for(cfg, scene, device)
-    return Pipeline(scene, cfg, device=device, lpips_metric=lpips_metric, prior_hook_factory=prior_factory,
-                    match_cache=match_cache)
+    return Pipeline(
+        scene, cfg, device=device, lpips_metric=lpips_metric, prior_hook_factory=prior_factory, match_cache=match_cache
+    )

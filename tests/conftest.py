@@ -20,7 +20,9 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped without one); select with -m cuda")
     # Tests that need the real LPIPS backbones skip, with the reason, when they are not in checkpoints/lpips or
     # torchvision's cache; `python -m sparseags.lpips_model --net alex vgg` fetches them.
-    config.addinivalue_line("markers", "real_weights: needs the real LPIPS backbones (skipped, with the reason, without)")
+    config.addinivalue_line(
+        "markers", "real_weights: needs the real LPIPS backbones (skipped, with the reason, without)"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -57,6 +59,11 @@ def real_alex():
 # Modules that build the DearPyGui window in-process. DearPyGui can crash (segfault) when a later module builds
 # a second window in the same process, so `pytest tests` runs each of them in its own process through
 # tests/test_gui_windows.py, which sets SPARSEAGS_WINDOW_TESTS=1 for the child run.
-WINDOW_TEST_MODULES = ["test_gui_app.py", "test_gui_decisions.py", "test_gui_import.py", "test_gui_orbit.py",
-                       "test_gui_panels.py"]
+WINDOW_TEST_MODULES = [
+    "test_gui_app.py",
+    "test_gui_decisions.py",
+    "test_gui_import.py",
+    "test_gui_orbit.py",
+    "test_gui_panels.py",
+]
 collect_ignore = [] if os.environ.get("SPARSEAGS_WINDOW_TESTS") else list(WINDOW_TEST_MODULES)

@@ -8,11 +8,25 @@ from pathlib import Path
 # A tiny, fast full-pipeline configuration (outlier stage on, every candidate accepted: the official rule
 # with a negative threshold) for window tests.
 FAST_PIPELINE = [
-    "recon.iters=6", "recon.num_pts=300", "recon.resolution_schedule=[[0.0,32]]", "outliers.round_iters=4",
-    "outliers.score=mse", "outliers.rule=paper", "outliers.threshold=-1", "lpips.weights_dir=/nonexistent/lpips",
-    "search.stage_steps=[3,3,3]", "search.stage_resolution=[16,16,16]", "search.keep_min=4", "search.n_azimuth=8",
-    "search.align_copies=4", "search.align_steps=3", "scene.resolution=32", "pipeline.outliers=true",
-    "prior.enabled=false", "device=cpu"]
+    "recon.iters=6",
+    "recon.num_pts=300",
+    "recon.resolution_schedule=[[0.0,32]]",
+    "outliers.round_iters=4",
+    "outliers.score=mse",
+    "outliers.rule=paper",
+    "outliers.threshold=-1",
+    "lpips.weights_dir=/nonexistent/lpips",
+    "search.stage_steps=[3,3,3]",
+    "search.stage_resolution=[16,16,16]",
+    "search.keep_min=4",
+    "search.n_azimuth=8",
+    "search.align_copies=4",
+    "search.align_steps=3",
+    "scene.resolution=32",
+    "pipeline.outliers=true",
+    "prior.enabled=false",
+    "device=cpu",
+]
 
 
 class TouchOnUnpickle:

@@ -79,11 +79,26 @@ def test_a_manual_choice_per_view_reopens_or_settles_the_mixed_reconstruction():
 # -------------------------------------------------------------------------------------------------
 # in the pipeline (tiny synthetic scene, MSE scores: no LPIPS weights needed)
 
-TINY = ["scene.resolution=32", "recon.iters=8", "recon.num_pts=300", "recon.resolution_schedule=[[0.0,32]]",
-        "recon.densify_from=1000", "outliers.round_iters=6", "outliers.score=mse", "search.stage_steps=[2,2,2]",
-        "search.stage_resolution=[16,16,16]", "search.keep_min=4", "search.n_azimuth=8", "search.align_copies=2",
-        "search.align_steps=2", "search.max_gaussians=300", "search.rank_candidates=4", "pipeline.outliers=true",
-        "prior.enabled=false", "device=cpu"]
+TINY = [
+    "scene.resolution=32",
+    "recon.iters=8",
+    "recon.num_pts=300",
+    "recon.resolution_schedule=[[0.0,32]]",
+    "recon.densify_from=1000",
+    "outliers.round_iters=6",
+    "outliers.score=mse",
+    "search.stage_steps=[2,2,2]",
+    "search.stage_resolution=[16,16,16]",
+    "search.keep_min=4",
+    "search.n_azimuth=8",
+    "search.align_copies=2",
+    "search.align_steps=2",
+    "search.max_gaussians=300",
+    "search.rank_candidates=4",
+    "pipeline.outliers=true",
+    "prior.enabled=false",
+    "device=cpu",
+]
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +154,11 @@ def test_checkpoint_resume_mid_arbitration_is_exact(tiny_scene):
     resumed.load_state_dict(first.state_dict())
     finish(resumed)
     assert resumed.arbitration.view_choices() == reference.arbitration.view_choices()
-    np.testing.assert_allclose(resumed.final_recon.current_w2c().detach().numpy(),
-                               reference.final_recon.current_w2c().detach().numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        resumed.final_recon.current_w2c().detach().numpy(),
+        reference.final_recon.current_w2c().detach().numpy(),
+        atol=1e-6,
+    )
 
 
 def test_choose_arbitration_per_view_in_the_pipeline(tiny_scene):
@@ -154,8 +172,7 @@ def test_choose_arbitration_per_view_in_the_pipeline(tiny_scene):
     chosen = pipeline.arbitration.recovered[2] if other == "recovered" else pipeline.arbitration.aligned[2]
     # the final reconstruction started view 2 from the chosen pose
     np.testing.assert_allclose(pipeline.final_recon.initial_w2c[2].double().numpy(), chosen, atol=1e-5)
-    assert pipeline.decisions[-1] == dict(pipeline.decisions[-1], action="choose_arbitration", choice=other,
-                                          view="002")
+    assert pipeline.decisions[-1] == dict(pipeline.decisions[-1], action="choose_arbitration", choice=other, view="002")
     unsearched = next(v for v in range(6) if v not in pipeline.search_order)
     with pytest.raises(Exception, match="was not searched"):
         pipeline.choose_arbitration("initial", view=unsearched)

@@ -47,7 +47,9 @@ def random_w2c(rng: np.random.Generator, batch: tuple, dtype: torch.dtype) -> to
 def random_K(rng: np.random.Generator, batch: tuple, dtype: torch.dtype) -> torch.Tensor:
     f = rng.uniform(150, 400, (*batch, 2))
     c = rng.uniform(100, 156, (*batch, 2))
-    return cam.intrinsics_matrix(*(torch.as_tensor(a, dtype=dtype) for a in (f[..., 0], f[..., 1], c[..., 0], c[..., 1])))
+    return cam.intrinsics_matrix(
+        *(torch.as_tensor(a, dtype=dtype) for a in (f[..., 0], f[..., 1], c[..., 0], c[..., 1]))
+    )
 
 
 def assert_rigid(M: torch.Tensor) -> None:
@@ -96,9 +98,7 @@ def test_bench_readme_formula_by_hand():
     """R_cv = diag(-1,-1,1) @ R.T, t_cv = diag(-1,-1,1) @ T, written out element by element."""
     R = Rotation.from_euler("xyz", [20.0, -35.0, 50.0], degrees=True).as_matrix()
     T = np.array([0.1, -0.2, 1.9])
-    expected_R = np.array([[-R[0, 0], -R[1, 0], -R[2, 0]],
-                           [-R[0, 1], -R[1, 1], -R[2, 1]],
-                           [R[0, 2], R[1, 2], R[2, 2]]])
+    expected_R = np.array([[-R[0, 0], -R[1, 0], -R[2, 0]], [-R[0, 1], -R[1, 1], -R[2, 1]], [R[0, 2], R[1, 2], R[2, 2]]])
     expected_t = np.array([-0.1, 0.2, 1.9])
     w2c = cam.p3d_to_w2c(R, T)  # numpy in, torch out
     assert isinstance(w2c, torch.Tensor) and w2c.dtype == torch.float64
@@ -351,8 +351,12 @@ def test_rotation_angle_deg(seed, dtype):
     angles = torch.as_tensor(rng.uniform(0, 180, 5), dtype=dtype)
     axis = torch.nn.functional.normalize(torch.as_tensor(rng.normal(size=(5, 3)), dtype=dtype), dim=-1)
     R2 = R1 @ cam.so3_exp(axis * torch.deg2rad(angles)[:, None])
-    torch.testing.assert_close(cam.rotation_angle_deg(R1, R2), angles, atol=2e-3 if dtype == torch.float32 else 1e-9, rtol=0)
-    torch.testing.assert_close(cam.rotation_angle_deg(R2, R1), angles, atol=2e-3 if dtype == torch.float32 else 1e-9, rtol=0)
+    torch.testing.assert_close(
+        cam.rotation_angle_deg(R1, R2), angles, atol=2e-3 if dtype == torch.float32 else 1e-9, rtol=0
+    )
+    torch.testing.assert_close(
+        cam.rotation_angle_deg(R2, R1), angles, atol=2e-3 if dtype == torch.float32 else 1e-9, rtol=0
+    )
 
 
 def test_rotation_angle_deg_extremes():
@@ -388,10 +392,12 @@ def test_quaternion_hand_example():
     """90 deg about +z: wxyz = (cos 45, 0, 0, sin 45), maps +x to +y."""
     q = torch.tensor([math.cos(math.pi / 4), 0.0, 0.0, math.sin(math.pi / 4)], dtype=torch.float64)
     R = cam.quat_wxyz_to_rotmat(q)
-    torch.testing.assert_close(R @ torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64),
-                               torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64))
-    torch.testing.assert_close(cam.rotmat_to_quat_wxyz(torch.diag(torch.tensor([1.0, -1.0, -1.0]))),
-                               torch.tensor([0.0, 1.0, 0.0, 0.0]))
+    torch.testing.assert_close(
+        R @ torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64), torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        cam.rotmat_to_quat_wxyz(torch.diag(torch.tensor([1.0, -1.0, -1.0]))), torch.tensor([0.0, 1.0, 0.0, 0.0])
+    )
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,15 +14,21 @@ from sparseags.synth import make_demo_scene
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [
-    "scene.resolution=64", "recon.iters=12", "recon.num_pts=400", "recon.resolution_schedule=[[0,64]]",
-    "pipeline.turntable_frames=6", "pipeline.turntable_resolution=48", "pipeline.mesh_resolution=40",
+    "scene.resolution=64",
+    "recon.iters=12",
+    "recon.num_pts=400",
+    "recon.resolution_schedule=[[0,64]]",
+    "pipeline.turntable_frames=6",
+    "pipeline.turntable_resolution=48",
+    "pipeline.mesh_resolution=40",
     "lpips.net=alex",
 ]
 
 
 def run_cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, str(REPO / "main.py"), *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
+    return subprocess.run(
+        [sys.executable, str(REPO / "main.py"), *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +74,18 @@ def test_headless_run_writes_every_artefact_and_keeps_them_on_a_later_failure(sc
     out = tmp_path / "run"
     result = run_cli("run", "--scene", scene, "--out", out, "--quiet", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
-    for name in ("gaussians.ply", "cameras_updated.json", "mesh.glb", "turntable.mp4", "overlay.png",
-                 "config.yaml", "metrics.json", "transforms.json", "decisions.json", "colmap/images.txt"):
+    for name in (
+        "gaussians.ply",
+        "cameras_updated.json",
+        "mesh.glb",
+        "turntable.mp4",
+        "overlay.png",
+        "config.yaml",
+        "metrics.json",
+        "transforms.json",
+        "decisions.json",
+        "colmap/images.txt",
+    ):
         assert (out / name).is_file(), name
 
     ply = PlyData.read(str(out / "gaussians.ply"))
@@ -107,8 +123,20 @@ def test_decisions_file_flags_a_view_by_hand(scene, tmp_path):
     out = tmp_path / "flagged"
     # pipeline.outliers=false: a single reconstruction without the view (with the outlier stage on, a view
     # unticked by hand is pose-searched and arbitrated like a detected outlier; tests/test_gui_decisions.py)
-    result = run_cli("run", "--scene", scene, "--out", out, "--quiet", "--decisions", decisions, *TINY,
-                     "pipeline.export_video=false", "pipeline.export_mesh=false", "pipeline.outliers=false")
+    result = run_cli(
+        "run",
+        "--scene",
+        scene,
+        "--out",
+        out,
+        "--quiet",
+        "--decisions",
+        decisions,
+        *TINY,
+        "pipeline.export_video=false",
+        "pipeline.export_mesh=false",
+        "pipeline.outliers=false",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["views"]["003"]["flag"] == 0

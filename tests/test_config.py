@@ -32,8 +32,17 @@ def test_paper_config_has_official_numbers():
 
 
 def test_overrides_are_parsed_and_typed():
-    cfg = load_config(None, ["recon.iters=300", "recon.lr_camera=1e-3", "prior.enabled=false", "seed=7",
-                             "recon.resolution_schedule=[[0, 64]]", "scene.init=dust3r_like"])
+    cfg = load_config(
+        None,
+        [
+            "recon.iters=300",
+            "recon.lr_camera=1e-3",
+            "prior.enabled=false",
+            "seed=7",
+            "recon.resolution_schedule=[[0, 64]]",
+            "scene.init=dust3r_like",
+        ],
+    )
     assert cfg.recon.iters == 300 and isinstance(cfg.recon.iters, int)
     assert cfg.recon.lr_camera == pytest.approx(1e-3) and isinstance(cfg.recon.lr_camera, float)
     assert cfg.prior.enabled is False

@@ -42,14 +42,30 @@ from sparseags.scene import CameraRecord, write_cameras_json
 from sparseags.synth import look_at_w2c, make_demo_scene
 
 TINY = [
-    "device=cpu", "prior.enabled=false", "scene.resolution=64", "recon.iters=10", "recon.num_pts=300",
-    "recon.resolution_schedule=[[0,64]]", "pipeline.outliers=false", "pipeline.turntable_frames=4",
-    "pipeline.turntable_resolution=32", "pipeline.mesh_resolution=32", "pipeline.export_video=false",
-    "pipeline.export_mesh=false", "metrics.novel_pose_steps=20", "metrics.mesh_points=5000",
+    "device=cpu",
+    "prior.enabled=false",
+    "scene.resolution=64",
+    "recon.iters=10",
+    "recon.num_pts=300",
+    "recon.resolution_schedule=[[0,64]]",
+    "pipeline.outliers=false",
+    "pipeline.turntable_frames=4",
+    "pipeline.turntable_resolution=32",
+    "pipeline.mesh_resolution=32",
+    "pipeline.export_video=false",
+    "pipeline.export_mesh=false",
+    "metrics.novel_pose_steps=20",
+    "metrics.mesh_points=5000",
 ]
 TINY_OUTLIERS = [
-    "pipeline.outliers=true", "outliers.score=mse", "outliers.round_iters=5", "search.stage_steps=[2,2,2]",
-    "search.stage_resolution=[32,32,32]", "search.keep_min=4", "search.n_azimuth=8", "search.align_copies=4",
+    "pipeline.outliers=true",
+    "outliers.score=mse",
+    "outliers.round_iters=5",
+    "search.stage_steps=[2,2,2]",
+    "search.stage_resolution=[32,32,32]",
+    "search.keep_min=4",
+    "search.n_azimuth=8",
+    "search.align_copies=4",
     "search.align_steps=2",
 ]
 NUMERIC_COLUMNS = [c for c in RESULT_COLUMNS if c not in ("scene", "preset")]
@@ -88,8 +104,12 @@ def test_plan_jobs_layout_and_no_scene_error(tmp_path: Path) -> None:
     _touch_scene(tmp_path / "data" / "b")
     _touch_scene(tmp_path / "data" / "a")
     jobs = plan_jobs(tmp_path / "data", tmp_path / "out", ["dust3r_like", "cameras"])
-    assert [(j.preset, j.scene) for j in jobs] == [("dust3r_like", "a"), ("dust3r_like", "b"),
-                                                   ("cameras", "a"), ("cameras", "b")]
+    assert [(j.preset, j.scene) for j in jobs] == [
+        ("dust3r_like", "a"),
+        ("dust3r_like", "b"),
+        ("cameras", "a"),
+        ("cameras", "b"),
+    ]
     assert jobs[1].out_dir == (tmp_path / "out" / "dust3r_like" / "b").resolve()
     assert jobs[0].init == "dust3r_like" and jobs[2].init is None
     (tmp_path / "nothing").mkdir()
@@ -101,8 +121,11 @@ def test_normalise_presets() -> None:
     cfg = load_config(None)
     assert normalise_presets(None, cfg) == ["cameras"]
     assert normalise_presets([], cfg) == ["cameras"]
-    assert normalise_presets(["dust3r_like", "cameras.json", "dust3r_like.json", "raydiff_like"], cfg) == \
-        ["dust3r_like", "cameras", "raydiff_like"]
+    assert normalise_presets(["dust3r_like", "cameras.json", "dust3r_like.json", "raydiff_like"], cfg) == [
+        "dust3r_like",
+        "cameras",
+        "raydiff_like",
+    ]
     assert normalise_presets(None, load_config(None, ["scene.init=raydiff_like"])) == ["raydiff_like"]
     with pytest.raises(EvaluationError, match="key=value"):
         normalise_presets(["dust3r_like", "recon.iters=3"], cfg)
@@ -153,8 +176,10 @@ def _rotated(w2c: np.ndarray, degrees: float, axis: tuple[float, float, float]) 
 def test_true_outliers_from_the_init_file(tmp_path: Path) -> None:
     K = np.array([[100.0, 0, 32], [0, 100.0, 32], [0, 0, 1]])
     ids = [f"{i:03d}" for i in range(6)]
-    gt = [look_at_w2c(np.array([2 * math.sin(a), 0.5, 2 * math.cos(a)]), np.zeros(3))
-          for a in np.linspace(0, 2 * math.pi, 6, endpoint=False)]
+    gt = [
+        look_at_w2c(np.array([2 * math.sin(a), 0.5, 2 * math.cos(a)]), np.zeros(3))
+        for a in np.linspace(0, 2 * math.pi, 6, endpoint=False)
+    ]
     # 2 degrees on most views, 20 on view 004 (not an outlier), 40 on view 002 (an outlier)
     noise = {"000": 2.0, "001": 2.0, "002": 40.0, "003": 2.0, "004": 20.0, "005": 2.0}
     axes = [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1)]
@@ -174,12 +199,18 @@ def test_true_outliers_from_the_init_file(tmp_path: Path) -> None:
 
 def _metrics(flagged: list[str], n_views: int = 4) -> dict:
     return {
-        "pose": {"init": {"rot5": 10.0, "rot15": 20.0, "cc10": 30.0, "rot_err_mean_deg": 9.0},
-                 "final": {"rot5": 40.0, "rot15": 50.0, "cc10": 60.0, "rot_err_mean_deg": 1.0}},
+        "pose": {
+            "init": {"rot5": 10.0, "rot15": 20.0, "cc10": 30.0, "rot_err_mean_deg": 9.0},
+            "final": {"rot5": 40.0, "rot15": 50.0, "cc10": 60.0, "rot_err_mean_deg": 1.0},
+        },
         "views": {f"{i:03d}": {"psnr": 20.0, "flag": 1} for i in range(n_views)},
         "outliers": {"flagged": flagged, "views": {}},
-        "novel": {"psnr": 21.5, "ssim": 0.8, "lpips": 0.2,
-                  "pose_refined": {"psnr": 25.0, "ssim": 0.9, "lpips": 0.1, "steps": 100, "mean_correction_deg": 0.5}},
+        "novel": {
+            "psnr": 21.5,
+            "ssim": 0.8,
+            "lpips": 0.2,
+            "pose_refined": {"psnr": 25.0, "ssim": 0.9, "lpips": 0.1, "steps": 100, "mean_correction_deg": 0.5},
+        },
         "mesh": {"f1_0.01": 70.0, "chamfer": 0.01, "icp": {"f1_0.01": 75.0, "chamfer": 0.008}},
         "time_s": 12.5,
     }
@@ -195,11 +226,27 @@ def _result(scene: str, preset: str, metrics: dict | None, truth: list[str] | No
 def test_result_row_maps_every_column() -> None:
     row = result_row(_result("mug", "dust3r_like", _metrics(["001", "003"], n_views=5), ["001"]))
     assert list(row) == list(RESULT_COLUMNS)
-    assert row == {"scene": "mug", "preset": "dust3r_like", "n_views": "5", "init_rot5": "10.0", "init_rot15": "20.0",
-                   "init_cc10": "30.0", "final_rot5": "40.0", "final_rot15": "50.0", "final_cc10": "60.0",
-                   "outliers_flagged": "2", "psnr": "21.5", "ssim": "0.8", "lpips": "0.2", "f1": "70.0",
-                   "time_s": "12.5", "psnr_refined": "25.0", "ssim_refined": "0.9", "lpips_refined": "0.1",
-                   "f1_icp": "75.0"}
+    assert row == {
+        "scene": "mug",
+        "preset": "dust3r_like",
+        "n_views": "5",
+        "init_rot5": "10.0",
+        "init_rot15": "20.0",
+        "init_cc10": "30.0",
+        "final_rot5": "40.0",
+        "final_rot15": "50.0",
+        "final_cc10": "60.0",
+        "outliers_flagged": "2",
+        "psnr": "21.5",
+        "ssim": "0.8",
+        "lpips": "0.2",
+        "f1": "70.0",
+        "time_s": "12.5",
+        "psnr_refined": "25.0",
+        "ssim_refined": "0.9",
+        "lpips_refined": "0.1",
+        "f1_icp": "75.0",
+    }
     metrics = _metrics([])
     del metrics["mesh"], metrics["novel"]
     partial = result_row(_result("scan24", "cameras", metrics, []))
@@ -212,14 +259,19 @@ def test_result_row_maps_every_column() -> None:
 def test_outlier_rows_and_summary_precision_recall() -> None:
     cfg = load_config(None, ["pipeline.outliers=true"])
     results = [
-        _result("a", "p", _metrics(["002", "003"]), ["002"]),        # tp 1, fp 1, fn 0
-        _result("b", "p", _metrics([]), ["001"]),                    # tp 0, fp 0, fn 1
-        _result("c", "p", _metrics(["000"]), ["000", "001"]),        # tp 1, fp 0, fn 1
+        _result("a", "p", _metrics(["002", "003"]), ["002"]),  # tp 1, fp 1, fn 0
+        _result("b", "p", _metrics([]), ["001"]),  # tp 0, fp 0, fn 1
+        _result("c", "p", _metrics(["000"]), ["000", "001"]),  # tp 1, fp 0, fn 1
         _result("d", "p", None, ["000"], error="cameras.json: broken | badly"),
     ]
     rows = [outlier_row(r) for r in results]
     assert list(rows[0]) == list(OUTLIER_COLUMNS)
-    assert [(r["tp"], r["fp"], r["fn"]) for r in rows] == [("1", "1", "0"), ("0", "0", "1"), ("1", "0", "1"), ("", "", "")]
+    assert [(r["tp"], r["fp"], r["fn"]) for r in rows] == [
+        ("1", "1", "0"),
+        ("0", "0", "1"),
+        ("1", "0", "1"),
+        ("", "", ""),
+    ]
     assert rows[0]["flagged"] == "002 003" and rows[2]["true_outliers"] == "000 001"
     text = summary_markdown(results, ["p"], cfg, Path("/data"))
     # overall: TP 2, FP 1, FN 2 -> precision 2/3, recall 2/4
@@ -269,8 +321,11 @@ def test_sequential_eval_writes_reports(dataset: Path, sequential_eval: tuple[Pa
     assert status == 1  # the broken scene failed, the others did not stop
     header, rows = read_csv(out / "results.csv")
     assert header == list(RESULT_COLUMNS)
-    assert [(r["scene"], r["preset"]) for r in rows] == [("scene_a", "cameras"), ("scene_b", "cameras"),
-                                                         ("zz_broken", "cameras")]
+    assert [(r["scene"], r["preset"]) for r in rows] == [
+        ("scene_a", "cameras"),
+        ("scene_b", "cameras"),
+        ("zz_broken", "cameras"),
+    ]
     for row in rows[:2]:
         _check_in_range(row)
         metrics = json.loads((out / "cameras" / row["scene"] / "metrics.json").read_text())
@@ -282,8 +337,10 @@ def test_sequential_eval_writes_reports(dataset: Path, sequential_eval: tuple[Pa
     assert sum(" done in " in line for line in lines) == 2
 
     summary = (out / "summary.md").read_text()
-    assert ("| initial poses | scenes | Rot@5 ↑ | Rot@15 ↑ | CC@0.1 ↑ | PSNR ↑ | LPIPS ↓ | F1 ↑ | time (s) "
-            "| PSNR* ↑ | LPIPS* ↓ | F1* ↑ |") in summary
+    assert (
+        "| initial poses | scenes | Rot@5 ↑ | Rot@15 ↑ | CC@0.1 ↑ | PSNR ↑ | LPIPS ↓ | F1 ↑ | time (s) "
+        "| PSNR* ↑ | LPIPS* ↓ | F1* ↑ |"
+    ) in summary
     mean_final_rot15 = (float(rows[0]["final_rot15"]) + float(rows[1]["final_rot15"])) / 2
     assert "| cameras + SparseAGS | 2/3 | " in summary and f" | {mean_final_rot15:.1f} | " in summary
     assert "| cameras | zz_broken |" in summary  # failed-runs table names the scene and its error
@@ -311,8 +368,9 @@ def test_resume_skips_finished_runs(dataset: Path, sequential_eval: tuple[Path, 
     assert (out / "results.csv").read_text() == csv_before
 
 
-def test_rescore_reproduces_and_follows_metric_settings(dataset: Path, sequential_eval: tuple[Path, int, list[str]],
-                                                        tmp_path: Path) -> None:
+def test_rescore_reproduces_and_follows_metric_settings(
+    dataset: Path, sequential_eval: tuple[Path, int, list[str]], tmp_path: Path
+) -> None:
     out_seq, _, _ = sequential_eval
     out = tmp_path / "out"
     shutil.copytree(out_seq, out)
@@ -328,8 +386,18 @@ def test_rescore_reproduces_and_follows_metric_settings(dataset: Path, sequentia
         assert new["mesh"]["f1_0.01"] == pytest.approx(old["mesh"]["f1_0.01"], abs=1e-6)
         assert new["pose"] == old["pose"] and new["time_s"] == old["time_s"] and new["views"] == old["views"]
     # different metric settings: no refinement, no ICP -> those columns empty, the rest unchanged
-    assert run_evaluation(dataset, out, load_config(None, TINY + ["metrics.novel_pose_steps=0", "metrics.mesh_icp=false"]),
-                          None, None, log=lambda s: None, rescore=True) == 1
+    assert (
+        run_evaluation(
+            dataset,
+            out,
+            load_config(None, TINY + ["metrics.novel_pose_steps=0", "metrics.mesh_icp=false"]),
+            None,
+            None,
+            log=lambda s: None,
+            rescore=True,
+        )
+        == 1
+    )
     _, rows = read_csv(out / "results.csv")
     _, seq_rows = read_csv(out_seq / "results.csv")
     for row, seq in zip(rows[:2], seq_rows[:2]):
@@ -347,8 +415,9 @@ def test_rescore_reproduces_and_follows_metric_settings(dataset: Path, sequentia
     assert (out / "cameras" / "scene_a" / "metrics.json").read_bytes() == kept
 
 
-def test_local_ray_matches_sequential(dataset: Path, sequential_eval: tuple[Path, int, list[str]],
-                                      tmp_path: Path) -> None:
+def test_local_ray_matches_sequential(
+    dataset: Path, sequential_eval: tuple[Path, int, list[str]], tmp_path: Path
+) -> None:
     ray = pytest.importorskip("ray")
     out_seq, _, _ = sequential_eval
     status = run_evaluation(dataset, tmp_path, load_config(None, TINY), None, "local", log=lambda s: None)

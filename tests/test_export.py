@@ -50,8 +50,15 @@ def camera_behind_origin() -> np.ndarray:
 def test_sparseags_json_round_trip(tmp_path):
     w2c, K = random_cameras()
     path = tmp_path / "out" / "cameras.json"
-    write_sparseags_cameras(path, IDS, torch.as_tensor(w2c), K, [1, 0, 1, 1],
-                            [f"images/{i}.png" for i in IDS], extra={"n1": {"needs_checking": True}})
+    write_sparseags_cameras(
+        path,
+        IDS,
+        torch.as_tensor(w2c),
+        K,
+        [1, 0, 1, 1],
+        [f"images/{i}.png" for i in IDS],
+        extra={"n1": {"needs_checking": True}},
+    )
     records = read_cameras_json(path)
     assert list(records) == IDS
     for index, view_id in enumerate(IDS):
@@ -151,13 +158,15 @@ def test_turntable_cameras_geometry():
     centres = cameras.camera_centers(w2c)
     azimuths = torch.deg2rad(torch.arange(120, dtype=torch.float64) * 3.0)
     e = math.radians(-30.0)
-    expected = 3.0 * torch.stack([math.cos(e) * azimuths.sin(), torch.full_like(azimuths, -math.sin(e)),
-                                  math.cos(e) * azimuths.cos()], -1)
+    expected = 3.0 * torch.stack(
+        [math.cos(e) * azimuths.sin(), torch.full_like(azimuths, -math.sin(e)), math.cos(e) * azimuths.cos()], -1
+    )
     torch.testing.assert_close(centres, expected, atol=1e-5, rtol=0)
     assert (centres[:, 1] > 1.4).all()  # negative elevation = camera above
     focal = 128.0 / math.tan(math.radians(49.1 / 2))
-    torch.testing.assert_close(K[0], torch.tensor([[focal, 0, 128.0], [0, focal, 128.0], [0, 0, 1]],
-                                                  dtype=torch.float64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(
+        K[0], torch.tensor([[focal, 0, 128.0], [0, focal, 128.0], [0, 0, 1]], dtype=torch.float64), atol=1e-3, rtol=0
+    )
     # The target projects to the image centre and world up points up the image (smaller v).
     uv, depth = cameras.project_points(torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.3, 0.0]], dtype=torch.float64), w2c, K)
     torch.testing.assert_close(uv[:, 0], torch.full((120, 2), 128.0, dtype=torch.float64), atol=1e-3, rtol=0)
@@ -174,8 +183,15 @@ def test_write_turntable_mp4(tmp_path):
         seen.append(cameras.camera_centers(w2c))
         return np.full((height, width, 3), 30 * len(seen), dtype=np.uint8)  # frame i has grey level 30 (i + 1)
 
-    path = write_turntable(tmp_path / "turn.mp4", render_fn, frames=8, resolution=32, radius=2.0, fps=10,
-                           progress=lambda done, total: progress.append((done, total)))
+    path = write_turntable(
+        tmp_path / "turn.mp4",
+        render_fn,
+        frames=8,
+        resolution=32,
+        radius=2.0,
+        fps=10,
+        progress=lambda done, total: progress.append((done, total)),
+    )
     assert progress == [(i, 8) for i in range(1, 9)]
     reader = imageio.get_reader(path, format="FFMPEG")
     frames = [frame for frame in reader]
@@ -200,8 +216,9 @@ def test_write_turntable_bad_frame_leaves_no_file(tmp_path):
 def test_write_turntable_odd_resolution_is_padded(tmp_path):
     import imageio.v2 as imageio
 
-    path = write_turntable(tmp_path / "odd.mp4", lambda w2c, K, w, h: np.full((h, w, 3), 200, np.uint8), frames=2,
-                           resolution=33)
+    path = write_turntable(
+        tmp_path / "odd.mp4", lambda w2c, K, w, h: np.full((h, w, 3), 200, np.uint8), frames=2, resolution=33
+    )
     reader = imageio.get_reader(path, format="FFMPEG")
     first = reader.get_data(0)
     reader.close()
@@ -229,8 +246,9 @@ def _umask() -> int:
 
 
 def test_iter_turntable_yields_per_frame_and_returns_the_path(tmp_path):
-    gen = iter_turntable(tmp_path / "gen.mp4", lambda w2c, K, w, h: np.full((h, w, 3), 90, np.uint8), frames=3,
-                         resolution=16)
+    gen = iter_turntable(
+        tmp_path / "gen.mp4", lambda w2c, K, w, h: np.full((h, w, 3), 90, np.uint8), frames=3, resolution=16
+    )
     steps = []
     while True:
         try:
@@ -240,8 +258,9 @@ def test_iter_turntable_yields_per_frame_and_returns_the_path(tmp_path):
             break
     assert steps == [(1, 3), (2, 3), (3, 3)] and path == tmp_path / "gen.mp4" and path.is_file()
     # Closed early (a cancelled debugger job): no file, no temporary left behind.
-    gen = iter_turntable(tmp_path / "cut.mp4", lambda w2c, K, w, h: np.zeros((h, w, 3), np.uint8), frames=5,
-                         resolution=16)
+    gen = iter_turntable(
+        tmp_path / "cut.mp4", lambda w2c, K, w, h: np.zeros((h, w, 3), np.uint8), frames=5, resolution=16
+    )
     next(gen)
     gen.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.mp4"]

@@ -25,8 +25,9 @@ def test_overlay_grid_size_and_borders(tmp_path):
     targets = rng.random((3, 24, 24, 3)).astype(np.float32)
     renders = (rng.random((3, 24, 24, 3)) * 255).astype(np.uint8)
     scores = {"mse": [0.01, 0.2, 0.03], "lpips": [0.1, 0.5, float("nan")], "psnr": [30.0, 12.0, 25.0]}
-    path = overlay_grid_png(tmp_path / "vis.png", ["a", "b", "c"], torch.as_tensor(targets), renders, [1, 0, 1],
-                            scores, cell_px=120)
+    path = overlay_grid_png(
+        tmp_path / "vis.png", ["a", "b", "c"], torch.as_tensor(targets), renders, [1, 0, 1], scores, cell_px=120
+    )
     with Image.open(path) as image:
         assert image.format == "PNG"
         size = image.size
@@ -37,7 +38,7 @@ def test_overlay_grid_size_and_borders(tmp_path):
     # Column borders (pixels 1..3 from the left edge of each column): green, red, green.
     green, red = (44, 160, 44), (214, 39, 40)
     for view, (colour, other) in enumerate([(green, red), (red, green), (green, red)]):
-        strip = pixels[middle - 20:middle + 20, label_px + view * 120 + 1:label_px + view * 120 + 4]
+        strip = pixels[middle - 20 : middle + 20, label_px + view * 120 + 1 : label_px + view * 120 + 4]
         assert has_colour(strip, colour, tol=30), f"view {view} border"
         assert not has_colour(strip, other, tol=60), f"view {view} border"
 
@@ -54,9 +55,18 @@ def test_overlay_grid_rejects_mismatched_input(tmp_path):
 def test_lpips_bars_highlight_candidate(tmp_path):
     ids = ["000", "001", "002", "003"]
     plain = lpips_bars_png(tmp_path / "plain.png", ids, [0.1, 0.4, 0.2, 0.15], [1, 1, 1, 0])
-    marked = lpips_bars_png(tmp_path / "bars.png", ids, np.array([0.1, 0.4, 0.2, 0.15]), [1, 1, 1, 0],
-                            candidate="001", threshold=0.05, mean_before=0.233, mean_after=0.15,
-                            width_px=500, height_px=300)
+    marked = lpips_bars_png(
+        tmp_path / "bars.png",
+        ids,
+        np.array([0.1, 0.4, 0.2, 0.15]),
+        [1, 1, 1, 0],
+        candidate="001",
+        threshold=0.05,
+        mean_before=0.233,
+        mean_after=0.15,
+        width_px=500,
+        height_px=300,
+    )
     assert Image.open(plain).size == (640, 360)
     assert Image.open(marked).size == (500, 300)
     orange = (0xDD, 0x84, 0x52)
@@ -70,8 +80,15 @@ def test_search_heatmap_png(tmp_path):
     azimuths = np.arange(-180.0, 180.0, 15.0)  # 24
     grid = (1.0 - np.cos(np.deg2rad(azimuths - 30.0)))[None, :] + 0.01 * np.abs(elevations)[:, None]
     grid[0, 0] = np.nan  # not evaluated
-    path = search_heatmap_png(tmp_path / "heat.png", elevations, azimuths, torch.as_tensor(grid), chosen=(0.0, 30.0),
-                              truth=(15.0, 390.0), current=(-30.0, -90.0))
+    path = search_heatmap_png(
+        tmp_path / "heat.png",
+        elevations,
+        azimuths,
+        torch.as_tensor(grid),
+        chosen=(0.0, 30.0),
+        truth=(15.0, 390.0),
+        current=(-30.0, -90.0),
+    )
     pixels = read_rgb(path)
     assert pixels.shape == (400, 640, 3)
     lowest = np.round(np.array(colormaps["viridis"](0.0)[:3]) * 255)

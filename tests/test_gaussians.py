@@ -40,7 +40,7 @@ def _adam_for(model: GaussianModel) -> torch.optim.Adam:
 
 
 def _adam_step(model: GaussianModel, optimizer: torch.optim.Adam) -> None:
-    loss = sum((p ** 2).sum() for p in model.splats.values())
+    loss = sum((p**2).sum() for p in model.splats.values())
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
@@ -141,8 +141,16 @@ def test_densify_clone_split_prune_and_adam_surgery():
     before = {name: p.detach().clone() for name, p in model.splats.items()}
     moments = {name: optimizer.state[p]["exp_avg"].clone() for name, p in model.splats.items()}
     gen = torch.Generator().manual_seed(0)
-    counts = model.densify_and_prune(optimizer, gen, grad_threshold=0.01, percent_dense=0.01, extent=4.0,
-                                     min_opacity=0.01, max_scale=0.4, max_gaussians=100)
+    counts = model.densify_and_prune(
+        optimizer,
+        gen,
+        grad_threshold=0.01,
+        percent_dense=0.01,
+        extent=4.0,
+        min_opacity=0.01,
+        max_scale=0.4,
+        max_gaussians=100,
+    )
     assert counts == {"n_before": 6, "n_cloned": 1, "n_split": 1, "n_pruned": 2, "n_after": 6}
     _assert_optimizer_matches(model, optimizer)
     # Survivors in order: 0, 2, 5 (kept originals), clone of 0, two children of 1.
@@ -167,8 +175,9 @@ def test_densify_clone_split_prune_and_adam_surgery():
 def test_densify_respects_max_gaussians():
     model, optimizer = _densify_fixture()
     model.grad_accum = torch.tensor([0.05, 0.08, 0.001, 0.0, 0.0, 0.0])  # split has the larger gradient
-    counts = model.densify_and_prune(optimizer, torch.Generator().manual_seed(0), 0.01, 0.01, 4.0, 0.01, 0.4,
-                                     max_gaussians=7)
+    counts = model.densify_and_prune(
+        optimizer, torch.Generator().manual_seed(0), 0.01, 0.01, 4.0, 0.01, 0.4, max_gaussians=7
+    )
     assert counts["n_cloned"] == 0 and counts["n_split"] == 1
     _assert_optimizer_matches(model, optimizer)
 
@@ -232,8 +241,8 @@ def _sphere_masks(w2c: torch.Tensor, K: torch.Tensor, size: int, center: np.ndar
         cam_center = -view[:3, :3].T @ view[:3, 3]
         to_center = center - cam_center
         along = rays @ to_center
-        dist_sq = (to_center ** 2).sum() - along ** 2
-        masks.append((dist_sq < radius ** 2).astype(np.float32))
+        dist_sq = (to_center**2).sum() - along**2
+        masks.append((dist_sq < radius**2).astype(np.float32))
     return np.stack(masks)
 
 
@@ -249,8 +258,9 @@ def test_visual_hull_points_lie_inside_every_mask():
     images = np.zeros((5, size, size, 3), np.float32)
     images[..., 0] = 0.9  # red object
     gen = torch.Generator().manual_seed(0)
-    model = GaussianModel.init_visual_hull(masks, images, w2c, K, num_pts=400, sh_degree=1, generator=gen,
-                                           grid=32, max_missed_views=0)
+    model = GaussianModel.init_visual_hull(
+        masks, images, w2c, K, num_pts=400, sh_degree=1, generator=gen, grid=32, max_missed_views=0
+    )
     assert model.num_gaussians == 400
     points = model.means.detach().double()
     # The visual hull of a sphere contains it and is not much larger (5 views, 1.5 voxels of slack).
@@ -278,8 +288,9 @@ def test_visual_hull_tolerates_one_bad_view_and_falls_back_to_ball():
     assert robust.min_votes == 4 and robust.coverage > 0.9
     gen = torch.Generator().manual_seed(0)
     empty = np.zeros_like(masks)
-    model = GaussianModel.init_visual_hull(empty, np.zeros((5, size, size, 3), np.float32), w2c, K, 100, 0, gen,
-                                           grid=16, fallback_radius=0.25)
+    model = GaussianModel.init_visual_hull(
+        empty, np.zeros((5, size, size, 3), np.float32), w2c, K, 100, 0, gen, grid=16, fallback_radius=0.25
+    )
     assert model.num_gaussians == 100
     assert model.means.norm(dim=-1).max() <= 0.25 + 1e-5  # ball around the look-at point (origin)
 
@@ -310,8 +321,9 @@ def test_detached_is_a_frozen_copy_with_the_render_arguments():
     frozen = model.detached()
     assert len(frozen) == 40 and frozen.sh_degree == 1
     assert all(not t.requires_grad for t in frozen.render_args())
-    for got, want in zip(frozen.render_args(), (model.means, model.splats["quats"], model.scales, model.opacities,
-                                                model.sh)):
+    for got, want in zip(
+        frozen.render_args(), (model.means, model.splats["quats"], model.scales, model.opacities, model.sh)
+    ):
         assert torch.equal(got, want)
     assert torch.equal(frozen.unit_quats, model.quats)
     assert torch.equal(frozen.colors, sh0_to_rgb(model.splats["sh0"][:, 0]).clamp(0, 1))

@@ -38,9 +38,18 @@ def session(tmp_path_factory):
     app.build_window()
     shots = {name: root / f"{name}.png" for name in ("search", "after")}
     first = [
-        {"run_until": "search"}, {"step": 2}, {"heatmap": "coarse"}, {"screenshot": str(shots["search"])},
-        {"reject_outlier": True}, {"run_until": "done"}, {"accept_outlier": True}, {"run_until": "arbitration"},
-        {"apply_candidate": 1}, {"render_mode": "depth"}, {"orbit": [200, 50]}, {"zoom": 1},
+        {"run_until": "search"},
+        {"step": 2},
+        {"heatmap": "coarse"},
+        {"screenshot": str(shots["search"])},
+        {"reject_outlier": True},
+        {"run_until": "done"},
+        {"accept_outlier": True},
+        {"run_until": "arbitration"},
+        {"apply_candidate": 1},
+        {"render_mode": "depth"},
+        {"orbit": [200, 50]},
+        {"zoom": 1},
         {"record_turntable": {"frames": 6, "out": str(root / "turntable.mp4"), "resolution": 48}},
         {"screenshot": str(shots["after"])},
     ]
@@ -133,8 +142,13 @@ def test_render_mode_changes_the_orbit_view(session) -> None:
 def test_unknown_script_action_exits_2_with_one_line(tmp_path) -> None:
     script = tmp_path / "bad.yaml"
     script.write_text("- step: 1\n- teleport: 3\n")
-    result = subprocess.run([sys.executable, "main.py", "gui", "--scene", str(tmp_path), "--script", str(script)],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "main.py", "gui", "--scene", str(tmp_path), "--script", str(script)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "unknown action 'teleport'" in lines[0] and "Traceback" not in result.stderr

@@ -31,8 +31,10 @@ def scenes(tmp_path_factory):
     from sparseags.synth import make_demo_scene
 
     root = tmp_path_factory.mktemp("scenes")
-    return {"a": make_demo_scene(root / "a", seed=0, n_views=5, n_novel=0, resolution=32),
-            "b": make_demo_scene(root / "b", seed=1, n_views=5, n_novel=0, resolution=32)}
+    return {
+        "a": make_demo_scene(root / "a", seed=0, n_views=5, n_novel=0, resolution=32),
+        "b": make_demo_scene(root / "b", seed=1, n_views=5, n_novel=0, resolution=32),
+    }
 
 
 def _pipeline(scene_dir: Path, *overrides: str):
@@ -44,6 +46,7 @@ def _pipeline(scene_dir: Path, *overrides: str):
 
 # ------------------------------------------------------------------------------------------------------
 # checkpoints and exports (no display needed)
+
 
 def test_checkpoint_carrying_a_pickled_callable_is_refused_and_runs_nothing(scenes, tmp_path) -> None:
     from gui import actions
@@ -113,6 +116,7 @@ def test_no_pickle_loading_of_user_files_in_the_product() -> None:
 # ------------------------------------------------------------------------------------------------------
 # the real window, scripted
 
+
 @pytest.fixture(scope="module")
 def session(scenes, tmp_path_factory):
     from gui import actions
@@ -158,8 +162,9 @@ def session(scenes, tmp_path_factory):
         facts["round1_after_reject"] = p.loo.rounds[1].accepted
         facts["decision_last"] = dict(p.decisions[-1])
         # 4. the hand-flagged view alone is searched now; apply one of its candidates
-        facts["hand"] = run([{"run_until": "arbitration"}, {"apply_candidate": {"view": 4, "rank": 1}},
-                             {"export": "cameras"}])
+        facts["hand"] = run(
+            [{"run_until": "arbitration"}, {"apply_candidate": {"view": 4, "rank": 1}}, {"export": "cameras"}]
+        )
         p = app.worker.pipeline
         facts["order_hand"] = list(p.search_order)
         facts["manual_hand"] = p.searches[4].manual_choice if 4 in p.searches else None
@@ -173,10 +178,13 @@ def session(scenes, tmp_path_factory):
         damaged = root / "damaged.pt"
         damaged.write_bytes(b"\x00garbage")
         failures = {}
-        for name, action in (("other", {"load_checkpoint": str(other)}), ("evil", {"load_checkpoint": str(evil)}),
-                             ("missing", {"load_checkpoint": str(root / "missing.pt")}),
-                             ("damaged", {"load_checkpoint": str(damaged)}),
-                             ("save", {"save_checkpoint": str(damaged / "x.pt")})):
+        for name, action in (
+            ("other", {"load_checkpoint": str(other)}),
+            ("evil", {"load_checkpoint": str(evil)}),
+            ("missing", {"load_checkpoint": str(root / "missing.pt")}),
+            ("damaged", {"load_checkpoint": str(damaged)}),
+            ("save", {"save_checkpoint": str(damaged / "x.pt")}),
+        ):
             code, error, _ = run([action])
             app.jobs.poll()  # what the window's next frame does: the failed job becomes the status line
             failures[name] = (code, error, app.ui.status_is_error)
@@ -232,8 +240,15 @@ def test_export_reports_paths(session) -> None:
 
 @needs_display
 def test_failed_checkpoint_and_export_are_exit_2_one_line_red(session) -> None:
-    expected = {"other": "another scene", "evil": "refused", "missing": "not found", "damaged": "not a readable",
-                "save": "cannot write", "export cameras": "export", "export gaussians": "export"}
+    expected = {
+        "other": "another scene",
+        "evil": "refused",
+        "missing": "not found",
+        "damaged": "not a readable",
+        "save": "cannot write",
+        "export cameras": "export",
+        "export gaussians": "export",
+    }
     for name, (code, error, red) in session["failures"].items():
         assert code == 2, name
         assert error is not None and len(error.splitlines()) == 1 and expected[name] in error, (name, error)
@@ -249,9 +264,25 @@ def test_run_until_a_phase_that_never_comes_is_exit_2(scenes, tmp_path) -> None:
     # a threshold no removal can meet: the leave-one-out test keeps its only candidate, nothing is searched
     overrides = [o for o in FAST if not o.startswith("outliers.threshold")] + ["outliers.threshold=10"]
     env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "main.py", "gui", "--scene", str(scenes["a"]), "--out",
-                             str(tmp_path / "out"), "--script", str(script), *overrides],
-                            cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "main.py",
+            "gui",
+            "--scene",
+            str(scenes["a"]),
+            "--out",
+            str(tmp_path / "out"),
+            "--script",
+            str(script),
+            *overrides,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "phase 'search' was never reached" in errors[0], result.stderr

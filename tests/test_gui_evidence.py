@@ -16,9 +16,18 @@ import pytest
 
 from gui.evidence import EvidenceView, PairView, pair_sampson_px, pair_segments, pair_view
 
-FAST = ["recon.iters=8", "recon.num_pts=300", "recon.resolution_schedule=[[0.0,32]]", "recon.evidence_every=2",
-        "outliers.score=mse", "lpips.weights_dir=/nonexistent/lpips", "scene.resolution=256",
-        "pipeline.outliers=false", "prior.enabled=false", "device=cpu"]
+FAST = [
+    "recon.iters=8",
+    "recon.num_pts=300",
+    "recon.resolution_schedule=[[0.0,32]]",
+    "recon.evidence_every=2",
+    "outliers.score=mse",
+    "lpips.weights_dir=/nonexistent/lpips",
+    "scene.resolution=256",
+    "pipeline.outliers=false",
+    "prior.enabled=false",
+    "device=cpu",
+]
 needs_display = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (run under xvfb-run -a)")
 
 
@@ -29,26 +38,48 @@ def _evidence(**overrides) -> EvidenceView:
     w2c[:, 2, 3] = 3.0
     w2c[2, 0, 3] = -0.5  # camera 2 shifted sideways: horizontal epipolar lines
     fields = dict(
-        key=("test",), recon_step=6, ids=["000", "001", "002"], image_size=256,
-        targets=np.full((3, 64, 64, 3), 0.5, np.float32), steps=np.array([2, 4, 6]),
+        key=("test",),
+        recon_step=6,
+        ids=["000", "001", "002"],
+        image_size=256,
+        targets=np.full((3, 64, 64, 3), 0.5, np.float32),
+        steps=np.array([2, 4, 6]),
         rgb=np.array([[0.1, 0.2, np.nan], [0.08, 0.15, np.nan], [0.05, 0.1, np.nan]]),
-        mask=np.zeros((3, 3)), epipolar=np.array([[1.0, np.nan, 1.5], [0.8, np.nan, 4.0], [0.6, np.nan, 0.7]]),
-        match_inliers=np.zeros((3, 3), np.int64), epipolar_start=np.array([1.0, np.nan, 1.5]),
+        mask=np.zeros((3, 3)),
+        epipolar=np.array([[1.0, np.nan, 1.5], [0.8, np.nan, 4.0], [0.6, np.nan, 0.7]]),
+        match_inliers=np.zeros((3, 3), np.int64),
+        epipolar_start=np.array([1.0, np.nan, 1.5]),
         guard_log=[{"view": 2, "step": 4, "action": "rollback", "reason": "epipolar 4.00 px > limit 2.50 px"}],
-        pose_frozen=np.array([False, False, True]), focal_scale=np.ones(3),
-        pose_error={"step": [0, 5, 6], "rot_err_deg": [[4.0, 6.0, 20.0], [2.0, 3.0, 10.0], [1.0, 2.0, 3.0]],
-                    "rot5": [66.7, 66.7, 100.0], "rot15": [66.7, 100.0, 100.0], "cc10": [33.3, 66.7, 100.0]},
-        w2c=w2c, K=K, flags=np.array([1, 1, 1]),
-        pairs=[{"i": 0, "j": 2, "xy_i": np.array([[10.5, 20.5], [100.5, 50.5], [200.5, 128.5]], np.float32),
+        pose_frozen=np.array([False, False, True]),
+        focal_scale=np.ones(3),
+        pose_error={
+            "step": [0, 5, 6],
+            "rot_err_deg": [[4.0, 6.0, 20.0], [2.0, 3.0, 10.0], [1.0, 2.0, 3.0]],
+            "rot5": [66.7, 66.7, 100.0],
+            "rot15": [66.7, 100.0, 100.0],
+            "cc10": [33.3, 66.7, 100.0],
+        },
+        w2c=w2c,
+        K=K,
+        flags=np.array([1, 1, 1]),
+        pairs=[
+            {
+                "i": 0,
+                "j": 2,
+                "xy_i": np.array([[10.5, 20.5], [100.5, 50.5], [200.5, 128.5]], np.float32),
                 "xy_j": np.array([[40.5, 20.5], [130.5, 50.5], [230.5, 140.5]], np.float32),
-                "verified": np.array([True, True, False])}],
-        match_summary={"pairs": 1, "matches": 3})
+                "verified": np.array([True, True, False]),
+            }
+        ],
+        match_summary={"pairs": 1, "matches": 3},
+    )
     fields.update(overrides)
     return EvidenceView(**fields)
 
 
 # ------------------------------------------------------------------------------------------------------
 # model (no display)
+
 
 def test_pair_view_either_order_and_missing_pair() -> None:
     evidence = _evidence()
@@ -88,6 +119,7 @@ def test_script_accepts_the_new_actions_and_rejects_bad_ones() -> None:
 # ------------------------------------------------------------------------------------------------------
 # the real window
 
+
 def _crop(path: Path, box: tuple) -> np.ndarray:
     from PIL import Image
 
@@ -116,8 +148,9 @@ def _collect(root: Path):
         facts["error_step"] = runner.error
         facts["regions"] = app.regions()
         facts["step"] = _panel_facts(app)
-        runner = ScriptRunner(app, parse_script([{"run_until": "done"}, {"tab": "evidence"},
-                                                 {"screenshot": str(shots["final"])}]))
+        runner = ScriptRunner(
+            app, parse_script([{"run_until": "done"}, {"tab": "evidence"}, {"screenshot": str(shots["final"])}])
+        )
         facts["exit_final"] = app.run(runner)
         facts["error_final"] = runner.error
         facts["final"] = _panel_facts(app)
@@ -176,11 +209,17 @@ def session(tmp_path_factory):
 def _panel_facts(app) -> dict:
     panel = app.evidence
     evidence = panel.evidence
-    return {"evidence": evidence, "pair": panel.pair, "line_count": panel.line_count,
-            "line_colours": list(panel.line_colours),
-            "epipolar": [len(xs) for xs, _ in panel.epipolar.data], "rgb": [len(xs) for xs, _ in panel.rgb.data],
-            "pose": {name: len(xs) for name, (xs, _) in panel.pose_data.items()},
-            "pair_text": panel.pair_text.value, "view_text": panel.view_text.value}
+    return {
+        "evidence": evidence,
+        "pair": panel.pair,
+        "line_count": panel.line_count,
+        "line_colours": list(panel.line_colours),
+        "epipolar": [len(xs) for xs, _ in panel.epipolar.data],
+        "rgb": [len(xs) for xs, _ in panel.rgb.data],
+        "pose": {name: len(xs) for name, (xs, _) in panel.pose_data.items()},
+        "pair_text": panel.pair_text.value,
+        "view_text": panel.view_text.value,
+    }
 
 
 @needs_display

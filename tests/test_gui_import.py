@@ -23,13 +23,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_import import IDS, build_capture, write_colmap, write_nerfstudio, write_sparseags_full
 
 REPO = Path(__file__).resolve().parent.parent
-FAST = ["recon.iters=4", "recon.num_pts=200", "recon.resolution_schedule=[[0.0,32]]", "outliers.round_iters=2",
-        "outliers.score=mse", "lpips.weights_dir=/nonexistent/lpips", "scene.resolution=32", "pipeline.outliers=false",
-        "prior.enabled=false", "device=cpu"]
+FAST = [
+    "recon.iters=4",
+    "recon.num_pts=200",
+    "recon.resolution_schedule=[[0.0,32]]",
+    "outliers.round_iters=2",
+    "outliers.score=mse",
+    "lpips.weights_dir=/nonexistent/lpips",
+    "scene.resolution=32",
+    "pipeline.outliers=false",
+    "prior.enabled=false",
+    "device=cpu",
+]
 needs_display = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (run under xvfb-run -a)")
 
 
@@ -49,12 +57,19 @@ def captures(tmp_path_factory):
     empty = root / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no photos here")
-    return {"root": root, "colmap": cap["root"], "nerf": nerf["root"], "full": full["root"], "bad": bad["root"],
-            "empty": empty}
+    return {
+        "root": root,
+        "colmap": cap["root"],
+        "nerf": nerf["root"],
+        "full": full["root"],
+        "bad": bad["root"],
+        "empty": empty,
+    }
 
 
 # ------------------------------------------------------------------------------------------------------
 # recognising the folder (no display)
+
 
 def test_folders_are_told_apart(captures, tmp_path) -> None:
     from gui.importer import find_capture, is_scene
@@ -72,16 +87,18 @@ def test_folders_are_told_apart(captures, tmp_path) -> None:
     no_poses = tmp_path / "plain"
     (no_poses / "images").mkdir(parents=True)
     for view_id in IDS:
-        (no_poses / "images" / f"{view_id}.png").write_bytes((captures["colmap"] / "photos" / f"{view_id}.png")
-                                                           .read_bytes())
+        (no_poses / "images" / f"{view_id}.png").write_bytes(
+            (captures["colmap"] / "photos" / f"{view_id}.png").read_bytes()
+        )
     plain = find_capture(no_poses)
     assert plain.poses is None and plain.fmt is None and plain.masks is None
     assert "structure from motion" in plain.describe()
     with pytest.raises(CaptureError, match="neither a scene"):
         find_capture(captures["empty"])
     scene = tmp_path / "scene"
-    import_capture(captures["colmap"] / "photos", scene, poses=captures["colmap"] / "colmap", resolution=32,
-                   log=lambda *_: None)
+    import_capture(
+        captures["colmap"] / "photos", scene, poses=captures["colmap"] / "colmap", resolution=32, log=lambda *_: None
+    )
     assert is_scene(scene) and not is_scene(captures["colmap"])
 
 
@@ -102,6 +119,7 @@ def test_fresh_scene_names_never_overwrite(tmp_path) -> None:
 
 # ------------------------------------------------------------------------------------------------------
 # the real window
+
 
 @pytest.fixture(scope="module")
 def session(captures, tmp_path_factory):
@@ -128,10 +146,15 @@ def session(captures, tmp_path_factory):
 
     def state() -> dict:
         view = app.worker.view
-        return {"scene_dir": app.scene_dir, "ids": list(view.ids), "pipeline_scene": app.worker.pipeline.scene.ids,
-                "status": app.ui.status, "red": app.ui.status_is_error,
-                "bar": app.import_progress.read() if app.import_progress else None,
-                "bar_state": app.import_progress.state if app.import_progress else None}
+        return {
+            "scene_dir": app.scene_dir,
+            "ids": list(view.ids),
+            "pipeline_scene": app.worker.pipeline.scene.ids,
+            "status": app.ui.status,
+            "red": app.ui.status_is_error,
+            "bar": app.import_progress.read() if app.import_progress else None,
+            "bar_state": app.import_progress.state if app.import_progress else None,
+        }
 
     try:
         # 1. scripted: a COLMAP capture is imported beside it and opened; then the same capture again
@@ -162,6 +185,7 @@ def session(captures, tmp_path_factory):
                 if done == 2:  # hold the import half-way through reading the photos
                     reached.set()
                     gate.wait(60)
+
             return real(*args, **{**kwargs, "progress": progress})
 
         importer.capture.import_capture = held
@@ -270,9 +294,25 @@ def test_cli_script_on_a_bad_capture_is_exit_2_with_one_error_line(session, capt
     script = tmp_path / "open.yaml"
     script.write_text(f"- open_scene: {captures['bad']}\n")
     env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    result = subprocess.run([sys.executable, "main.py", "gui", "--scene", str(session["start"]), "--out",
-                             str(tmp_path / "out"), "--script", str(script), *FAST],
-                            cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "main.py",
+            "gui",
+            "--scene",
+            str(session["start"]),
+            "--out",
+            str(tmp_path / "out"),
+            "--script",
+            str(script),
+            *FAST,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "mask is 50x40" in errors[0], result.stderr

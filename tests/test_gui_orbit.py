@@ -62,8 +62,9 @@ def _drawn_frusta(app) -> list:
     out = []
     for family in panel._frustum_sets(view):
         for index in range(len(view.ids)):
-            segments = frustum_segments(family.w2c[index], view.K[index], view.image_size, view.image_size,
-                                        panel._frustum_depth)
+            segments = frustum_segments(
+                family.w2c[index], view.K[index], view.image_size, view.image_size, panel._frustum_depth
+            )
             points, kept = project_segments(segments, w2c, K)
             out.append((family.name, index, points, len(kept) == len(segments)))
     return out

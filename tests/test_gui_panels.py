@@ -105,8 +105,12 @@ def session(tmp_path_factory):
         # resizing
         for size in ((1366, 768), (1920, 1080)):
             run([{"resize": list(size)}, {"tab": "overlays"}])
-            facts[f"size_{size[0]}"] = (app.viewport_size, dict(app.layout), app.regions(),
-                                       (dpg.get_viewport_client_width(), dpg.get_viewport_client_height()))
+            facts[f"size_{size[0]}"] = (
+                app.viewport_size,
+                dict(app.layout),
+                app.regions(),
+                (dpg.get_viewport_client_width(), dpg.get_viewport_client_height()),
+            )
         yield facts
     finally:
         app.close()

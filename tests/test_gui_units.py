@@ -61,8 +61,12 @@ def test_frustum_of_a_rotated_camera_sits_at_its_centre_and_looks_its_way() -> N
 
 
 def test_segments_behind_the_view_are_dropped_or_clipped() -> None:
-    segments = np.array([[[0.0, 0.0, -2.0], [0.0, 0.0, -1.0]],  # wholly behind
-                         [[0.0, 0.0, -1.0], [1.0, 0.0, 1.0]]])  # crosses the near plane
+    segments = np.array(
+        [
+            [[0.0, 0.0, -2.0], [0.0, 0.0, -1.0]],  # wholly behind
+            [[0.0, 0.0, -1.0], [1.0, 0.0, 1.0]],
+        ]
+    )  # crosses the near plane
     points, kept = project_segments(segments, np.eye(4), K_VIEW, near=0.1)
     assert kept.tolist() == [1]
     # clipped end: on the segment where z = 0.1 -> x = 0.55, u = 256 + 256 * 0.55 / 0.1
@@ -72,24 +76,39 @@ def test_segments_behind_the_view_are_dropped_or_clipped() -> None:
 
 def test_script_parsing_accepts_the_documented_actions(tmp_path) -> None:
     path = tmp_path / "s.yaml"
-    path.write_text("- step: 20\n- run_until: search\n- select_view: 1\n- accept_outlier: true\n"
-                    "- reject_outlier: true\n- apply_candidate: 0\n- render_mode: depth\n- orbit: [10, -5]\n"
-                    "- zoom: 2\n- record_turntable: {frames: 8, out: x.mp4}\n- screenshot: x.png\n")
+    path.write_text(
+        "- step: 20\n- run_until: search\n- select_view: 1\n- accept_outlier: true\n"
+        "- reject_outlier: true\n- apply_candidate: 0\n- render_mode: depth\n- orbit: [10, -5]\n"
+        "- zoom: 2\n- record_turntable: {frames: 8, out: x.mp4}\n- screenshot: x.png\n"
+    )
     actions = load_script(path)
-    assert [a.name for a in actions] == ["step", "run_until", "select_view", "accept_outlier", "reject_outlier",
-                                         "apply_candidate", "render_mode", "orbit", "zoom", "record_turntable",
-                                         "screenshot"]
+    assert [a.name for a in actions] == [
+        "step",
+        "run_until",
+        "select_view",
+        "accept_outlier",
+        "reject_outlier",
+        "apply_candidate",
+        "render_mode",
+        "orbit",
+        "zoom",
+        "record_turntable",
+        "screenshot",
+    ]
     assert actions[7].arg == [10, -5] and actions[0].index == 1
 
 
-@pytest.mark.parametrize("document, fragment", [
-    ([{"fly": 1}], "unknown action 'fly'"),
-    ([{"step": "many"}], "action 1 (step): expected"),
-    ([{"run_until": "finished"}], "expected one of"),
-    ([{"step": 1, "zoom": 2}], "one-key mapping"),
-    ({"step": 1}, "expected a YAML list"),
-    ([{"render_mode": "normals"}], "render_mode"),
-])
+@pytest.mark.parametrize(
+    "document, fragment",
+    [
+        ([{"fly": 1}], "unknown action 'fly'"),
+        ([{"step": "many"}], "action 1 (step): expected"),
+        ([{"run_until": "finished"}], "expected one of"),
+        ([{"step": 1, "zoom": 2}], "one-key mapping"),
+        ({"step": 1}, "expected a YAML list"),
+        ([{"render_mode": "normals"}], "render_mode"),
+    ],
+)
 def test_script_errors_are_one_line(document, fragment) -> None:
     with pytest.raises(ScriptError) as info:
         parse_script(document, "s.yaml")
@@ -124,6 +143,7 @@ def test_ui_state_rejects_unknown_mode() -> None:
 
 # -------------------------------------------------------------------------------------------------
 # engine thread with a fake pipeline (fast; the real one is driven by tests/test_gui_app.py)
+
 
 class FakePipeline:
     """The subset of sparseags.pipeline.Pipeline that the engine thread reads."""
@@ -226,13 +246,36 @@ def test_bar_model_shows_the_round_that_picked_the_candidate() -> None:
     from gui.panels.lpips_bars import bar_model
 
     rounds = [
-        {"round": 0, "candidate": None, "flags": [1, 1, 1, 1], "scores": [0.1, 0.5, 0.2, 0.1], "mean_inliers": 0.225,
-         "next_candidate": 1, "mean_without_next": 0.1333, "auto_accept": None, "manual_accept": None},
-        {"round": 1, "candidate": 1, "flags": [1, 0, 1, 1], "scores": [0.05, 0.6, 0.06, 0.04], "mean_inliers": 0.05,
-         "next_candidate": None, "mean_without_next": None, "auto_accept": True, "manual_accept": None},
+        {
+            "round": 0,
+            "candidate": None,
+            "flags": [1, 1, 1, 1],
+            "scores": [0.1, 0.5, 0.2, 0.1],
+            "mean_inliers": 0.225,
+            "next_candidate": 1,
+            "mean_without_next": 0.1333,
+            "auto_accept": None,
+            "manual_accept": None,
+        },
+        {
+            "round": 1,
+            "candidate": 1,
+            "flags": [1, 0, 1, 1],
+            "scores": [0.05, 0.6, 0.06, 0.04],
+            "mean_inliers": 0.05,
+            "next_candidate": None,
+            "mean_without_next": None,
+            "auto_accept": True,
+            "manual_accept": None,
+        },
     ]
-    view = SimpleNamespace(ids=["a", "b", "c", "d"], loo={"rounds": rounds, "threshold": 0.05}, score_key="lpips_norm",
-                           latest_scores=None, flags=np.array([1, 0, 1, 1]))
+    view = SimpleNamespace(
+        ids=["a", "b", "c", "d"],
+        loo={"rounds": rounds, "threshold": 0.05},
+        score_key="lpips_norm",
+        latest_scores=None,
+        flags=np.array([1, 0, 1, 1]),
+    )
     model = bar_model(view)
     assert model.candidate == 1 and model.verdict_round == 1
     np.testing.assert_allclose(model.scores, [0.1, 0.5, 0.2, 0.1])  # the scores that chose the candidate
@@ -258,16 +301,32 @@ def test_heat_values_fill_missing_cells_with_the_worst_score() -> None:
 # -------------------------------------------------------------------------------------------------
 # issue 14: read-outs, arbitration rows, search read-out, layout, the window port (no display needed)
 
+
 def _search_view(**extra):
     from gui.engine import SearchView
 
     heat = np.array([[0.02, np.nan, 0.03], [0.01, 0.05, 0.04]])
-    base = dict(view=3, elevations_deg=np.array([-30.0, 0.0]), azimuths_deg=np.array([-120.0, 0.0, 120.0]),
-                heat_coarse=heat, heat_refined=heat, current_cell=None, chosen_cell=None, truth_cell=None, top=[],
-                stage=3, n_stages=3, progress=1.0, done=True, manual=False, radii=np.array([1.5, 2.0]),
-                best_radius={"coarse": np.full((2, 3), 2.0), "refined": np.full((2, 3), 1.5)},
-                cell_lpips=np.array([[0.2, np.nan, np.nan], [0.1, np.nan, np.nan]]),
-                cell_rank=np.array([[1, -1, -1], [0, -1, -1]]), has_lpips=True)
+    base = dict(
+        view=3,
+        elevations_deg=np.array([-30.0, 0.0]),
+        azimuths_deg=np.array([-120.0, 0.0, 120.0]),
+        heat_coarse=heat,
+        heat_refined=heat,
+        current_cell=None,
+        chosen_cell=None,
+        truth_cell=None,
+        top=[],
+        stage=3,
+        n_stages=3,
+        progress=1.0,
+        done=True,
+        manual=False,
+        radii=np.array([1.5, 2.0]),
+        best_radius={"coarse": np.full((2, 3), 2.0), "refined": np.full((2, 3), 1.5)},
+        cell_lpips=np.array([[0.2, np.nan, np.nan], [0.1, np.nan, np.nan]]),
+        cell_rank=np.array([[1, -1, -1], [0, -1, -1]]),
+        has_lpips=True,
+    )
     base.update(extra)
     return SearchView(**base)
 
@@ -292,8 +351,14 @@ def test_search_cell_read_out_and_rank_rule() -> None:
 
 
 def _engine_view(**extra):
-    base = dict(ids=["a", "b", "c", "d"], phase="done", arbitration=None, initial_flags=np.ones(4, int), loo=None,
-                search_order=[])
+    base = dict(
+        ids=["a", "b", "c", "d"],
+        phase="done",
+        arbitration=None,
+        initial_flags=np.ones(4, int),
+        loo=None,
+        search_order=[],
+    )
     base.update(extra)
     return SimpleNamespace(**base)
 
@@ -301,19 +366,41 @@ def _engine_view(**extra):
 def test_arbitration_rows_per_view_and_scene_level() -> None:
     from gui.panels.arbitration import arbitration_rows, arbitration_summary
 
-    scene_level = {"stage": "decided", "outliers": [1, 3], "recovered": {}, "aligned": {},
-                   "scores_recovered": {"mse_norm": [0.1, 0.2, 0.3, 0.4], "lpips_norm": [1, 2, 3, 4]},
-                   "scores_initial": {"mse_norm": [0.1, 0.3, 0.3, 0.5], "lpips_norm": [1, 3, 3, 5]},
-                   "auto_choice": "recovered", "manual_choice": None, "choice": "recovered", "reason": "better"}
+    scene_level = {
+        "stage": "decided",
+        "outliers": [1, 3],
+        "recovered": {},
+        "aligned": {},
+        "scores_recovered": {"mse_norm": [0.1, 0.2, 0.3, 0.4], "lpips_norm": [1, 2, 3, 4]},
+        "scores_initial": {"mse_norm": [0.1, 0.3, 0.3, 0.5], "lpips_norm": [1, 3, 3, 5]},
+        "auto_choice": "recovered",
+        "manual_choice": None,
+        "choice": "recovered",
+        "reason": "better",
+    }
     rows = arbitration_rows(_engine_view(arbitration=scene_level))
     assert [r["id"] for r in rows] == ["b", "d"] and not rows[0]["per_view"]
     assert rows[1]["scores"]["recovered"]["mse_norm"] == 0.4 and rows[1]["scores"]["initial"]["lpips_norm"] == 5
     assert rows[0]["scores"]["recovered"]["epipolar_px"] is None and rows[0]["choice"] == "recovered"
-    per_view = dict(scene_level, views=[{
-        "view": 3, "id": "d", "auto_choice": "initial", "manual_choice": None, "choice": "initial",
-        "reason": "ambiguous", "ambiguous": True, "candidates": [{"rank": 2, "angle_deg": 90.0, "score": 0.1}],
-        "scores": {"recovered": {"lpips_norm": 0.5, "mse_norm": 0.02, "epipolar_px": 3.0},
-                   "initial": {"lpips_norm": 0.4, "mse_norm": 0.03, "epipolar_px": None}}}])
+    per_view = dict(
+        scene_level,
+        views=[
+            {
+                "view": 3,
+                "id": "d",
+                "auto_choice": "initial",
+                "manual_choice": None,
+                "choice": "initial",
+                "reason": "ambiguous",
+                "ambiguous": True,
+                "candidates": [{"rank": 2, "angle_deg": 90.0, "score": 0.1}],
+                "scores": {
+                    "recovered": {"lpips_norm": 0.5, "mse_norm": 0.02, "epipolar_px": 3.0},
+                    "initial": {"lpips_norm": 0.4, "mse_norm": 0.03, "epipolar_px": None},
+                },
+            }
+        ],
+    )
     rows = arbitration_rows(_engine_view(arbitration=per_view))
     assert len(rows) == 1 and rows[0]["per_view"] and rows[0]["ambiguous"] and rows[0]["choice"] == "initial"
     assert rows[0]["scores"]["recovered"]["epipolar_px"] == 3.0 and rows[0]["scores"]["initial"]["epipolar_px"] is None
@@ -324,10 +411,14 @@ def test_arbitration_rows_per_view_and_scene_level() -> None:
 def test_outcome_flags_follow_rounds_and_hand_flags() -> None:
     from gui.panels.outliers import outcome_flags
 
-    rounds = [{"round": 0, "candidate": None, "accepted": None}, {"round": 1, "candidate": 2, "accepted": True},
-              {"round": 2, "candidate": 1, "accepted": False}]
-    flags, why = outcome_flags(_engine_view(initial_flags=np.array([1, 1, 1, 0]), loo={"rounds": rounds},
-                                            search_order=[2, 3]))
+    rounds = [
+        {"round": 0, "candidate": None, "accepted": None},
+        {"round": 1, "candidate": 2, "accepted": True},
+        {"round": 2, "candidate": 1, "accepted": False},
+    ]
+    flags, why = outcome_flags(
+        _engine_view(initial_flags=np.array([1, 1, 1, 0]), loo={"rounds": rounds}, search_order=[2, 3])
+    )
     assert flags == [1, 1, 0, 0] and why == {2: "round 1", 3: "by hand"}
 
 
@@ -337,8 +428,14 @@ def test_read_outs_losses_scores_timing() -> None:
     from gui.panels.overlays import score_line
     from gui.state import Timing
 
-    history = {"step": [1.0, 2.0, 4.0], "rgb": [1.0, 2.0, 4.0], "mask": [0.5, 1.0, 2.0], "prior": [0.0] * 3,
-               "epipolar": [0.0] * 3, "total": [1.5, 3.0, 6.0]}
+    history = {
+        "step": [1.0, 2.0, 4.0],
+        "rgb": [1.0, 2.0, 4.0],
+        "mask": [0.5, 1.0, 2.0],
+        "prior": [0.0] * 3,
+        "epipolar": [0.0] * 3,
+        "total": [1.5, 3.0, 6.0],
+    }
     losses = unweighted_losses(history, 4, True)
     assert losses["rgb"] == [4.0, 4.0, 4.0] and losses["total"] == [6.0, 6.0, 6.0]
     assert unweighted_losses(history, 4, False)["rgb"] == [1.0, 2.0, 4.0]
@@ -377,19 +474,38 @@ def test_the_window_satisfies_the_port_and_no_panel_imports_it() -> None:
     offenders = []
     for path in sorted((Path(__file__).resolve().parent.parent / "gui" / "panels").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
             offenders += [f"{path.name}: {n}" for n in names if n == "gui.app" or n.startswith("gui.app.")]
     assert offenders == []
 
 
 def test_new_script_actions_parse_and_reject_bad_arguments() -> None:
-    actions = parse_script([{"apply_cell": [1, 2]}, {"apply_cell": {"view": "001", "cell": [0, 3]}},
-                            {"choose_arbitration": "initial"}, {"choose_arbitration": {"choice": "recovered", "view": 2}},
-                            {"hover_cell": [0, 0]}, {"resize": [1366, 768]}, {"tab": "arbitration"}, {"tab": "accuracy"}])
+    actions = parse_script(
+        [
+            {"apply_cell": [1, 2]},
+            {"apply_cell": {"view": "001", "cell": [0, 3]}},
+            {"choose_arbitration": "initial"},
+            {"choose_arbitration": {"choice": "recovered", "view": 2}},
+            {"hover_cell": [0, 0]},
+            {"resize": [1366, 768]},
+            {"tab": "arbitration"},
+            {"tab": "accuracy"},
+        ]
+    )
     assert [a.name for a in actions][:4] == ["apply_cell", "apply_cell", "choose_arbitration", "choose_arbitration"]
-    for bad in ({"apply_cell": [1]}, {"apply_cell": [-1, 2]}, {"choose_arbitration": "both"},
-                {"choose_arbitration": {"choice": "initial", "view": 1, "x": 2}}, {"resize": [10, 10]}):
+    for bad in (
+        {"apply_cell": [1]},
+        {"apply_cell": [-1, 2]},
+        {"choose_arbitration": "both"},
+        {"choose_arbitration": {"choice": "initial", "view": 1, "x": 2}},
+        {"resize": [10, 10]},
+    ):
         with pytest.raises(ScriptError):
             parse_script([bad])
 
@@ -398,16 +514,37 @@ def test_relative_rule_verdict_text_shows_the_evidence_and_the_borderline_vote()
     from gui.panels.outliers import round_choices, verdict_text
     from gui.readouts import bar_model
 
-    r0 = {"round": 0, "candidate": None, "flags": [1, 1, 1, 1], "scores": [0.5, 0.9, 0.5, 0.52],
-          "mean_inliers": 0.6, "next_candidate": 1, "mean_without_next": 0.5067, "auto_accept": None,
-          "manual_accept": None, "accepted": None, "reason": ""}
-    kept = dict(r0, round=1, candidate=1, flags=[1, 0, 1, 1], scores=None, next_candidate=None, auto_accept=False,
-                accepted=False, reason="z 1.2 < 3.5 (photometric z 1.2)")
+    r0 = {
+        "round": 0,
+        "candidate": None,
+        "flags": [1, 1, 1, 1],
+        "scores": [0.5, 0.9, 0.5, 0.52],
+        "mean_inliers": 0.6,
+        "next_candidate": 1,
+        "mean_without_next": 0.5067,
+        "auto_accept": None,
+        "manual_accept": None,
+        "accepted": None,
+        "reason": "",
+    }
+    kept = dict(
+        r0,
+        round=1,
+        candidate=1,
+        flags=[1, 0, 1, 1],
+        scores=None,
+        next_candidate=None,
+        auto_accept=False,
+        accepted=False,
+        reason="z 1.2 < 3.5 (photometric z 1.2)",
+    )
     loo = {"rule": "relative", "rounds": [r0, kept], "threshold": 0.05, "confirm_drop": 0.05, "done": True}
     view = _engine_view(loo=loo, score_key="lpips_norm", latest_scores=None, flags=np.ones(4, int))
     head, line = verdict_text(view, bar_model(view))
-    assert head.startswith("round 1: candidate view b") and line == "z 1.2 < 3.5 (photometric z 1.2) -> automatic " \
-                                                                    "REJECT (inlier)"
+    assert (
+        head.startswith("round 1: candidate view b")
+        and line == "z 1.2 < 3.5 (photometric z 1.2) -> automatic REJECT (inlier)"
+    )
     assert round_choices(view)[1] == ("round 1: view b kept", 1)
     borderline = dict(kept, auto_accept=None, accepted=None, reason="z 2.5 in [2, 3.5) (photometric z 2.5)")
     view.loo = dict(loo, rounds=[r0, borderline], done=False)

@@ -22,8 +22,14 @@ TESTS = Path(__file__).resolve().parent
 @pytest.mark.parametrize("module", WINDOW_TEST_MODULES)
 def test_window_module_in_its_own_process(module: str) -> None:
     env = dict(os.environ, SPARSEAGS_WINDOW_TESTS="1")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(TESTS / module)],
-                            cwd=TESTS.parent, env=env, capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", str(TESTS / module)],
+        cwd=TESTS.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     summary = (result.stdout + result.stderr).strip().splitlines()
     print(f"{module}: {summary[-1] if summary else 'no output'}")
     assert result.returncode == 0, "\n".join(summary[-60:])

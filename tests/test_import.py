@@ -86,7 +86,7 @@ def _render(w2c, K, dots, ss=4):
     dark = np.zeros_like(hit)
     for (px, py), c in zip(uv, cos):
         if c > 0.3:
-            dark |= (uu - px) ** 2 + (vv - py) ** 2 <= DOT_RADIUS ** 2
+            dark |= (uu - px) ** 2 + (vv - py) ** 2 <= DOT_RADIUS**2
     colour = np.where(hit, np.where(dark, 0.0, GREY), np.nan)
     img = np.empty((H * ss, W * ss, 3))
     for ch in range(3):
@@ -101,9 +101,13 @@ def _random_similarity(seed):
     q = rng.normal(size=4)
     q /= np.linalg.norm(q)
     w, x, y, z = q
-    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-                  [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-                  [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+    R = np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+            [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+            [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        ]
+    )
     return float(rng.uniform(0.3, 3.0)), R, rng.normal(size=3) * 2.0
 
 
@@ -152,8 +156,17 @@ def build_capture(root: Path, alpha=False, shared_K=False, seed=0):
         m[:3, :] /= np.linalg.norm(m[0, :3])  # remove the scale: same camera, metric frame of X_in
         w2c_in.append(m)
     dots_in = dots @ (s * R).T + t
-    return {"sim": (s, R, t), "root": root, "photos": photos, "masks": masks if not alpha else None, "w2c": np.array(w2c_in),
-            "K": np.array(Ks), "dots": dots_in, "dots_can": dots, "w2c_can": np.array(w2c_can)}
+    return {
+        "sim": (s, R, t),
+        "root": root,
+        "photos": photos,
+        "masks": masks if not alpha else None,
+        "w2c": np.array(w2c_in),
+        "K": np.array(Ks),
+        "dots": dots_in,
+        "dots_can": dots,
+        "w2c_can": np.array(w2c_can),
+    }
 
 
 def _p3d(w2c):
@@ -199,8 +212,13 @@ def write_instant_ngp(cap, path):
     for view_id, w2c in zip(IDS, cap["w2c"]):
         c2w = np.linalg.inv(w2c) @ np.diag([1.0, -1.0, -1.0, 1.0])
         frames.append({"file_path": f"./photos/{view_id}", "transform_matrix": c2w.tolist()})
-    data = {"camera_angle_x": 2 * math.atan(W / (2 * K[0, 0])), "fl_y": K[1, 1], "cx": K[0, 2], "cy": K[1, 2],
-            "frames": frames}
+    data = {
+        "camera_angle_x": 2 * math.atan(W / (2 * K[0, 0])),
+        "fl_y": K[1, 1],
+        "cx": K[0, 2],
+        "cy": K[1, 2],
+        "frames": frames,
+    }
     path.write_text(json.dumps(data))
     return path
 
@@ -210,8 +228,14 @@ def write_sparseags_full(cap, path):
     data = {}
     for view_id, w2c, K in zip(IDS, cap["w2c"], cap["K"]):
         R, T = _p3d(w2c)
-        data[view_id] = {"R": R.tolist(), "T": T.tolist(), "focal_length": [K[0, 0], K[1, 1]],
-                         "principal_point": [K[0, 2], K[1, 2]], "flag": 1, "filepath": f"photos/{view_id}.png"}
+        data[view_id] = {
+            "R": R.tolist(),
+            "T": T.tolist(),
+            "focal_length": [K[0, 0], K[1, 1]],
+            "principal_point": [K[0, 2], K[1, 2]],
+            "flag": 1,
+            "filepath": f"photos/{view_id}.png",
+        }
     path.write_text(json.dumps(data))
     return path
 
@@ -227,9 +251,15 @@ def write_sparseags_raydiffusion(cap, path, crop_res=256):
         centre_sq = np.array([x0 + side / 2, y0 + side / 2]) + (length - np.array([W, H])) / 2
         cc = s - 2 * s * centre_sq / length
         R, T = _p3d(w2c)
-        data[view_id] = {"R": R.tolist(), "T": T.tolist(), "focal_length": [Kc[0, 0], Kc[1, 1]],
-                         "principal_point": [Kc[0, 2], Kc[1, 2]], "flag": 1,
-                         "crop_parameters": [-cc[0], -cc[1], 2 * s * side / length, s], "image_size_wh": [W, H]}
+        data[view_id] = {
+            "R": R.tolist(),
+            "T": T.tolist(),
+            "focal_length": [Kc[0, 0], Kc[1, 1]],
+            "principal_point": [Kc[0, 2], Kc[1, 2]],
+            "flag": 1,
+            "crop_parameters": [-cc[0], -cc[1], 2 * s * side / length, s],
+            "image_size_wh": [W, H],
+        }
     path.write_text(json.dumps(data))
     return path
 
@@ -245,8 +275,9 @@ def cap(tmp_path_factory):
 @pytest.fixture(scope="module")
 def colmap_scene(cap, tmp_path_factory):
     out = tmp_path_factory.mktemp("scenes") / "colmap"
-    import_capture(cap["photos"], out, poses=write_colmap(cap, cap["root"] / "colmap"), resolution=RES,
-                   log=lambda *_: None)
+    import_capture(
+        cap["photos"], out, poses=write_colmap(cap, cap["root"] / "colmap"), resolution=RES, log=lambda *_: None
+    )
     return out
 
 
@@ -303,7 +334,7 @@ def reprojection_errors(cap, out):
             x0, y0 = int(px) - half, int(py) - half
             if x0 < 0 or y0 < 0 or x0 + 2 * half + 1 > RES or y0 + 2 * half + 1 > RES:
                 continue
-            win = rgba[y0:y0 + 2 * half + 1, x0:x0 + 2 * half + 1]
+            win = rgba[y0 : y0 + 2 * half + 1, x0 : x0 + 2 * half + 1]
             if win[..., 3].min() < 250:  # the window must lie on the object
                 continue
             weight = np.clip((GREY - win[..., 0]) / GREY, 0, 1)
@@ -351,9 +382,12 @@ def _same_cameras(out_a, out_b, tol=1e-6):
 
 @pytest.mark.parametrize("fmt", ["colmap_binary", "nerfstudio", "sparseags_full", "sparseags_raydiffusion"])
 def test_every_format_gives_the_same_scene(cap, colmap_scene, tmp_path, fmt):
-    writer = {"colmap_binary": (write_colmap_binary, "bin"), "nerfstudio": (write_nerfstudio, "transforms.json"),
-              "sparseags_full": (write_sparseags_full, "cameras.json"),
-              "sparseags_raydiffusion": (write_sparseags_raydiffusion, "cameras.json")}[fmt]
+    writer = {
+        "colmap_binary": (write_colmap_binary, "bin"),
+        "nerfstudio": (write_nerfstudio, "transforms.json"),
+        "sparseags_full": (write_sparseags_full, "cameras.json"),
+        "sparseags_raydiffusion": (write_sparseags_raydiffusion, "cameras.json"),
+    }[fmt]
     poses = writer[0](cap, tmp_path / writer[1])
     out = tmp_path / "scene"
     report = import_capture(cap["photos"], out, poses=poses, resolution=RES, log=lambda *_: None)
@@ -407,16 +441,23 @@ def test_nerfstudio_mask_path_and_explicit_masks_folder(cap, colmap_scene, tmp_p
     _same_cameras(colmap_scene, out)
     # --masks wins over mask_path
     out2 = tmp_path / "s2"
-    import_capture(photos, out2, masks=sil, poses=write_colmap(cap, tmp_path / "col"), resolution=RES,
-                   log=lambda *_: None)
+    import_capture(
+        photos, out2, masks=sil, poses=write_colmap(cap, tmp_path / "col"), resolution=RES, log=lambda *_: None
+    )
     _same_cameras(colmap_scene, out2)
 
 
 def test_reimporting_an_imported_scene_is_the_identity(cap, colmap_scene, tmp_path):
     """The scene's own cameras.json (crop_box) with its originals imports back to the same scene."""
     out = tmp_path / "again"
-    import_capture(colmap_scene / "originals" / "images", out, masks=colmap_scene / "originals" / "masks",
-                   poses=colmap_scene / "cameras.json", resolution=RES, log=lambda *_: None)
+    import_capture(
+        colmap_scene / "originals" / "images",
+        out,
+        masks=colmap_scene / "originals" / "masks",
+        poses=colmap_scene / "cameras.json",
+        resolution=RES,
+        log=lambda *_: None,
+    )
     _same_cameras(colmap_scene, out, tol=1e-9)
     norm = capture.load_normalisation(out)
     assert norm["scale"] == pytest.approx(1.0, abs=1e-9)
@@ -431,8 +472,9 @@ def test_images_without_poses_are_reported_not_imported(cap, tmp_path):
     for p in cap["photos"].iterdir():
         (photos / p.name).write_bytes(p.read_bytes())
     (photos / "extra.png").write_bytes((cap["photos"] / "a0.png").read_bytes())
-    report = import_capture(photos, tmp_path / "s", masks=cap["masks"], poses=poses, resolution=RES,
-                            log=lambda *_: None)
+    report = import_capture(
+        photos, tmp_path / "s", masks=cap["masks"], poses=poses, resolution=RES, log=lambda *_: None
+    )
     assert report.ids == IDS and report.skipped == ["extra"]
     assert "not imported (1): extra" in report.summary()
 
@@ -553,10 +595,22 @@ def _bad(case, cap, root):
     raise AssertionError(case)
 
 
-BAD_CASES = ["ids_do_not_match", "mask_wrong_size", "empty_mask", "missing_mask", "nan_pose", "scaled_rotation",
-             "cameras_at_one_point", "opengl_axes_given_as_opencv", "unreadable_image",
-             "too_few_views", "malformed_json", "wrong_image_size_for_camera", "unknown_poses_path",
-             "output_not_empty"]
+BAD_CASES = [
+    "ids_do_not_match",
+    "mask_wrong_size",
+    "empty_mask",
+    "missing_mask",
+    "nan_pose",
+    "scaled_rotation",
+    "cameras_at_one_point",
+    "opengl_axes_given_as_opencv",
+    "unreadable_image",
+    "too_few_views",
+    "malformed_json",
+    "wrong_image_size_for_camera",
+    "unknown_poses_path",
+    "output_not_empty",
+]
 
 
 @pytest.mark.parametrize("case", BAD_CASES)
@@ -575,14 +629,24 @@ def test_bad_input_is_one_error_and_nothing_written(cap, tmp_path, case):
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, str(REPO / "main.py"), *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO / "main.py"), *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_cli_import_and_cli_error(cap, tmp_path):
     out = tmp_path / "scene"
-    ok = run_cli("import", "--images", cap["photos"], "--poses", write_colmap(cap, tmp_path / "col"), "--out", out,
-                 "--resolution", RES)
+    ok = run_cli(
+        "import",
+        "--images",
+        cap["photos"],
+        "--poses",
+        write_colmap(cap, tmp_path / "col"),
+        "--out",
+        out,
+        "--resolution",
+        RES,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "imported 5 views (colmap poses)" in ok.stdout
     val = run_cli("validate", "--scene", out, "--resolution", RES)
@@ -610,6 +674,7 @@ def test_no_poses_and_nothing_registers_is_one_clear_line(tmp_path):
 
 def test_no_poses_reports_unregistered_views(cap, tmp_path, monkeypatch):
     """Only the images structure from motion registers are imported; the rest are named in the report."""
+
     def fake_sfm(images, workdir, log=print):
         poses = capture.PoseSet(format="sfm", w2c={}, K={}, sizes={})
         for view_id, w2c, K in zip(IDS, cap["w2c"], cap["K"]):

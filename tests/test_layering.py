@@ -60,8 +60,14 @@ _IMPORT_ALL = textwrap.dedent("""
 
 
 def test_engine_imports_without_the_gui():
-    result = subprocess.run([sys.executable, "-c", _IMPORT_ALL], cwd=REPO, capture_output=True, text=True,
-                            timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    result = subprocess.run(
+        [sys.executable, "-c", _IMPORT_ALL],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(REPO)},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     failures = [line[5:] for line in result.stdout.splitlines() if line.startswith("FAIL ")]
     assert not failures, "engine modules that need the GUI (or fail to import):\n" + "\n".join(failures)
@@ -99,7 +105,8 @@ def _gui_app_imports(folder: Path, package: str = "gui.panels") -> list[str]:
 def test_import_scan_sees_every_form(tmp_path):
     (tmp_path / "probe.py").write_text(
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from gui.app import DebuggerApp\n"
-        "from .. import app\nfrom ..app import run_app\nimport gui.app\nfrom gui import port\nfrom . import cameras\n")
+        "from .. import app\nfrom ..app import run_app\nimport gui.app\nfrom gui import port\nfrom . import cameras\n"
+    )
     found = _gui_app_imports(tmp_path)
     assert [f.split(" ")[0] for f in found] == ["probe.py:3", "probe.py:4", "probe.py:5", "probe.py:6"], found
 
@@ -109,13 +116,16 @@ def test_panels_do_not_import_the_window():
     assert not found, "panels must type against gui.port.WindowPort, not gui.app:\n" + "\n".join(found)
 
 
-@pytest.mark.parametrize("module, name", [
-    ("sparseags.recon", "Reconstruction"),
-    ("sparseags.outliers", "LeaveOneOut"),
-    ("sparseags.pose_search", "PoseSearch"),
-    ("sparseags.pipeline", "Arbitration"),
-    ("sparseags.pipeline", "Pipeline"),
-])
+@pytest.mark.parametrize(
+    "module, name",
+    [
+        ("sparseags.recon", "Reconstruction"),
+        ("sparseags.outliers", "LeaveOneOut"),
+        ("sparseags.pose_search", "PoseSearch"),
+        ("sparseags.pipeline", "Arbitration"),
+        ("sparseags.pipeline", "Pipeline"),
+    ],
+)
 def test_steppable_classes_have_the_protocol_members(module, name):
     import importlib
 

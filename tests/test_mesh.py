@@ -49,8 +49,9 @@ def sphere_cloud(count: int, radius: float, sigma: float, seed: int = 0):
 def test_single_gaussian_density_at_centre_equals_opacity():
     centre = np.array([[0.1, -0.2, 0.3]])
     bounds = (centre[0] - 0.5, centre[0] + 0.5)  # odd resolution: the centre is the middle grid point
-    density, grid_min, grid_max = gaussian_density_grid(centre, [IDENTITY_QUAT], [[0.05, 0.05, 0.05]], [0.7],
-                                                        resolution=21, bounds=bounds)
+    density, grid_min, grid_max = gaussian_density_grid(
+        centre, [IDENTITY_QUAT], [[0.05, 0.05, 0.05]], [0.7], resolution=21, bounds=bounds
+    )
     assert density.shape == (21, 21, 21) and density.dtype == np.float32
     np.testing.assert_allclose(grid_min, bounds[0])
     np.testing.assert_allclose(grid_max, bounds[1])
@@ -63,8 +64,14 @@ def test_single_gaussian_density_at_centre_equals_opacity():
 def test_rotated_anisotropic_gaussian_axes():
     # Long axis (0.2) along local x, rotated +90 deg about z: the long axis must end up along world +y.
     half = math.sqrt(0.5)
-    density, _, _ = gaussian_density_grid([[0.0, 0.0, 0.0]], [[half, 0.0, 0.0, half]], [[0.2, 0.05, 0.05]], [1.0],
-                                          resolution=9, bounds=((-0.4,) * 3, (0.4,) * 3))
+    density, _, _ = gaussian_density_grid(
+        [[0.0, 0.0, 0.0]],
+        [[half, 0.0, 0.0, half]],
+        [[0.2, 0.05, 0.05]],
+        [1.0],
+        resolution=9,
+        bounds=((-0.4,) * 3, (0.4,) * 3),
+    )
     # Grid spacing 0.1, index 4 is the origin: (0, 0.2, 0) is one long sigma away, (0.2, 0, 0) four short ones.
     assert density[4, 6, 4] == pytest.approx(math.exp(-0.5), rel=1e-4)
     assert density[6, 4, 4] == pytest.approx(math.exp(-8.0), rel=1e-3)
@@ -79,9 +86,13 @@ def test_density_grid_matches_brute_force_with_official_bounds():
     scales[10:70] = rng.uniform(0.005, 0.015, (60, 3))  # small ones: not cut by the official relax
     opacities = rng.uniform(0.0, 1.0, count)
     opacities[:10] = 0.001  # dropped (<= 0.005)
-    density, grid_min, grid_max = gaussian_density_grid(torch.as_tensor(means), torch.as_tensor(quats),
-                                                        torch.as_tensor(scales), torch.as_tensor(opacities),
-                                                        resolution=20)
+    density, grid_min, grid_max = gaussian_density_grid(
+        torch.as_tensor(means),
+        torch.as_tensor(quats),
+        torch.as_tensor(scales),
+        torch.as_tensor(opacities),
+        resolution=20,
+    )
     kept = opacities > 0.005
     expected_min, expected_max = official_grid_bounds(means[kept])
     np.testing.assert_allclose(grid_min, expected_min)
@@ -106,8 +117,14 @@ def test_density_grid_matches_brute_force_with_official_bounds():
     small = scales[kept].max(1) < 0.25 * official_relax
     small_only = brute_force_density(points, *(g[small] for g in gaussians)).reshape(density.shape)
     assert small.sum() >= 50
-    small_density, _, _ = gaussian_density_grid(means[kept][small], quats[kept][small], scales[kept][small],
-                                                opacities[kept][small], resolution=20, bounds=(grid_min, grid_max))
+    small_density, _, _ = gaussian_density_grid(
+        means[kept][small],
+        quats[kept][small],
+        scales[kept][small],
+        opacities[kept][small],
+        resolution=20,
+        bounds=(grid_min, grid_max),
+    )
     assert np.abs(small_density - small_only).max() < 2e-3
 
 
@@ -153,15 +170,22 @@ def test_keep_largest_drops_small_components():
     assert len(largest.split(only_watertight=False)) == 1
     assert np.linalg.norm(largest.vertices, axis=1).max() < 0.5  # the small blob (at x = 0.7) is gone
     # Isosurface of a single Gaussian at 0.5: a sphere of radius sigma * sqrt(2 ln 2).
-    np.testing.assert_allclose(np.linalg.norm(largest.vertices, axis=1).mean(), 0.1 * math.sqrt(2 * math.log(2)),
-                               rtol=0.03)
+    np.testing.assert_allclose(
+        np.linalg.norm(largest.vertices, axis=1).mean(), 0.1 * math.sqrt(2 * math.log(2)), rtol=0.03
+    )
     np.testing.assert_array_equal(np.unique(largest.visual.vertex_colors[:, :3], axis=0), [[51, 102, 153]])
 
 
 def test_no_surface_raises_mesh_error():
     with pytest.raises(MeshError, match="no surface at threshold 0.5"):
-        extract_mesh([[0.0, 0.0, 0.0], [0.1, 0.0, 0.0]], [IDENTITY_QUAT] * 2, [[0.05] * 3] * 2, [0.3, 0.3],
-                     [[1.0, 1.0, 1.0]] * 2, resolution=16)
+        extract_mesh(
+            [[0.0, 0.0, 0.0], [0.1, 0.0, 0.0]],
+            [IDENTITY_QUAT] * 2,
+            [[0.05] * 3] * 2,
+            [0.3, 0.3],
+            [[1.0, 1.0, 1.0]] * 2,
+            resolution=16,
+        )
     with pytest.raises(MeshError, match="no Gaussians"):
         extract_mesh([[0.0, 0.0, 0.0]], [IDENTITY_QUAT], [[0.05] * 3], [0.001], [[1.0, 1.0, 1.0]], resolution=16)
 

@@ -149,8 +149,19 @@ def brute_force_center_errors(pred_centers: np.ndarray, gt_centers: np.ndarray) 
         aligned = np.exp(params[3]) * pred_centers @ rot.T + params[4:]
         return (aligned - gt_centers).ravel()
 
-    best = min((least_squares(residuals, np.r_[Rotation.random(random_state=k).as_rotvec(), 0.0, 0.0, 0.0, 0.0],
-                              xtol=1e-15, ftol=1e-15, gtol=1e-15) for k in range(6)), key=lambda r: r.cost)
+    best = min(
+        (
+            least_squares(
+                residuals,
+                np.r_[Rotation.random(random_state=k).as_rotvec(), 0.0, 0.0, 0.0, 0.0],
+                xtol=1e-15,
+                ftol=1e-15,
+                gtol=1e-15,
+            )
+            for k in range(6)
+        ),
+        key=lambda r: r.cost,
+    )
     aligned_err = np.linalg.norm(residuals(best.x).reshape(-1, 3), axis=-1)
     scene_scale = np.linalg.norm(gt_centers - gt_centers.mean(0), axis=-1).max()
     return aligned_err / scene_scale
@@ -243,7 +254,9 @@ def test_psnr_of_known_mse():
     assert metrics.psnr(img2, ref, mask) == pytest.approx(20.0)
     mask_good = 1.0 - mask
     assert metrics.psnr(img2, ref, mask_good) == math.inf
-    assert metrics.psnr(torch.as_tensor(img, dtype=torch.float32), torch.as_tensor(ref)) == pytest.approx(20.0, abs=1e-4)
+    assert metrics.psnr(torch.as_tensor(img, dtype=torch.float32), torch.as_tensor(ref)) == pytest.approx(
+        20.0, abs=1e-4
+    )
     assert metrics.psnr(img[..., 0] * 255, ref[..., 0] * 255, data_range=255.0) == pytest.approx(20.0)
 
 

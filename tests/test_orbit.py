@@ -11,8 +11,15 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from gui.orbit import (OrbitCamera, ProgressivePolicy, fit_all_view, frusta_at_camera, pan_world_per_pixel,
-                       pick_segment, project_points)
+from gui.orbit import (
+    OrbitCamera,
+    ProgressivePolicy,
+    fit_all_view,
+    frusta_at_camera,
+    pan_world_per_pixel,
+    pick_segment,
+    project_points,
+)
 from sparseags.cameras import c2w_gl_to_w2c, orbit_camera, undo_orbit_camera
 
 
@@ -86,7 +93,7 @@ def test_orbit_turns_about_the_look_at_point() -> None:
 def test_scale() -> None:
     camera = OrbitCamera(64, 64, radius=2.0)
     camera.scale(3.0)
-    assert camera.radius == pytest.approx(2.0 * 1.1 ** -3)
+    assert camera.radius == pytest.approx(2.0 * 1.1**-3)
     camera.scale(-3.0)
     assert camera.radius == pytest.approx(2.0)
     np.testing.assert_allclose(camera.campos, [0.0, 0.0, 2.0], atol=1e-12)
@@ -151,8 +158,9 @@ def test_state_round_trip() -> None:
 # ----------------------------------------------------------------------------------------------
 # Pure helpers of the orbit view
 # ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("elev, azim, width, height", [(-25.0, 35.0, 64, 64), (10.0, -150.0, 80, 48),
-                                                       (-80.0, 10.0, 48, 96)])
+@pytest.mark.parametrize(
+    "elev, azim, width, height", [(-25.0, 35.0, 64, 64), (10.0, -150.0, 80, 48), (-80.0, 10.0, 48, 96)]
+)
 def test_fit_all_puts_every_point_inside_the_image(elev: float, azim: float, width: int, height: int) -> None:
     rng = np.random.default_rng(int(abs(azim)))
     points = np.concatenate([rng.normal(size=(200, 3)) * [0.3, 0.2, 0.5], rng.normal(size=(8, 3)) * 2.0 + [1, 0, 0]])

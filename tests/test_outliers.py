@@ -12,10 +12,10 @@ def test_max_removals_official_rule(n, expected):
 
 
 def test_removal_accepted_needs_a_drop_of_at_least_the_threshold():
-    assert removal_accepted(0.30, 0.25, 0.05)          # drop of exactly 0.05
+    assert removal_accepted(0.30, 0.25, 0.05)  # drop of exactly 0.05
     assert removal_accepted(0.30, 0.10, 0.05)
-    assert not removal_accepted(0.30, 0.26, 0.05)      # too small a drop
-    assert not removal_accepted(0.30, 0.35, 0.05)      # got worse
+    assert not removal_accepted(0.30, 0.26, 0.05)  # too small a drop
+    assert not removal_accepted(0.30, 0.35, 0.05)  # got worse
 
 
 class FakeRecon:
@@ -77,9 +77,9 @@ def eye(v):
 def test_clear_outlier_is_removed_and_loop_stops_when_next_removal_does_not_help():
     v = 6
     table = {
-        (): [0.10, 0.12, 0.11, 0.60, 0.13, 0.12],           # view 3 is bad
-        (3,): [0.05, 0.06, 0.05, 0.70, 0.06, 0.07],         # others improve a lot: mean 0.058
-        (3, 5): [0.05, 0.06, 0.05, 0.70, 0.06, 0.50],       # removing 5 does not help
+        (): [0.10, 0.12, 0.11, 0.60, 0.13, 0.12],  # view 3 is bad
+        (3,): [0.05, 0.06, 0.05, 0.70, 0.06, 0.07],  # others improve a lot: mean 0.058
+        (3, 5): [0.05, 0.06, 0.05, 0.70, 0.06, 0.50],  # removing 5 does not help
     }
     make_recon, made = scripted(table)
     loop = LeaveOneOut(make_recon, lambda r: r.scores, np.ones(v, int), eye(v))
@@ -113,7 +113,7 @@ def test_at_most_max_removals_for_five_views():
     v = 5  # max 1 removal even though a second removal would help
     table = {
         (): [0.1, 0.1, 0.9, 0.1, 0.8],
-        (2,): [0.05, 0.05, 0.9, 0.05, 0.8],   # mean over inliers 0.2375 vs before 0.275: no!
+        (2,): [0.05, 0.05, 0.9, 0.05, 0.8],  # mean over inliers 0.2375 vs before 0.275: no!
     }
     # make the first removal clearly good
     table[(2,)] = [0.02, 0.02, 0.9, 0.02, 0.2]
@@ -151,15 +151,15 @@ def test_manual_reject_reverts_and_manual_accept_continues():
     run_to_end(loop)
     assert loop.outliers == [3]
 
-    loop.override(1, accept=False)           # the user says view 3 is fine after all
+    loop.override(1, accept=False)  # the user says view 3 is fine after all
     assert loop.done and loop.outliers == [] and loop.final_round == 0
 
-    loop.override(1, accept=True)            # ... changes their mind: the loop continues from there
+    loop.override(1, accept=True)  # ... changes their mind: the loop continues from there
     assert not loop.done
     run_to_end(loop)
     assert loop.outliers == [3]
 
-    loop.override(2, accept=True)            # force the removal of view 5 as well (max 2 for 6 views)
+    loop.override(2, accept=True)  # force the removal of view 5 as well (max 2 for 6 views)
     assert loop.done
     assert sorted(loop.outliers) == [3, 5]
     decisions = [entry for entry in loop.log if "manual_accept" in entry]
@@ -234,8 +234,11 @@ def test_robust_z_is_the_modified_z_score_with_a_floored_spread():
 
 
 def test_combined_z_takes_the_strongest_witness_and_ignores_missing_ones():
-    zs = {"photometric": np.array([0.5, 4.0, np.nan]), "epipolar": np.array([np.nan, 1.0, np.nan]),
-          "mask": np.array([2.0, -1.0, np.nan])}
+    zs = {
+        "photometric": np.array([0.5, 4.0, np.nan]),
+        "epipolar": np.array([np.nan, 1.0, np.nan]),
+        "mask": np.array([2.0, -1.0, np.nan]),
+    }
     combined = combined_z(zs)
     assert combined[:2].tolist() == [2.0, 4.0] and np.isnan(combined[2])
 
@@ -245,12 +248,16 @@ def test_relative_rule_removes_the_view_that_stands_out_even_when_the_mean_rises
     # official rule keeps it, the relative rule removes it (its epipolar residual is far off the others')
     v = 8
     table = {
-        (): {"photometric": [0.60, 0.62, 0.66, 0.64, 0.61, 0.63, 0.65, 0.80],
-             "epipolar": [1.0, 1.2, 0.9, 1.1, 1.0, 1.3, 0.8, 22.0],
-             "mask": [0.05, 0.06, 0.05, 0.05, 0.06, 0.05, 0.06, 0.07]},
-        (7,): {"photometric": [0.63, 0.64, 0.67, 0.66, 0.64, 0.65, 0.66, 0.95],
-               "epipolar": [1.0, 1.1, 0.9, 1.0, 1.0, 1.1, 0.8, np.nan],
-               "mask": [0.05, 0.06, 0.05, 0.05, 0.06, 0.05, 0.06, 0.30]},
+        (): {
+            "photometric": [0.60, 0.62, 0.66, 0.64, 0.61, 0.63, 0.65, 0.80],
+            "epipolar": [1.0, 1.2, 0.9, 1.1, 1.0, 1.3, 0.8, 22.0],
+            "mask": [0.05, 0.06, 0.05, 0.05, 0.06, 0.05, 0.06, 0.07],
+        },
+        (7,): {
+            "photometric": [0.63, 0.64, 0.67, 0.66, 0.64, 0.65, 0.66, 0.95],
+            "epipolar": [1.0, 1.1, 0.9, 1.0, 1.0, 1.1, 0.8, np.nan],
+            "mask": [0.05, 0.06, 0.05, 0.05, 0.06, 0.05, 0.06, 0.30],
+        },
     }
     paper = LeaveOneOut(*_paper_args(table, v))
     run_to_end(paper)
@@ -275,8 +282,12 @@ def _paper_args(table, v):
 def test_relative_rule_keeps_the_worst_inlier_when_nothing_stands_out():
     # hammer / banana: the highest score belongs to an inlier that is only a little worse than the rest
     v = 8
-    table = {(): {"photometric": [0.50, 0.55, 0.52, 0.58, 0.51, 0.54, 0.60, 0.53],
-                  "mask": [0.05, 0.06, 0.05, 0.06, 0.05, 0.06, 0.06, 0.05]}}
+    table = {
+        (): {
+            "photometric": [0.50, 0.55, 0.52, 0.58, 0.51, 0.54, 0.60, 0.53],
+            "mask": [0.05, 0.06, 0.05, 0.06, 0.05, 0.06, 0.06, 0.05],
+        }
+    }
     make_recon, made = evidence_scripted(table)
     loop = relative_loop(make_recon, v)
     run_to_end(loop)
@@ -303,8 +314,10 @@ def test_relative_rule_manual_accept_runs_the_skipped_round_and_manual_reject_re
 
 def test_relative_rule_respects_max_removals_and_resumes_exactly():
     v = 5  # at most one removal
-    table = {(): {"photometric": [0.5, 0.5, 0.52, 0.51, 2.0], "mask": [0.05, 0.05, 0.06, 0.05, 0.4]},
-             (4,): {"photometric": [0.5, 0.5, 2.0, 0.51, 2.0], "mask": [0.05, 0.05, 0.4, 0.05, 0.4]}}
+    table = {
+        (): {"photometric": [0.5, 0.5, 0.52, 0.51, 2.0], "mask": [0.05, 0.05, 0.06, 0.05, 0.4]},
+        (4,): {"photometric": [0.5, 0.5, 2.0, 0.51, 2.0], "mask": [0.05, 0.05, 0.4, 0.05, 0.4]},
+    }
     make_recon, _ = evidence_scripted(table)
     loop = relative_loop(make_recon, v)
     for _ in range(3):

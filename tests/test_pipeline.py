@@ -14,11 +14,24 @@ from sparseags.scene import load_scene
 from sparseags.synth import make_demo_scene
 
 FAST = [
-    "scene.resolution=96", "recon.iters=120", "recon.num_pts=1500", "recon.resolution_schedule=[[0,96]]",
-    "recon.densify_from=1000", "outliers.round_iters=120", "search.stage_steps=[8,8,8]",
-    "search.stage_resolution=[32,32,48]", "search.keep_min=4", "search.keep_fraction=0.05", "search.replicate=2",
-    "search.n_azimuth=12", "search.chunk=64", "search.align_copies=4", "search.align_steps=4",
-    "search.max_gaussians=800", "search.rank_candidates=6", "pipeline.outliers=true",
+    "scene.resolution=96",
+    "recon.iters=120",
+    "recon.num_pts=1500",
+    "recon.resolution_schedule=[[0,96]]",
+    "recon.densify_from=1000",
+    "outliers.round_iters=120",
+    "search.stage_steps=[8,8,8]",
+    "search.stage_resolution=[32,32,48]",
+    "search.keep_min=4",
+    "search.keep_fraction=0.05",
+    "search.replicate=2",
+    "search.n_azimuth=12",
+    "search.chunk=64",
+    "search.align_copies=4",
+    "search.align_steps=4",
+    "search.max_gaussians=800",
+    "search.rank_candidates=6",
+    "pipeline.outliers=true",
 ]
 
 
@@ -83,8 +96,9 @@ def test_full_flow_finds_and_replaces_the_gross_outlier(demo_dir, lpips_alex):
 
     truth = gt_in_estimated_frame(pipeline, pipeline.base_recon, exclude=(bad,))[bad]
     found = pipeline.searches[bad].chosen_w2c()
-    before = float(rotation_angle_deg(torch.as_tensor(pipeline.initial_w2c[bad][:3, :3]),
-                                      torch.as_tensor(truth[:3, :3])))
+    before = float(
+        rotation_angle_deg(torch.as_tensor(pipeline.initial_w2c[bad][:3, :3]), torch.as_tensor(truth[:3, :3]))
+    )
     after = float(rotation_angle_deg(torch.as_tensor(found[:3, :3]), torch.as_tensor(truth[:3, :3])))
     assert before > 60 and after < 20, (before, after)
     assert pipeline.arbitration.choice in ("recovered", "initial")
@@ -146,8 +160,9 @@ def test_logged_decisions_replay_to_the_same_result(demo_dir, lpips_alex):
     replayed.queue_decisions(interactive.decisions)
     run_to(replayed)
     assert replayed.loo.outliers == interactive.loo.outliers == []
-    np.testing.assert_array_equal(replayed.final_recon.current_w2c().detach().numpy(),
-                                  interactive.final_recon.current_w2c().detach().numpy())
+    np.testing.assert_array_equal(
+        replayed.final_recon.current_w2c().detach().numpy(), interactive.final_recon.current_w2c().detach().numpy()
+    )
 
 
 def test_set_flag_restarts_with_the_view_excluded(demo_dir, lpips_alex):
@@ -178,5 +193,6 @@ def test_checkpoint_resume_mid_search_gives_the_same_result(demo_dir, lpips_alex
     bad = reference.search_order[0]
     np.testing.assert_array_equal(resumed.searches[bad].chosen_w2c(), reference.searches[bad].chosen_w2c())
     assert resumed.arbitration.choice == reference.arbitration.choice
-    np.testing.assert_array_equal(resumed.final_recon.current_w2c().detach().numpy(),
-                                  reference.final_recon.current_w2c().detach().numpy())
+    np.testing.assert_array_equal(
+        resumed.final_recon.current_w2c().detach().numpy(), reference.final_recon.current_w2c().detach().numpy()
+    )

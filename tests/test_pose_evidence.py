@@ -21,8 +21,11 @@ def _exact_matches(scene, count: int = 60, seed: int = 0) -> PairMatches:
     points = torch.as_tensor(rng.uniform(-0.3, 0.3, size=(count, 3)))  # [P, 3]
     w2c, K = torch.as_tensor(scene.w2c_gt), torch.as_tensor(scene.K)
     pixels = [project_points(points, w2c[v], K[v])[0].numpy().astype(np.float32) for v in range(len(scene.ids))]
-    pairs = [PairMatch(i, j, pixels[i], pixels[j], np.ones(count, dtype=bool))
-             for i in range(len(scene.ids)) for j in range(i + 1, len(scene.ids))]
+    pairs = [
+        PairMatch(i, j, pixels[i], pixels[j], np.ones(count, dtype=bool))
+        for i in range(len(scene.ids))
+        for j in range(i + 1, len(scene.ids))
+    ]
     return PairMatches(ids=list(scene.ids), pairs=pairs)
 
 

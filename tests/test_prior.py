@@ -123,13 +123,17 @@ def test_key_map_covers_every_attention_key_and_nothing_else(weights):
         block = next(b for b in ldm_blocks if ldm_key.startswith(LDM_UNET_PREFIX + b))
         used_blocks.add(block)
         # the inner name is unchanged; only the block prefix is rewritten
-        assert ldm_key[len(LDM_UNET_PREFIX + block):] == key[len(dict(SD1_BLOCKS)[block]):]
+        assert ldm_key[len(LDM_UNET_PREFIX + block) :] == key[len(dict(SD1_BLOCKS)[block]) :]
     assert used_blocks == ldm_blocks
     assert key_map[LDM_UNET_PREFIX + "input_blocks.4.1.proj_in.weight"] == "down_blocks.1.attentions.0.proj_in.weight"
-    assert (key_map[LDM_UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.attn2.to_k.weight"]
-            == "up_blocks.3.attentions.2.transformer_blocks.0.attn2.to_k.weight")
-    assert (key_map[LDM_UNET_PREFIX + "middle_block.1.transformer_blocks.0.ff.net.0.proj.weight"]
-            == "mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj.weight")
+    assert (
+        key_map[LDM_UNET_PREFIX + "output_blocks.11.1.transformer_blocks.0.attn2.to_k.weight"]
+        == "up_blocks.3.attentions.2.transformer_blocks.0.attn2.to_k.weight"
+    )
+    assert (
+        key_map[LDM_UNET_PREFIX + "middle_block.1.transformer_blocks.0.ff.net.0.proj.weight"]
+        == "mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj.weight"
+    )
 
 
 def test_loading_replaces_exactly_the_attention_subset_and_the_projection(weights, guidance):
@@ -300,8 +304,9 @@ def test_sds_step_batches_cond_and_uncond_and_gives_a_finite_gradient(conditione
     try:
         rendered = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(5)).requires_grad_(True)
         target = orbit_camera(-15.0, 60.0, 2.0, dtype=torch.float64)
-        loss, info = conditioned.sds_loss(rendered, target, 270.0, step_ratio=0.3,
-                                          generator=torch.Generator().manual_seed(0))
+        loss, info = conditioned.sds_loss(
+            rendered, target, 270.0, step_ratio=0.3, generator=torch.Generator().manual_seed(0)
+        )
         loss.backward()
     finally:
         handle.remove()
@@ -336,8 +341,9 @@ def test_sds_survives_a_nan_in_the_unet_output(conditioned):
     handle = conditioned.unet.register_forward_hook(poison)
     try:
         rendered = torch.rand(1, 3, 32, 32).requires_grad_(True)
-        loss, info = conditioned.sds_loss(rendered, orbit_camera(0.0, 45.0, 2.0), 270.0, 0.2,
-                                          torch.Generator().manual_seed(1))
+        loss, info = conditioned.sds_loss(
+            rendered, orbit_camera(0.0, 45.0, 2.0), 270.0, 0.2, torch.Generator().manual_seed(1)
+        )
         loss.backward()
     finally:
         handle.remove()
@@ -361,8 +367,19 @@ def test_sds_gradient_reaches_the_gaussian_means(conditioned):
     c2w = orbit_camera(-20.0, 45.0, 2.0)
     w2c = torch.linalg.inv(c2w @ torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0])))
     K = torch.tensor([[60.0, 0.0, 32.0], [0.0, 60.0, 32.0], [0.0, 0.0, 1.0]])
-    out = render_gaussians(g["means"], g["quats"], g["scales"], g["opacities"], g["sh"], w2c[None], K[None],
-                           64, 64, background=torch.ones(3), backend="reference")
+    out = render_gaussians(
+        g["means"],
+        g["quats"],
+        g["scales"],
+        g["opacities"],
+        g["sh"],
+        w2c[None],
+        K[None],
+        64,
+        64,
+        background=torch.ones(3),
+        backend="reference",
+    )
     rendered = out.rgb[0].permute(2, 0, 1)[None]
     loss, _ = conditioned.sds_loss(rendered, c2w.double(), 60.0 * 256 / 64, 0.4, torch.Generator().manual_seed(2))
     loss.backward()
@@ -389,8 +406,14 @@ def fake_output(alpha: torch.Tensor) -> RenderOutput:
     """A RenderOutput around an alpha map [H, W] (grey object on the image)."""
     a = alpha[None, ..., None]
     empty = torch.zeros(1, 0)
-    return RenderOutput(rgb=0.5 * a.expand(-1, -1, -1, 3), alpha=a, depth=a, means2d=empty[..., None],
-                        radii=empty.int(), visible=empty.bool())
+    return RenderOutput(
+        rgb=0.5 * a.expand(-1, -1, -1, 3),
+        alpha=a,
+        depth=a,
+        means2d=empty[..., None],
+        radii=empty.int(),
+        visible=empty.bool(),
+    )
 
 
 def disc_renderer(centre_world=(0.3, 0.1, 0.0), radius_world=0.5, calls=None):
@@ -403,15 +426,16 @@ def disc_renderer(centre_world=(0.3, 0.1, 0.0), radius_world=0.5, calls=None):
         uv, z = project_points(centre_world[None], w2c, K)
         radius_px = float(K[0, 0]) * radius_world / float(z[0])
         v, u = torch.meshgrid(torch.arange(height) + 0.5, torch.arange(width) + 0.5, indexing="ij")
-        inside = ((u - uv[0, 0]) ** 2 + (v - uv[0, 1]) ** 2) <= radius_px ** 2
+        inside = ((u - uv[0, 0]) ** 2 + (v - uv[0, 1]) ** 2) <= radius_px**2
         return fake_output(inside.float())
 
     return render
 
 
 def test_sampler_ranges_follow_the_condition_cameras():
-    c2w = orbit_camera(torch.tensor([-50.0, -10.0]), torch.tensor([30.0, 100.0]), torch.tensor([2.0, 3.0]),
-                       dtype=torch.float64)
+    c2w = orbit_camera(
+        torch.tensor([-50.0, -10.0]), torch.tensor([30.0, 100.0]), torch.tensor([2.0, 3.0]), dtype=torch.float64
+    )
     sampler = NovelViewSampler()
     assert sampler.elevation_range(torch.tensor([-50.0, -10.0])) == (-80.0, 50.0)
     generator = torch.Generator().manual_seed(0)
@@ -430,8 +454,10 @@ def test_resolution_schedule_and_background():
     c2w = orbit_camera(torch.tensor([0.0]), torch.tensor([0.0]), 2.0, dtype=torch.float64)
     sampler = NovelViewSampler(schedule, invert_bg_prob=0.5, max_tries=1)
     generator = torch.Generator().manual_seed(1)
-    blacks = [float(sampler.sample(c2w, torch.full((1, 2), 280.0), 0.0, generator, disc_renderer()).background.sum())
-              for _ in range(40)]
+    blacks = [
+        float(sampler.sample(c2w, torch.full((1, 2), 280.0), 0.0, generator, disc_renderer()).background.sum())
+        for _ in range(40)
+    ]
     assert set(blacks) == {0.0, 3.0} and 10 < blacks.count(0.0) < 30
 
 
@@ -465,15 +491,16 @@ def test_framing_recentres_and_zooms_onto_the_object():
     calls = []
     sampler = NovelViewSampler(resolution_schedule=[[0.0, 128]], max_tries=10)
     c2w = orbit_camera(torch.tensor([-20.0, 0.0]), torch.tensor([0.0, 90.0]), 2.5, dtype=torch.float64)
-    view = sampler.sample(c2w, torch.full((2, 2), 150.0), 0.1, torch.Generator().manual_seed(4),
-                          disc_renderer(calls=calls))
+    view = sampler.sample(
+        c2w, torch.full((2, 2), 150.0), 0.1, torch.Generator().manual_seed(4), disc_renderer(calls=calls)
+    )
     assert view.framed and view.render is not None and 1 < view.framing_passes <= 10
     alpha = view.render.alpha[0, ..., 0]
     v, u = torch.nonzero(alpha > 0.5, as_tuple=True)
     centroid = torch.stack([u.double().mean(), v.double().mean()]) + 0.5
     assert torch.all((centroid * 2 - 128).abs() <= 10 + 2)  # within 10 px in 256 units (+ discretisation)
     extent = float(max(u.max() - u.min() + 1, v.max() - v.min() + 1))
-    assert abs(extent ** 2 - (128 / 1.2) ** 2) <= 0.05 * 128 ** 2
+    assert abs(extent**2 - (128 / 1.2) ** 2) <= 0.05 * 128**2
     cell = PrincipalPointPool.cell(view.elevation_deg, view.azimuth_deg)
     assert sampler.pool.get(cell) == pytest.approx(view.principal_point)
     assert view.principal_point != (128.0, 128.0)
@@ -502,8 +529,14 @@ class FakeRecon:
         masks = np.zeros((3, 64, 64), dtype=np.float32)
         masks[:, 16:48, 16:48] = 1.0
         K = np.array([[70.0, 0.0, 32.0], [0.0, 70.0, 32.0], [0.0, 0.0, 1.0]])
-        self.scene = SimpleNamespace(images=rgb, masks=masks, K=np.stack([K] * 3), ids=["a", "b", "c"],
-                                     resolution=64, white_background_images=lambda: rgb * masks[..., None] + 1 - masks[..., None])
+        self.scene = SimpleNamespace(
+            images=rgb,
+            masks=masks,
+            K=np.stack([K] * 3),
+            ids=["a", "b", "c"],
+            resolution=64,
+            white_background_images=lambda: rgb * masks[..., None] + 1 - masks[..., None],
+        )
         self.flags = np.array(flags)
         self.gaussians = gaussians(seed=1)
 
@@ -512,8 +545,19 @@ class FakeRecon:
 
     def render(self, w2c, K, width, height, background):
         g = self.gaussians
-        return render_gaussians(g["means"], g["quats"], g["scales"], g["opacities"], g["sh"], w2c, K,
-                                width, height, background=background, backend="reference")
+        return render_gaussians(
+            g["means"],
+            g["quats"],
+            g["scales"],
+            g["opacities"],
+            g["sh"],
+            w2c,
+            K,
+            width,
+            height,
+            background=background,
+            backend="reference",
+        )
 
 
 def test_hook_conditions_on_inliers_and_returns_a_weighted_sds(guidance):
@@ -589,8 +633,15 @@ def test_hook_drives_the_real_reconstruction(guidance):
     from sparseags.recon import Reconstruction
 
     fake = FakeRecon(flags=[1, 1, 1])
-    scene = SimpleNamespace(ids=fake.scene.ids, images=fake.scene.images, masks=fake.scene.masks, K=fake.scene.K,
-                            w2c_init=fake.w2c.double().numpy(), flags=np.array([1, 1, 0]), w2c_gt=None)
+    scene = SimpleNamespace(
+        ids=fake.scene.ids,
+        images=fake.scene.images,
+        masks=fake.scene.masks,
+        K=fake.scene.K,
+        w2c_init=fake.w2c.double().numpy(),
+        flags=np.array([1, 1, 0]),
+        w2c_gt=None,
+    )
     cfg = Config()
     cfg.render.backend = "reference"
     cfg.recon.iters, cfg.recon.num_pts, cfg.recon.init = 2, 200, "ball"

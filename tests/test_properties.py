@@ -37,9 +37,14 @@ finite = st.floats(-1e3, 1e3, allow_nan=False, allow_infinity=False)
 
 
 @FEW
-@given(elev=st.floats(-89.0, 89.0), azim=st.floats(-360.0, 360.0), radius=st.floats(0.1, 20.0),
-       center=st.tuples(finite, finite, finite), size=st.tuples(st.integers(16, 2048), st.integers(16, 2048)),
-       fovy=st.floats(5.0, 120.0))
+@given(
+    elev=st.floats(-89.0, 89.0),
+    azim=st.floats(-360.0, 360.0),
+    radius=st.floats(0.1, 20.0),
+    center=st.tuples(finite, finite, finite),
+    size=st.tuples(st.integers(16, 2048), st.integers(16, 2048)),
+    fovy=st.floats(5.0, 120.0),
+)
 def test_orbit_camera_from_angle_matches_cameras_orbit_camera(elev, azim, radius, center, size, fovy):
     cam = OrbitCamera(*size, radius=radius, fovy_deg=fovy, center=center)
     cam.from_angle(elev, azim)
@@ -55,9 +60,15 @@ def test_orbit_camera_from_angle_matches_cameras_orbit_camera(elev, azim, radius
 
 
 @FEW
-@given(elev=st.floats(-80.0, 80.0), azim=st.floats(-180.0, 180.0), radius=st.floats(0.5, 10.0),
-       target=st.tuples(*[st.floats(-2.0, 2.0)] * 3), start=st.tuples(*[st.floats(-2.0, 2.0)] * 3),
-       focal=st.floats(50.0, 2000.0), size=st.tuples(st.integers(32, 1024), st.integers(32, 1024)))
+@given(
+    elev=st.floats(-80.0, 80.0),
+    azim=st.floats(-180.0, 180.0),
+    radius=st.floats(0.5, 10.0),
+    target=st.tuples(*[st.floats(-2.0, 2.0)] * 3),
+    start=st.tuples(*[st.floats(-2.0, 2.0)] * 3),
+    focal=st.floats(50.0, 2000.0),
+    size=st.tuples(st.integers(32, 1024), st.integers(32, 1024)),
+)
 def test_orbit_camera_snap_to_takes_the_input_camera_exactly(elev, azim, radius, target, start, focal, size):
     w2c = cameras.c2w_gl_to_w2c(cameras.orbit_camera(elev, azim, radius, target, dtype=torch.float64)).numpy()
     K = np.array([[focal * 1.1, 0.0, size[0] * 0.4], [0.0, focal, size[1] * 0.6], [0.0, 0.0, 1.0]])
@@ -82,8 +93,12 @@ def test_orbit_camera_snap_to_takes_the_input_camera_exactly(elev, azim, radius,
 
 
 @FEW
-@given(n=st.integers(1, 40), degree=st.integers(0, 3), seed=st.integers(0, 2**31 - 1),
-       magnitude=st.sampled_from([1e-3, 1.0, 1e4]))
+@given(
+    n=st.integers(1, 40),
+    degree=st.integers(0, 3),
+    seed=st.integers(0, 2**31 - 1),
+    magnitude=st.sampled_from([1e-3, 1.0, 1e4]),
+)
 def test_gaussians_ply_round_trip_is_exact(tmp_path_factory, n, degree, seed, magnitude):
     gen = torch.Generator().manual_seed(seed)
 
@@ -135,7 +150,7 @@ def _values_for(tp) -> st.SearchStrategy:
     if tp is bool:
         return st.booleans()
     if tp is int:
-        return st.integers(-10**6, 10**6)
+        return st.integers(-(10**6), 10**6)
     if tp is float:
         return st.floats(allow_nan=False, width=64)
     if tp is str:
@@ -249,8 +264,9 @@ def _run_loo(score_table: np.ndarray, threshold: float) -> LeaveOneOut:
         calls.append(recon)
         return score_table[min(len(calls) - 1, len(score_table) - 1)]
 
-    loo = LeaveOneOut(_FakeRecon, score, np.ones(views, int), np.repeat(np.eye(4)[None], views, 0),
-                      threshold=threshold, rule="paper")
+    loo = LeaveOneOut(
+        _FakeRecon, score, np.ones(views, int), np.repeat(np.eye(4)[None], views, 0), threshold=threshold, rule="paper"
+    )
     for _ in range(100):
         if loo.done:
             return loo
@@ -261,8 +277,9 @@ def _run_loo(score_table: np.ndarray, threshold: float) -> LeaveOneOut:
 @settings(max_examples=40, deadline=None)
 @given(views=st.integers(3, 12), data=st.data())
 def test_leave_one_out_follows_the_official_rule(views, data):
-    table = np.array(data.draw(st.lists(st.lists(st.floats(0.0, 1.0), min_size=views, max_size=views),
-                                        min_size=5, max_size=5)))
+    table = np.array(
+        data.draw(st.lists(st.lists(st.floats(0.0, 1.0), min_size=views, max_size=views), min_size=5, max_size=5))
+    )
     thresholds = sorted(data.draw(st.lists(st.floats(-0.2, 0.5), min_size=2, max_size=2)))
     results = []
     for threshold in thresholds:
@@ -274,8 +291,9 @@ def test_leave_one_out_follows_the_official_rule(views, data):
             inliers = np.flatnonzero(previous.flags)
             assert previous.scores[current.candidate] == previous.scores[inliers].max()
             if current.scores is not None:
-                assert current.auto_accept == removal_accepted(previous.mean_without_next, current.mean_inliers,
-                                                               threshold)
+                assert current.auto_accept == removal_accepted(
+                    previous.mean_without_next, current.mean_inliers, threshold
+                )
         # the removed views are exactly the candidates of the accepted rounds, up to the first rejection
         accepted = []
         for r in rounds[1:]:
@@ -334,14 +352,21 @@ def _steppables(host_and_arb_state, tiny_scene) -> dict:
             obj = make()
             obj.load_state_dict(state)
             return obj
+
         return load
 
     def make_recon():
         return host.make_recon(host.initial_flags, host.initial_w2c, iters=6)
 
     def make_loo():
-        return LeaveOneOut(lambda f, w: host.make_recon(f, w, iters=4), host.view_evidence, host.initial_flags,
-                           host.initial_w2c, threshold=cfg.outliers.threshold, rule="paper")
+        return LeaveOneOut(
+            lambda f, w: host.make_recon(f, w, iters=4),
+            host.view_evidence,
+            host.initial_flags,
+            host.initial_w2c,
+            threshold=cfg.outliers.threshold,
+            rule="paper",
+        )
 
     def make_search():
         return host.make_search(view, host.base_recon)
@@ -359,15 +384,37 @@ def _steppables(host_and_arb_state, tiny_scene) -> dict:
 
     return {
         Reconstruction: (make_recon, load_into(make_recon), lambda r: {"w2c": _w2c(r), **_gaussians(r)}),
-        LeaveOneOut: (make_loo, load_into(make_loo), lambda loo: {
-            "outliers": loo.outliers, "final": loo.final_round,
-            "scores": [r.scores for r in loo.rounds], "w2c": [r.w2c for r in loo.rounds]}),
+        LeaveOneOut: (
+            make_loo,
+            load_into(make_loo),
+            lambda loo: {
+                "outliers": loo.outliers,
+                "final": loo.final_round,
+                "scores": [r.scores for r in loo.rounds],
+                "w2c": [r.w2c for r in loo.rounds],
+            },
+        ),
         PoseSearch: (make_search, load_into(make_search), lambda s: {"chosen": s.chosen_w2c()}),
-        Arbitration: (make_arbitration, load_arbitration, lambda a: {
-            "choice": a.choice, "aligned": a.aligned, "w2c": _w2c(a.result()[0]), **_gaussians(a.result()[0])}),
-        Pipeline: (make_pipeline, load_into(make_pipeline), lambda p: {
-            "outliers": p.loo.outliers, "w2c": _w2c(p.final_recon), **_gaussians(p.final_recon),
-            "choice": p.arbitration.choice if p.arbitration is not None else None}),
+        Arbitration: (
+            make_arbitration,
+            load_arbitration,
+            lambda a: {
+                "choice": a.choice,
+                "aligned": a.aligned,
+                "w2c": _w2c(a.result()[0]),
+                **_gaussians(a.result()[0]),
+            },
+        ),
+        Pipeline: (
+            make_pipeline,
+            load_into(make_pipeline),
+            lambda p: {
+                "outliers": p.loo.outliers,
+                "w2c": _w2c(p.final_recon),
+                **_gaussians(p.final_recon),
+                "choice": p.arbitration.choice if p.arbitration is not None else None,
+            },
+        ),
     }
 
 
@@ -394,8 +441,9 @@ def _assert_same(a, b, path="result"):
         assert a == b, path
 
 
-@pytest.mark.parametrize("cls", [Reconstruction, LeaveOneOut, PoseSearch, Arbitration, Pipeline],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", [Reconstruction, LeaveOneOut, PoseSearch, Arbitration, Pipeline], ids=lambda c: c.__name__
+)
 def test_steppable_resumes_to_the_same_result(cls, host, tiny_scene, tmp_path: Path):
     make, load, result = _steppables(host, tiny_scene)[cls]
     budget = 2

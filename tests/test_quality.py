@@ -20,11 +20,11 @@ SIZE = 48
 @pytest.fixture(scope="module")
 def gaussians() -> GaussianModel:
     """A textured blob of Gaussians (SH degree 0: colour varies across the object, not with view)."""
-    scene = random_object_scene(600, sh_degree=0, radius=0.6, scale_range=(0.03, 0.08), opacity_range=(0.6, 1.0),
-                                seed=3)
+    scene = random_object_scene(
+        600, sh_degree=0, radius=0.6, scale_range=(0.03, 0.08), opacity_range=(0.6, 1.0), seed=3
+    )
     logit = torch.logit(scene.opacities.clamp(1e-4, 1 - 1e-4))
-    return GaussianModel(scene.means, scene.quats, scene.scales.log(), logit, scene.sh[:, :1],
-                         torch.zeros(600, 0, 3))
+    return GaussianModel(scene.means, scene.quats, scene.scales.log(), logit, scene.sh[:, :1], torch.zeros(600, 0, 3))
 
 
 def _perturb(w2c: torch.Tensor, rot_deg: float, shift: float) -> torch.Tensor:
@@ -68,8 +68,12 @@ def test_novel_view_quality_aligns_frames_and_refines(gaussians: GaussianModel) 
     render = gaussian_render_fn(gaussians, backend="cpu")
     with torch.no_grad():
         images = render(w2c_gt, K, SIZE, SIZE).numpy()
-    novel = SimpleNamespace(w2c=w2c_gt[3:].double().numpy(), K=K[3:].double().numpy(), images=images[3:],
-                            masks=np.ones(images[3:].shape[:3], dtype=np.float32))
+    novel = SimpleNamespace(
+        w2c=w2c_gt[3:].double().numpy(),
+        K=K[3:].double().numpy(),
+        images=images[3:],
+        masks=np.ones(images[3:].shape[:3], dtype=np.float32),
+    )
     inputs_gt = w2c_gt[:3].double()
     exact = novel_view_quality(render, inputs_gt, inputs_gt, novel, refine_steps=0)
     assert exact["psnr"] > 60.0 and "pose_refined" not in exact

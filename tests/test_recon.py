@@ -24,15 +24,24 @@ NUM_VIEWS = 5
 
 def _gt_scene(size: int, num: int = 150, seed: int = 1) -> tuple[Scene, GaussianModel]:
     """Render a random Gaussian object from a ring of cameras; return the Scene and the GT Gaussians."""
-    gs = random_object_scene(num, sh_degree=0, radius=0.4, scale_range=(0.03, 0.08), opacity_range=(0.8, 1.0),
-                             seed=seed)
+    gs = random_object_scene(
+        num, sh_degree=0, radius=0.4, scale_range=(0.03, 0.08), opacity_range=(0.8, 1.0), seed=seed
+    )
     w2c, K = ring_cameras(NUM_VIEWS, size, size, distance=2.0)
     out = render_gaussians(*gs.tensors(), w2c, K, size, size, background=torch.zeros(3), backend=BACKEND)
     alpha = out.alpha[..., 0]
     rgb = (out.rgb / alpha.clamp_min(1e-6)[..., None]).clamp(0.0, 1.0)  # un-premultiply (black background)
-    scene = Scene(root=Path("synthetic"), ids=[f"{i:03d}" for i in range(NUM_VIEWS)], resolution=size,
-                  images=rgb.numpy(), masks=alpha.numpy(), K=K.double().numpy(), w2c_init=w2c.double().numpy(),
-                  flags=np.ones(NUM_VIEWS, dtype=np.int64), w2c_gt=w2c.double().numpy())
+    scene = Scene(
+        root=Path("synthetic"),
+        ids=[f"{i:03d}" for i in range(NUM_VIEWS)],
+        resolution=size,
+        images=rgb.numpy(),
+        masks=alpha.numpy(),
+        K=K.double().numpy(),
+        w2c_init=w2c.double().numpy(),
+        flags=np.ones(NUM_VIEWS, dtype=np.int64),
+        w2c_gt=w2c.double().numpy(),
+    )
     gt = GaussianModel(gs.means, gs.quats, gs.scales.log(), torch.logit(gs.opacities), gs.sh[:, :1], gs.sh[:, 1:])
     return scene, gt
 
@@ -100,8 +109,19 @@ def test_steps_reduce_the_loss_and_first_step_is_not_a_noop(small):
 def test_pose_gradients_pull_a_perturbed_camera_back(medium):
     """Gaussians frozen at the truth, camera 2 rotated by ~4.5 deg: pose-only steps must undo it."""
     scene, gt = medium
-    cfg = _config(32, loss_warmup=False, densify_from=10 ** 6, lr_position_init=0.0, lr_position_final=0.0,
-                  lr_sh_dc=0.0, lr_sh_rest=0.0, lr_opacity=0.0, lr_scaling=0.0, lr_rotation=0.0, lr_camera=1e-2)
+    cfg = _config(
+        32,
+        loss_warmup=False,
+        densify_from=10**6,
+        lr_position_init=0.0,
+        lr_position_final=0.0,
+        lr_sh_dc=0.0,
+        lr_sh_rest=0.0,
+        lr_opacity=0.0,
+        lr_scaling=0.0,
+        lr_rotation=0.0,
+        lr_camera=1e-2,
+    )
     w2c_true = torch.as_tensor(scene.w2c_init, dtype=torch.float32)
     w2c_start = w2c_true.clone()
     w2c_start[2] = se3_exp(torch.tensor([0.02, -0.01, 0.0, 0.0, math.radians(4.0), math.radians(2.0)])) @ w2c_true[2]

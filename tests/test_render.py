@@ -25,8 +25,13 @@ def _identity_camera(width: int = 32, height: int = 32, focal: float = 40.0, dty
 def _single_gaussian(position, scale=0.05, opacity=0.9, dc=(0.0, 0.0, 0.0), dtype=torch.float32):
     sh = torch.zeros(1, 1, 3, dtype=dtype)
     sh[0, 0] = torch.tensor(dc, dtype=dtype)
-    return (torch.tensor([position], dtype=dtype), torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=dtype),
-            torch.full((1, 3), scale, dtype=dtype), torch.tensor([opacity], dtype=dtype), sh)
+    return (
+        torch.tensor([position], dtype=dtype),
+        torch.tensor([[1.0, 0.0, 0.0, 0.0]], dtype=dtype),
+        torch.full((1, 3), scale, dtype=dtype),
+        torch.tensor([opacity], dtype=dtype),
+        sh,
+    )
 
 
 def _render_with_grads(scene_tensors, viewmats, Ks, width, height, backend, background=None, seed=0):
@@ -67,8 +72,9 @@ def test_dc_colour_alpha_and_depth(backend):
     assert torch.allclose(centre, expected, atol=1e-5)
     assert out.alpha[0, 16, 16, 0].item() == pytest.approx(0.6, abs=1e-5)
     covered = out.alpha[0, ..., 0] > 0
-    assert torch.allclose(out.depth[0, ..., 0][covered] / out.alpha[0, ..., 0][covered],
-                          torch.full((int(covered.sum()),), 3.0), atol=1e-4)
+    assert torch.allclose(
+        out.depth[0, ..., 0][covered] / out.alpha[0, ..., 0][covered], torch.full((int(covered.sum()),), 3.0), atol=1e-4
+    )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -84,8 +90,7 @@ def test_three_sigma_ellipse_and_min_alpha(backend):
     assert (alpha[dist2 > 9.0 * sigma_px**2 * 1.001] == 0).all()
     inside = dist2 < 9.0 * sigma_px**2 * 0.999
     assert (alpha[inside] >= math.exp(-4.5) * 0.999).all()  # > 1/255, so nothing inside is skipped
-    faint = render_gaussians(means, quats, scales, torch.tensor([0.9 / 255]), sh, viewmats, Ks, 64, 64,
-                             backend=backend)
+    faint = render_gaussians(means, quats, scales, torch.tensor([0.9 / 255]), sh, viewmats, Ks, 64, 64, backend=backend)
     assert faint.alpha.abs().max() == 0 and faint.visible.all()
 
 
@@ -126,8 +131,9 @@ def test_background_and_culling(backend):
     viewmats1, Ks1 = _identity_camera()
     for z in (-2.0, 0.005):
         gauss = _single_gaussian((0.0, 0.0, z), scale=0.5)
-        out = render_gaussians(*gauss, viewmats1, Ks1, 32, 32, background=torch.tensor([0.1, 0.2, 0.3]),
-                               backend=backend)
+        out = render_gaussians(
+            *gauss, viewmats1, Ks1, 32, 32, background=torch.tensor([0.1, 0.2, 0.3]), backend=backend
+        )
         assert not out.visible.any() and (out.radii == 0).all()
         assert torch.allclose(out.rgb, torch.tensor([0.1, 0.2, 0.3]).expand(1, 32, 32, 3))
 
@@ -136,8 +142,19 @@ def test_background_and_culling(backend):
 def test_empty_scene(backend):
     viewmats, Ks = ring_cameras(2, 16, 8)
     means = torch.zeros(0, 3, requires_grad=True)
-    out = render_gaussians(means, torch.zeros(0, 4), torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, 4, 3),
-                           viewmats, Ks, 16, 8, background=torch.ones(3), backend=backend)
+    out = render_gaussians(
+        means,
+        torch.zeros(0, 4),
+        torch.zeros(0, 3),
+        torch.zeros(0),
+        torch.zeros(0, 4, 3),
+        viewmats,
+        Ks,
+        16,
+        8,
+        background=torch.ones(3),
+        backend=backend,
+    )
     assert out.rgb.shape == (2, 8, 16, 3) and out.means2d.shape == (2, 0, 2) and out.radii.shape == (2, 0)
     assert (out.rgb == 1).all() and (out.alpha == 0).all() and (out.depth == 0).all()
     if out.rgb.requires_grad:  # the reference has no graph at all when nothing is visible
@@ -189,11 +206,11 @@ def test_batch_equals_concatenation_of_single_views():
     weights = [torch.randn(x.shape, generator=gen) for x in (batch.rgb, batch.alpha, batch.depth)]
     viewmat_grads, sh_grad = [], 0
     for cam in range(3):
-        leaves = [t.detach().clone().requires_grad_(True) for t in [*scene.tensors(), viewmats[cam:cam + 1]]]
-        single = render_gaussians(*leaves[:5], leaves[5], Ks[cam:cam + 1], 40, 24, backend="cpu")
+        leaves = [t.detach().clone().requires_grad_(True) for t in [*scene.tensors(), viewmats[cam : cam + 1]]]
+        single = render_gaussians(*leaves[:5], leaves[5], Ks[cam : cam + 1], 40, 24, backend="cpu")
         assert torch.allclose(single.rgb[0], batch.rgb[cam], atol=1e-6)
         assert torch.equal(single.radii[0], batch.radii[cam])
-        loss = sum((x * w[cam:cam + 1]).sum() for x, w in zip((single.rgb, single.alpha, single.depth), weights))
+        loss = sum((x * w[cam : cam + 1]).sum() for x, w in zip((single.rgb, single.alpha, single.depth), weights))
         loss.backward()
         viewmat_grads.append(leaves[5].grad[0])
         sh_grad = sh_grad + leaves[4].grad
@@ -245,9 +262,11 @@ def test_input_errors_are_clear():
 
 def test_auto_backend_and_lazy_gsplat_import():
     assert resolve_backend("auto", torch.device("cpu")) == "cpu"
-    code = ("import sys, torch; from sparseags.render import render_gaussians; "
-            "from sparseags.render.synthetic import random_object_scene, ring_cameras; "
-            "s = random_object_scene(5); v, K = ring_cameras(1, 8, 8); "
-            "render_gaussians(*s.tensors(), v, K, 8, 8, backend='reference'); "
-            "assert 'gsplat' not in sys.modules")
+    code = (
+        "import sys, torch; from sparseags.render import render_gaussians; "
+        "from sparseags.render.synthetic import random_object_scene, ring_cameras; "
+        "s = random_object_scene(5); v, K = ring_cameras(1, 8, 8); "
+        "render_gaussians(*s.tensors(), v, K, 8, 8, backend='reference'); "
+        "assert 'gsplat' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

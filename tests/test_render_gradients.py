@@ -16,8 +16,9 @@ def _smooth_scene(dtype=torch.float64):
     """Large, faint Gaussians well inside the image: alpha stays far from the 0.99 clamp and the
     transmittance cutoff, so the loss is smooth except for tiny ellipse-boundary jumps that a small
     finite-difference step does not cross."""
-    scene = random_object_scene(12, sh_degree=2, radius=0.5, scale_range=(0.15, 0.35),
-                                opacity_range=(0.15, 0.35), seed=11, dtype=dtype)
+    scene = random_object_scene(
+        12, sh_degree=2, radius=0.5, scale_range=(0.15, 0.35), opacity_range=(0.15, 0.35), seed=11, dtype=dtype
+    )
     viewmats, Ks = ring_cameras(2, WIDTH, HEIGHT, distance=3.0, elevation_deg=25.0, dtype=dtype)
     return scene, viewmats, Ks
 
@@ -28,8 +29,15 @@ def _weights(dtype):
 
 
 def _loss(scene_tensors, viewmats, Ks, weights, backend="cpu"):
-    out = render_gaussians(*scene_tensors, viewmats, Ks, WIDTH, HEIGHT,
-                           background=torch.tensor([0.2, 0.4, 0.6], dtype=viewmats.dtype), backend=backend)
+    out = render_gaussians(
+        *scene_tensors,
+        viewmats,
+        Ks,
+        WIDTH,
+        HEIGHT,
+        background=torch.tensor([0.2, 0.4, 0.6], dtype=viewmats.dtype),
+        backend=backend,
+    )
     return sum((x * w).sum() for x, w in zip((out.rgb, out.alpha, out.depth), weights))
 
 
@@ -101,8 +109,9 @@ def test_pose_gradient_descends():
     xi = torch.zeros(1, 6, requires_grad=True)
 
     def loss_at(x):
-        return ((render_gaussians(*scene.tensors(), start @ se3_exp(x), Ks, 32, 32, backend="cpu").rgb
-                 - target) ** 2).mean()
+        return (
+            (render_gaussians(*scene.tensors(), start @ se3_exp(x), Ks, 32, 32, backend="cpu").rgb - target) ** 2
+        ).mean()
 
     loss0 = loss_at(xi)
     loss0.backward()

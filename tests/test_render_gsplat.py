@@ -14,16 +14,16 @@ import torch
 from sparseags.render import render_gaussians, resolve_backend
 from sparseags.render.synthetic import random_object_scene, ring_cameras
 
-pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat backend needs CUDA")]
+pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="gsplat backend needs CUDA")]
 
 
 def _render(backend: str, device: str):
     scene = random_object_scene(2000, sh_degree=3, seed=0, device=device)
     viewmats, Ks = ring_cameras(2, 96, 80, device=device)
     leaves = [t.clone().requires_grad_(True) for t in [*scene.tensors(), viewmats]]
-    out = render_gaussians(*leaves[:5], leaves[5], Ks, 96, 80, background=torch.tensor([1.0, 1.0, 1.0], device=device),
-                           backend=backend)
+    out = render_gaussians(
+        *leaves[:5], leaves[5], Ks, 96, 80, background=torch.tensor([1.0, 1.0, 1.0], device=device), backend=backend
+    )
     gen = torch.Generator().manual_seed(1)
     weights = [torch.randn(x.shape, generator=gen).to(device) for x in (out.rgb, out.alpha, out.depth)]
     sum((x * w).sum() for x, w in zip((out.rgb, out.alpha, out.depth), weights)).backward()

@@ -34,13 +34,32 @@ REPO = Path(__file__).resolve().parent.parent
 # The whole procedure (reconstruction, leave-one-out with a forced removal, pose search, arbitration) on a
 # 32-pixel scene in a few seconds; a checkpoint after every pipeline step (17 steps; 33 file writes with
 # the match cache of an earlier run in the folder: config.yaml, 17 checkpoints, 14 artefacts, run.json).
-TINY = ["recon.iters=6", "recon.num_pts=300", "recon.resolution_schedule=[[0.0,32]]", "outliers.round_iters=4",
-        "outliers.score=mse", "outliers.threshold=-1", "lpips.weights_dir=/nonexistent/lpips",
-        "search.stage_steps=[3,3,3]", "search.stage_resolution=[16,16,16]", "search.keep_min=4",
-        "search.n_azimuth=8", "search.align_copies=4", "search.align_steps=3", "scene.resolution=32",
-        "pipeline.outliers=true", "prior.enabled=false", "device=cpu", "pipeline.turntable_frames=4",
-        "pipeline.turntable_resolution=32", "pipeline.mesh_resolution=24", "metrics.novel_pose_steps=0",
-        "metrics.mesh_points=2000", "run.checkpoint_every_s=0"]
+TINY = [
+    "recon.iters=6",
+    "recon.num_pts=300",
+    "recon.resolution_schedule=[[0.0,32]]",
+    "outliers.round_iters=4",
+    "outliers.score=mse",
+    "outliers.rule=paper",
+    "outliers.threshold=-1",
+    "lpips.weights_dir=/nonexistent/lpips",
+    "search.stage_steps=[3,3,3]",
+    "search.stage_resolution=[16,16,16]",
+    "search.keep_min=4",
+    "search.n_azimuth=8",
+    "search.align_copies=4",
+    "search.align_steps=3",
+    "scene.resolution=32",
+    "pipeline.outliers=true",
+    "prior.enabled=false",
+    "device=cpu",
+    "pipeline.turntable_frames=4",
+    "pipeline.turntable_resolution=32",
+    "pipeline.mesh_resolution=24",
+    "metrics.novel_pose_steps=0",
+    "metrics.mesh_points=2000",
+    "run.checkpoint_every_s=0",
+]
 
 
 class InjectedFault(RuntimeError):
@@ -141,8 +160,9 @@ def no_staging(out: Path) -> bool:
 
 
 @pytest.mark.parametrize("k", [1, 3, 6, 9, 12, 15, 17])
-def test_fault_at_kth_step_keeps_the_old_run_and_resumes_identically(scene, reference, old_run, tmp_path,
-                                                                     monkeypatch, k):
+def test_fault_at_kth_step_keeps_the_old_run_and_resumes_identically(
+    scene, reference, old_run, tmp_path, monkeypatch, k
+):
     out, old = with_old_run(old_run, tmp_path)
     fail_at_step(monkeypatch, k)
     with pytest.raises(InjectedFault):
@@ -157,8 +177,9 @@ def test_fault_at_kth_step_keeps_the_old_run_and_resumes_identically(scene, refe
 
 
 @pytest.mark.parametrize("k", [2, 11, 18, 21, 24, 27, 30, 32, 33])  # 33: run.json, the last write
-def test_fault_at_kth_write_keeps_the_old_run_and_resumes_identically(scene, reference, old_run, tmp_path,
-                                                                      monkeypatch, k):
+def test_fault_at_kth_write_keeps_the_old_run_and_resumes_identically(
+    scene, reference, old_run, tmp_path, monkeypatch, k
+):
     out, old = with_old_run(old_run, tmp_path)
     calls = fail_at_write(monkeypatch, k, InjectedFault(f"write {k}"))
     with pytest.raises(InjectedFault):
@@ -183,8 +204,9 @@ def test_enospc_at_any_write_is_one_line_and_keeps_the_old_run(scene, old_run, t
     assert folder_state(out) == old and no_staging(out)
 
 
-def test_interrupted_publish_reads_as_incomplete_and_is_finished_by_the_next_run(scene, reference, old_run,
-                                                                                tmp_path, monkeypatch):
+def test_interrupted_publish_reads_as_incomplete_and_is_finished_by_the_next_run(
+    scene, reference, old_run, tmp_path, monkeypatch
+):
     out, old = with_old_run(old_run, tmp_path)
     moves = [0]
     real_replace = os.replace
@@ -220,8 +242,7 @@ def interrupted_run(scene, out: Path, monkeypatch, k: int = 8) -> None:
     monkeypatch.undo()
 
 
-def test_resume_refuses_another_config_or_scene_and_accepts_neutral_settings(scene, reference, tmp_path,
-                                                                             monkeypatch):
+def test_resume_refuses_another_config_or_scene_and_accepts_neutral_settings(scene, reference, tmp_path, monkeypatch):
     from sparseags.synth import make_demo_scene
 
     out = tmp_path / "out"
@@ -243,8 +264,15 @@ def test_resume_refuses_another_config_or_scene_and_accepts_neutral_settings(sce
 
 def run_cli(*args, **kwargs):
     env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(REPO / "main.py"), *map(str, args)], cwd=REPO, capture_output=True,
-                          text=True, timeout=600, env=env, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(REPO / "main.py"), *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        **kwargs,
+    )
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -302,8 +330,14 @@ def wait_for_checkpoint(proc, out: Path, min_steps: int, timeout: float = 300.0)
 
 def start_cli(*args):
     env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    return subprocess.Popen([sys.executable, str(REPO / "main.py"), *map(str, args)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(REPO / "main.py"), *map(str, args)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")

@@ -74,16 +74,27 @@ def test_chunked_lpips_keeps_view_order(random_alex: LpipsMetric) -> None:
     gen = np.random.default_rng(0)
     views = 5
     renders = gen.random((views, SIZE, SIZE, 3), dtype=np.float32)
-    targets = np.clip(renders + np.linspace(0.0, 0.4, views, dtype=np.float32)[:, None, None, None]
-                      * gen.random((views, SIZE, SIZE, 3), dtype=np.float32), 0, 1)
+    targets = np.clip(
+        renders
+        + np.linspace(0.0, 0.4, views, dtype=np.float32)[:, None, None, None]
+        * gen.random((views, SIZE, SIZE, 3), dtype=np.float32),
+        0,
+        1,
+    )
     masks = np.ones((views, SIZE, SIZE), np.float32)
     alphas = np.ones((views, SIZE, SIZE, 1), np.float32)  # the renderer's [V, H, W, 1] layout
     by_two = score_views(renders, alphas, targets, masks, random_alex, chunk=2)
     one_by_one = [random_alex(renders[i], targets[i]).item() for i in range(views)]
     np.testing.assert_allclose(by_two["lpips"], one_by_one, rtol=1e-5, atol=1e-7)
     assert by_two["lpips"][0] < 1e-6 and np.all(np.diff(by_two["lpips"]) > 0)  # larger noise, larger distance
-    torch_input = score_views(torch.from_numpy(renders).requires_grad_(True), torch.from_numpy(alphas),
-                              torch.from_numpy(targets), torch.from_numpy(masks), random_alex, chunk=8)
+    torch_input = score_views(
+        torch.from_numpy(renders).requires_grad_(True),
+        torch.from_numpy(alphas),
+        torch.from_numpy(targets),
+        torch.from_numpy(masks),
+        random_alex,
+        chunk=8,
+    )
     np.testing.assert_allclose(torch_input["lpips"], by_two["lpips"], rtol=1e-5, atol=1e-7)
 
 
@@ -94,5 +105,9 @@ def test_bad_shapes_are_one_line_value_errors() -> None:
     with pytest.raises(ValueError, match=r"renders must be \[V, H, W, 3\]"):
         score_views(scene["renders"][0], scene["alphas"], scene["targets"], scene["target_masks"])
     with pytest.raises(ValueError, match="targets .* and renders .* differ in shape"):
-        score_views(scene["renders"], scene["alphas"], scene["targets"][:, :, :, :3].repeat(2, axis=0),
-                    scene["target_masks"].repeat(2, axis=0))
+        score_views(
+            scene["renders"],
+            scene["alphas"],
+            scene["targets"][:, :, :, :3].repeat(2, axis=0),
+            scene["target_masks"].repeat(2, axis=0),
+        )

@@ -14,10 +14,17 @@ import pytest
 import torch
 
 from gui import splat_view
-from gui.orbit import OrbitCamera
-from gui.orbit import ProgressivePolicy
-from gui.splat_view import (EngineFallbackView, GLUnavailableError, ProgressiveRenderer, SplatView,
-                            make_orbit_renderer, scale_intrinsics, sh_colors_numpy, turbo_lut)
+from gui.orbit import OrbitCamera, ProgressivePolicy
+from gui.splat_view import (
+    EngineFallbackView,
+    GLUnavailableError,
+    ProgressiveRenderer,
+    SplatView,
+    make_orbit_renderer,
+    scale_intrinsics,
+    sh_colors_numpy,
+    turbo_lut,
+)
 from sparseags.render import render_gaussians
 from sparseags.render.sh import sh_to_colors
 from sparseags.render.synthetic import random_object_scene
@@ -42,9 +49,15 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def _engine(scene, w2c: np.ndarray, K: np.ndarray, width: int, height: int, background=(0.0, 0.0, 0.0)):
     with torch.no_grad():
-        out = render_gaussians(*scene.tensors(), torch.tensor(w2c, dtype=torch.float32)[None],
-                               torch.tensor(K, dtype=torch.float32)[None], width, height,
-                               background=torch.tensor(background, dtype=torch.float32), backend="reference")
+        out = render_gaussians(
+            *scene.tensors(),
+            torch.tensor(w2c, dtype=torch.float32)[None],
+            torch.tensor(K, dtype=torch.float32)[None],
+            width,
+            height,
+            background=torch.tensor(background, dtype=torch.float32),
+            backend="reference",
+        )
     return out.rgb[0].numpy(), out.alpha[0].numpy(), out.depth[0].numpy()
 
 
@@ -52,14 +65,20 @@ def _single_gaussian(mean, scale, opacity, color, sh_degree: int = 0):
     """One isotropic Gaussian whose view-independent colour is ``color`` (DC = (color - 0.5) / C0)."""
     sh = torch.zeros(1, (sh_degree + 1) ** 2, 3)
     sh[0, 0] = (torch.tensor(color, dtype=torch.float32) - 0.5) / 0.28209479177387814
-    return (torch.tensor([mean], dtype=torch.float32), torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
-            torch.full((1, 3), float(scale)), torch.tensor([float(opacity)]), sh)
+    return (
+        torch.tensor([mean], dtype=torch.float32),
+        torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
+        torch.full((1, 3), float(scale)),
+        torch.tensor([float(opacity)]),
+        sh,
+    )
 
 
 @pytest.mark.parametrize("sh_degree, seed, elev, azim", [(1, 0, -20.0, 30.0), (3, 1, 35.0, -140.0)])
 def test_matches_engine_renderer(view: SplatView, sh_degree: int, seed: int, elev: float, azim: float) -> None:
-    scene = random_object_scene(400, sh_degree=sh_degree, radius=0.6, scale_range=(0.01, 0.12),
-                                opacity_range=(0.05, 1.0), seed=seed)
+    scene = random_object_scene(
+        400, sh_degree=sh_degree, radius=0.6, scale_range=(0.01, 0.12), opacity_range=(0.05, 1.0), seed=seed
+    )
     camera = OrbitCamera(SIZE, SIZE, radius=2.2)
     camera.from_angle(elev, azim)
     view.set_gaussians(*scene.tensors(), sh_degree=sh_degree)
@@ -228,7 +247,10 @@ def test_numpy_sh_matches_engine(degree: int) -> None:
     campos = (-w2c[:3, :3].T @ w2c[:3, 3]).numpy()
     got = sh_colors_numpy(scene.sh.numpy(), scene.means.numpy(), campos, degree)
     np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert degree == 0 or np.abs(got - sh_colors_numpy(scene.sh.numpy(), scene.means.numpy(), -campos, degree)).max() > 0.05
+    assert (
+        degree == 0
+        or np.abs(got - sh_colors_numpy(scene.sh.numpy(), scene.means.numpy(), -campos, degree)).max() > 0.05
+    )
 
 
 def test_benchmark_runs_small(view: SplatView) -> None:

@@ -32,8 +32,12 @@ SCORE_COLUMNS = (("lpips_norm", "LPIPS"), ("mse_norm", "MSE"), ("epipolar_px", "
 BETTER = (120, 230, 130)
 WORSE = (200, 200, 200)
 CHOICE_COLOURS = {"recovered": (120, 200, 255), "initial": (255, 200, 90), None: (170, 170, 170)}
-STAGES = {"align": "aligning the initial poses to the inliers", "recon_recovered": "training with the recovered poses",
-          "recon_initial": "training with the initial poses", "decided": "decided"}
+STAGES = {
+    "align": "aligning the initial poses to the inliers",
+    "recon_recovered": "training with the recovered poses",
+    "recon_initial": "training with the initial poses",
+    "decided": "decided",
+}
 
 
 def _value(scores: Optional[dict], key: str, view: int) -> Optional[float]:
@@ -70,24 +74,43 @@ def arbitration_rows(view: EngineView) -> list[dict]:
         for entry in arb["views"]:
             index = int(entry["view"])
             scores = entry.get("scores") or {}
-            rows.append({
-                "view": index, "id": str(entry.get("id", view.ids[index] if index < len(view.ids) else index)),
-                "scores": {side: {key: _clean((scores.get(side) or {}).get(key)) for key, _ in SCORE_COLUMNS}
-                           for side in ("recovered", "initial")},
-                "auto_choice": entry.get("auto_choice"), "manual_choice": entry.get("manual_choice"),
-                "choice": entry.get("choice"), "reason": str(entry.get("reason") or ""),
-                "ambiguous": bool(entry.get("ambiguous", False)), "candidates": list(entry.get("candidates") or []),
-                "per_view": True})
+            rows.append(
+                {
+                    "view": index,
+                    "id": str(entry.get("id", view.ids[index] if index < len(view.ids) else index)),
+                    "scores": {
+                        side: {key: _clean((scores.get(side) or {}).get(key)) for key, _ in SCORE_COLUMNS}
+                        for side in ("recovered", "initial")
+                    },
+                    "auto_choice": entry.get("auto_choice"),
+                    "manual_choice": entry.get("manual_choice"),
+                    "choice": entry.get("choice"),
+                    "reason": str(entry.get("reason") or ""),
+                    "ambiguous": bool(entry.get("ambiguous", False)),
+                    "candidates": list(entry.get("candidates") or []),
+                    "per_view": True,
+                }
+            )
         return rows
     for index in arb.get("outliers") or []:
         index = int(index)
-        rows.append({
-            "view": index, "id": view.ids[index] if index < len(view.ids) else str(index),
-            "scores": {side: {key: _value(arb.get(f"scores_{side}"), key, index) for key, _ in SCORE_COLUMNS}
-                       for side in ("recovered", "initial")},
-            "auto_choice": arb.get("auto_choice"), "manual_choice": arb.get("manual_choice"),
-            "choice": arb.get("choice"), "reason": str(arb.get("reason") or ""), "ambiguous": False,
-            "candidates": [], "per_view": False})
+        rows.append(
+            {
+                "view": index,
+                "id": view.ids[index] if index < len(view.ids) else str(index),
+                "scores": {
+                    side: {key: _value(arb.get(f"scores_{side}"), key, index) for key, _ in SCORE_COLUMNS}
+                    for side in ("recovered", "initial")
+                },
+                "auto_choice": arb.get("auto_choice"),
+                "manual_choice": arb.get("manual_choice"),
+                "choice": arb.get("choice"),
+                "reason": str(arb.get("reason") or ""),
+                "ambiguous": False,
+                "candidates": [],
+                "per_view": False,
+            }
+        )
     return rows
 
 
@@ -122,26 +145,44 @@ class ArbitrationPanel:
     def __init__(self, app: "WindowPort", parent: int | str) -> None:
         self.app = app
         self.summary = Text("arbitration: not started", parent=parent, colour=(255, 220, 120))
-        self.rule = Text("rule: the recovered pose is kept when it explains the view better (lower LPIPS and MSE, "
-                         "and epipolar error when measured) than the initial pose; lower = better, green",
-                         parent=parent, wrap=0)
+        self.rule = Text(
+            "rule: the recovered pose is kept when it explains the view better (lower LPIPS and MSE, "
+            "and epipolar error when measured) than the initial pose; lower = better, green",
+            parent=parent,
+            wrap=0,
+        )
         with dpg.group(horizontal=True, parent=parent):
-            self.all_recovered = dpg.add_button(label="Choose recovered for all",
-                                                callback=lambda: self.choose("recovered", None))
-            self.all_initial = dpg.add_button(label="Choose initial for all",
-                                              callback=lambda: self.choose("initial", None))
+            self.all_recovered = dpg.add_button(
+                label="Choose recovered for all", callback=lambda: self.choose("recovered", None)
+            )
+            self.all_initial = dpg.add_button(
+                label="Choose initial for all", callback=lambda: self.choose("initial", None)
+            )
             self.note = Text("")
         self.box = dpg.add_group(parent=parent)  # the table's rectangle (tables report none)
-        self.table = dpg.add_table(parent=self.box, header_row=True, borders_innerH=True, borders_outerH=True,
-                                   borders_innerV=True, borders_outerV=True, row_background=True,
-                                   policy=dpg.mvTable_SizingFixedFit, scrollY=True, height=-1)
+        self.table = dpg.add_table(
+            parent=self.box,
+            header_row=True,
+            borders_innerH=True,
+            borders_outerH=True,
+            borders_innerV=True,
+            borders_outerV=True,
+            row_background=True,
+            policy=dpg.mvTable_SizingFixedFit,
+            scrollY=True,
+            height=-1,
+        )
         columns = ["view"]
         for _, name in SCORE_COLUMNS:
             columns += [f"{name} rec.", f"{name} init."]
         columns += ["winner", "why", ""]
         for name in columns:
-            dpg.add_table_column(label=name, parent=self.table,
-                                 width_stretch=name == "why", init_width_or_weight=0.0 if name != "why" else 1.0)
+            dpg.add_table_column(
+                label=name,
+                parent=self.table,
+                width_stretch=name == "why",
+                init_width_or_weight=0.0 if name != "why" else 1.0,
+            )
         self.rows: list[dict] = []
         self.buttons: dict[int, int] = {}  # view -> its "choose ..." button
         self._key: tuple = ()
@@ -153,8 +194,13 @@ class ArbitrationPanel:
         if view is None:
             return
         arb = view.arbitration
-        key = (id(arb), None if arb is None else repr(sorted((k, str(v)) for k, v in arb.items() if k not in
-                                                                ("recovered", "aligned"))), tuple(view.ids))
+        key = (
+            id(arb),
+            None
+            if arb is None
+            else repr(sorted((k, str(v)) for k, v in arb.items() if k not in ("recovered", "aligned"))),
+            tuple(view.ids),
+        )
         if key == self._key:
             return
         self._key = key
@@ -171,8 +217,10 @@ class ArbitrationPanel:
         self.buttons = {}
         for row in rows:
             with dpg.table_row(parent=self.table):
-                dpg.add_text(row["id"] + ("  (ambiguous)" if row["ambiguous"] else ""),
-                             color=(255, 110, 100) if row["ambiguous"] else (230, 230, 230))
+                dpg.add_text(
+                    row["id"] + ("  (ambiguous)" if row["ambiguous"] else ""),
+                    color=(255, 110, 100) if row["ambiguous"] else (230, 230, 230),
+                )
                 for key, _ in SCORE_COLUMNS:
                     rec, init = row["scores"]["recovered"][key], row["scores"]["initial"][key]
                     both = rec is not None and init is not None
@@ -184,6 +232,10 @@ class ArbitrationPanel:
                 dpg.add_text(row["reason"] or "-", wrap=0)
                 other = OTHER.get(choice or "", "recovered")
                 target = row["view"] if per_view else None
-                button = dpg.add_button(label=f"choose {other}", enabled=decided and choice is not None,
-                                        callback=lambda s, a, u: self.choose(*u), user_data=(other, target))
+                button = dpg.add_button(
+                    label=f"choose {other}",
+                    enabled=decided and choice is not None,
+                    callback=lambda s, a, u: self.choose(*u),
+                    user_data=(other, target),
+                )
                 self.buttons[row["view"]] = button

@@ -47,8 +47,13 @@ def frustum_segments(w2c: np.ndarray, K: np.ndarray, width: float, height: float
     # Top marker: a triangle above the top edge (smaller y = up in OpenCV), apex at 25 % of the image height.
     top_y = rays[0, 1] * depth
     lift = 0.25 * (rays[3, 1] - rays[0, 1]) * depth
-    marker_cam = np.array([[0.6 * corners_cam[0, 0], top_y, depth], [0.6 * corners_cam[1, 0], top_y, depth],
-                           [0.5 * (corners_cam[0, 0] + corners_cam[1, 0]), top_y - lift, depth]])
+    marker_cam = np.array(
+        [
+            [0.6 * corners_cam[0, 0], top_y, depth],
+            [0.6 * corners_cam[1, 0], top_y, depth],
+            [0.5 * (corners_cam[0, 0] + corners_cam[1, 0]), top_y - lift, depth],
+        ]
+    )
     c2w = np.linalg.inv(w2c)
     to_world = lambda p: p @ c2w[:3, :3].T + c2w[:3, 3]  # noqa: E731 - [n, 3] camera -> world
     apex = c2w[:3, 3]
@@ -59,8 +64,9 @@ def frustum_segments(w2c: np.ndarray, K: np.ndarray, width: float, height: float
     return np.asarray(segments)
 
 
-def project_segments(segments: np.ndarray, w2c_view: np.ndarray, K_view: np.ndarray,
-                     near: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+def project_segments(
+    segments: np.ndarray, w2c_view: np.ndarray, K_view: np.ndarray, near: float = 1e-3
+) -> tuple[np.ndarray, np.ndarray]:
     """Project world segments [S, 2, 3] into the view camera, clipped at the near plane z = near.
 
     Returns ``(points [M, 2, 2] pixels (u, v), kept [M] indices into segments)``; segments wholly behind

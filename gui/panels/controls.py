@@ -29,8 +29,8 @@ from gui.panels.evidence import accuracy_headline
 if TYPE_CHECKING:
     from concurrent.futures import Future
 
-    from gui.port import WindowPort
     from gui.importer import ImportProgress
+    from gui.port import WindowPort
 
 LOSS_SERIES = (("total", "total"), ("rgb", "RGB"), ("mask", "mask"), ("prior", "prior (SDS)"))
 LOSS_FLOOR = 1e-6  # the loss plot is log-scaled: zeros (no prior) are drawn at this floor
@@ -82,14 +82,14 @@ class ControlsPanel:
         self.steps = Text("step: -", parent=parent)
         self.timing = Text("timing: -", parent=parent, wrap=width - 20)
         self.accuracy = Text("pose vs GT: -", parent=parent, colour=(150, 210, 255), wrap=width - 20)
-        with dpg.plot(label="losses, unweighted (warm-up factor removed)", height=170, width=-1,
-                      parent=parent) as plot:
+        with dpg.plot(label="losses, unweighted (warm-up factor removed)", height=170, width=-1, parent=parent) as plot:
             dpg.add_plot_legend(location=dpg.mvPlot_Location_NorthEast)
             self.loss_x = dpg.add_plot_axis(dpg.mvXAxis, label="step")
             self.loss_y = dpg.add_plot_axis(dpg.mvYAxis, label="loss (λ·MSE)", scale=dpg.mvPlotScale_Log10)
-            self.loss_series = {key: dpg.add_line_series([0.0], [LOSS_FLOOR], label=label, parent=self.loss_y,
-                                                         show=False)
-                                for key, label in LOSS_SERIES}
+            self.loss_series = {
+                key: dpg.add_line_series([0.0], [LOSS_FLOOR], label=label, parent=self.loss_y, show=False)
+                for key, label in LOSS_SERIES
+            }
         dpg.set_axis_limits(self.loss_x, 0.0, 1.0)
         dpg.set_axis_limits(self.loss_y, *log_limits([]))
         self.loss_plot = plot
@@ -105,13 +105,21 @@ class ControlsPanel:
             dpg.add_button(label="Load checkpoint...", callback=lambda: dpg.show_item(self.checkpoint_dialog))
         self.scene_label = Text(f"scene: {app.scene_dir}", parent=parent, wrap=width - 20)
         # a raw capture chosen in "Open scene..." is imported first (gui/importer.py): its progress
-        self.import_bar = dpg.add_progress_bar(default_value=0.0, width=width - 20, overlay="", show=False,
-                                               parent=parent)
+        self.import_bar = dpg.add_progress_bar(
+            default_value=0.0, width=width - 20, overlay="", show=False, parent=parent
+        )
         self._import_shown: tuple = ()
-        self.scene_dialog = dpg.add_file_dialog(directory_selector=True, show=False, width=700, height=420,
-                                                callback=self._scene_chosen, default_path=str(app.scene_dir))
-        with dpg.file_dialog(show=False, width=700, height=420, callback=self._checkpoint_chosen,
-                             default_path=str(app.out_dir)) as dialog:
+        self.scene_dialog = dpg.add_file_dialog(
+            directory_selector=True,
+            show=False,
+            width=700,
+            height=420,
+            callback=self._scene_chosen,
+            default_path=str(app.scene_dir),
+        )
+        with dpg.file_dialog(
+            show=False, width=700, height=420, callback=self._checkpoint_chosen, default_path=str(app.out_dir)
+        ) as dialog:
             dpg.add_file_extension(".pt")
             dpg.add_file_extension(".*")
         self.checkpoint_dialog = dialog
@@ -144,14 +152,19 @@ class ControlsPanel:
         """Save on the engine thread; a failure is a red status line (and the future's exception)."""
         target = Path(path) if path else self.app.out_dir / "checkpoint.pt"
         scene_dir = self.app.scene_dir
-        return self.app.jobs.add(self.app.worker.call(lambda p: actions.save_checkpoint(p, target, scene_dir)),
-                                 "save checkpoint",
-                                 lambda written: self.app.report(f"checkpoint saved: {written}", False))
+        return self.app.jobs.add(
+            self.app.worker.call(lambda p: actions.save_checkpoint(p, target, scene_dir)),
+            "save checkpoint",
+            lambda written: self.app.report(f"checkpoint saved: {written}", False),
+        )
 
     def load_checkpoint(self, path: Path) -> "Future":
         """Load (plain data only, same scene required); a failure is a red status line and changes nothing."""
-        return self.app.jobs.add(self.app.worker.swap(lambda p: actions.load_checkpoint(p, Path(path))),
-                                 "load checkpoint", lambda _: self.app.report(f"checkpoint loaded: {path}", False))
+        return self.app.jobs.add(
+            self.app.worker.swap(lambda p: actions.load_checkpoint(p, Path(path))),
+            "load checkpoint",
+            lambda _: self.app.report(f"checkpoint loaded: {path}", False),
+        )
 
     def _checkpoint_chosen(self, sender: int, app_data: dict) -> None:
         path = app_data.get("file_path_name")
@@ -167,8 +180,10 @@ class ControlsPanel:
     def update(self, view: EngineView) -> None:
         dpg.set_item_label(self.run_button, "Pause" if view.running else "Run")
         self.phase.set(f"phase: {view.phase_label}" + ("  (done)" if view.done else ""))
-        self.steps.set(f"reconstruction step {view.recon_step}/{view.recon_iters}   pipeline steps {view.total_steps}"
-                       f"   Gaussians {0 if view.gaussians is None else len(view.gaussians['means'])}")
+        self.steps.set(
+            f"reconstruction step {view.recon_step}/{view.recon_iters}   pipeline steps {view.total_steps}"
+            f"   Gaussians {0 if view.gaussians is None else len(view.gaussians['means'])}"
+        )
         self.scene_label.set(f"scene: {self.app.scene_dir}")
         self.accuracy.set(accuracy_headline(view.accuracy))
         if view.seed != self._seed_seen:  # the pipeline's seed changed (reset, checkpoint): the field follows
@@ -228,7 +243,8 @@ def timing_text(view: Optional[EngineView], timing: object) -> str:
     boundary = ""
     if view is not None and view.boundary_count:
         seconds = view.boundary_ms / 1000.0
-        boundary = (f"\nphase boundary (one-off, not in ms/step): {seconds:.2f} s before "
-                    f"'{view.boundary_label}'")
-    return (f"engine {engine}   orbit render {timing.get('render_ms'):.1f} ms   "
-            f"UI frame {timing.get('frame_ms'):.0f} ms ({timing.fps:.0f} FPS)" + boundary)
+        boundary = f"\nphase boundary (one-off, not in ms/step): {seconds:.2f} s before '{view.boundary_label}'"
+    return (
+        f"engine {engine}   orbit render {timing.get('render_ms'):.1f} ms   "
+        f"UI frame {timing.get('frame_ms'):.0f} ms ({timing.fps:.0f} FPS)" + boundary
+    )

@@ -21,8 +21,7 @@ import dearpygui.dearpygui as dpg
 import numpy as np
 
 from gui.engine import EngineView
-from gui.evidence import (EvidenceView, PairView, default_pair, finite_series, pair_sampson_px, pair_segments,
-                          pair_view)
+from gui.evidence import EvidenceView, PairView, default_pair, finite_series, pair_sampson_px, pair_segments, pair_view
 from gui.handles import RawTexture, Text
 from gui.imaging import colormap_lut, resize
 
@@ -36,8 +35,12 @@ GAP = 8
 PLOT = (330, 262)
 MATCH_COLOURS = {True: (60, 230, 90, 220), False: (240, 60, 50, 220)}
 GUARD_RED = (255, 110, 100)
-POSE_SERIES = {"Rot@5": (90, 200, 255, 255), "Rot@15": (60, 230, 120, 255), "CC@0.1": (255, 200, 60, 255),
-               "mean rot err (deg)": (255, 110, 200, 255)}  # the first three in % (left axis), the last in degrees
+POSE_SERIES = {
+    "Rot@5": (90, 200, 255, 255),
+    "Rot@15": (60, 230, 120, 255),
+    "CC@0.1": (255, 200, 60, 255),
+    "mean rot err (deg)": (255, 110, 200, 255),
+}  # the first three in % (left axis), the last in degrees
 
 
 def view_colour(index: int, count: int) -> tuple:
@@ -134,8 +137,9 @@ class EvidencePanel:
             with dpg.group() as column:
                 self.rgb = _ViewPlot(column, "RGB residual per view (MSE)", "MSE")
             with dpg.group() as column:
-                with dpg.plot(label="pose error vs ground truth", width=PLOT[0], height=PLOT[1] - 92,
-                              no_menus=True) as plot:
+                with dpg.plot(
+                    label="pose error vs ground truth", width=PLOT[0], height=PLOT[1] - 92, no_menus=True
+                ) as plot:
                     dpg.add_plot_legend(location=dpg.mvPlot_Location_North, horizontal=True, outside=True)
                     self.pose_x = dpg.add_plot_axis(dpg.mvXAxis, label="step")
                     self.pose_y = dpg.add_plot_axis(dpg.mvYAxis, label="%")
@@ -198,7 +202,7 @@ class EvidencePanel:
         self.pair = pair
         image = np.full((TILE, 2 * TILE + GAP, 3), 0.12, np.float32)
         image[:, :TILE] = resize(evidence.targets[a], TILE, TILE)
-        image[:, TILE + GAP:] = resize(evidence.targets[b], TILE, TILE)
+        image[:, TILE + GAP :] = resize(evidence.targets[b], TILE, TILE)
         self.texture.set(image)
         dpg.delete_item(self.lines_layer, children_only=True)
         segments = pair_segments(pair, evidence.image_size, TILE, GAP)
@@ -226,29 +230,34 @@ class EvidencePanel:
             errors = pair_sampson_px(evidence, pair)
             verified = errors[pair.verified]
             now = f"{np.median(verified):.2f} px" if verified.size else "-"
-            self.pair_text.set(f"pair {ids[a]}-{ids[b]}: {pair.count} matches ({pair.n_verified} verified, "
-                               f"{pair.count - pair.n_verified} unverified); median Sampson now {now}",
-                               colour=(220, 220, 220))
+            self.pair_text.set(
+                f"pair {ids[a]}-{ids[b]}: {pair.count} matches ({pair.n_verified} verified, "
+                f"{pair.count - pair.n_verified} unverified); median Sampson now {now}",
+                colour=(220, 220, 220),
+            )
         else:
-            self.pair_text.set(f"pair {ids[a]}-{ids[b]}: no verified matches (matched pairs: {names})",
-                               colour=(200, 170, 120))
+            self.pair_text.set(
+                f"pair {ids[a]}-{ids[b]}: no verified matches (matched pairs: {names})", colour=(200, 170, 120)
+            )
         step = int(evidence.steps[-1]) if len(evidence.steps) else None
         where = f" (evidence @ step {step})" if step is not None else " (no evidence row yet)"
         frozen = [ids[v] for v in (a, b) if evidence.pose_frozen[v]]
-        self.view_text.set(f"epipolar median: view {ids[a]} {median(a)}, view {ids[b]} {median(b)}{where}"
-                           + (f"; frozen by the guard: {', '.join(frozen)}" if frozen else ""))
+        self.view_text.set(
+            f"epipolar median: view {ids[a]} {median(a)}, view {ids[b]} {median(b)}{where}"
+            + (f"; frozen by the guard: {', '.join(frozen)}" if frozen else "")
+        )
 
     def _guard(self, evidence: EvidenceView) -> None:
         log = evidence.guard_log
         ids = evidence.ids
-        self.guard_title.set(f"guard rollbacks: {len(log) or 'none'}",
-                             colour=GUARD_RED if log else (170, 230, 170))
+        self.guard_title.set(f"guard rollbacks: {len(log) or 'none'}", colour=GUARD_RED if log else (170, 230, 170))
         lines = []
         for entry in log:
             view = entry.get("view")
             name = ids[view] if isinstance(view, (int, np.integer)) and 0 <= view < len(ids) else str(view)
-            lines.append(f"view {name} @ step {entry.get('step')}: {entry.get('action', 'rollback')} - "
-                         f"{entry.get('reason', '')}")
+            lines.append(
+                f"view {name} @ step {entry.get('step')}: {entry.get('action', 'rollback')} - {entry.get('reason', '')}"
+            )
         self.guard_text.set("\n".join(lines))
 
     def _pose(self, evidence: EvidenceView) -> None:
@@ -262,8 +271,12 @@ class EvidencePanel:
         steps = [float(s) for s in curve["step"]]
         errors = np.asarray(curve["rot_err_deg"], dtype=np.float64)
         mean_err = np.nanmean(errors, axis=1) if errors.size else np.zeros(0)
-        data = {"Rot@5": [float(v) for v in curve["rot5"]], "Rot@15": [float(v) for v in curve["rot15"]],
-                "CC@0.1": [float(v) for v in curve["cc10"]], "mean rot err (deg)": [float(v) for v in mean_err]}
+        data = {
+            "Rot@5": [float(v) for v in curve["rot5"]],
+            "Rot@15": [float(v) for v in curve["rot15"]],
+            "CC@0.1": [float(v) for v in curve["cc10"]],
+            "mean rot err (deg)": [float(v) for v in mean_err],
+        }
         self.pose_data = {name: (steps, ys) for name, ys in data.items()}
         for name, ys in data.items():
             dpg.set_value(self.pose_series[name], [steps, ys])
@@ -274,20 +287,24 @@ class EvidencePanel:
         dpg.set_axis_limits(self.pose_y2, 0.0, max(top * 1.15, 1e-3))
         last = {name: ys[-1] for name, ys in data.items() if ys}
         if last:
-            self.pose_text.set(f"now: Rot@5 {last['Rot@5']:.0f}%  Rot@15 {last['Rot@15']:.0f}%  CC@0.1 "
-                               f"{last['CC@0.1']:.0f}%  mean rot err {last['mean rot err (deg)']:.2f} deg")
+            self.pose_text.set(
+                f"now: Rot@5 {last['Rot@5']:.0f}%  Rot@15 {last['Rot@15']:.0f}%  CC@0.1 "
+                f"{last['CC@0.1']:.0f}%  mean rot err {last['mean rot err (deg)']:.2f} deg"
+            )
 
 
 # ----------------------------------------------------------------------------------------------
 # pose accuracy (its own bottom tab; the headline numbers also sit in the controls panel)
 
 ACCURACY_COLOURS = {"start": (150, 150, 150, 255), "now": (90, 170, 255, 255)}
-ACCURACY_LEVELS = {"rot": ((5.0, (90, 200, 255, 255)), (15.0, (60, 230, 120, 255))),
-                   "centre": ((0.1, (255, 200, 60, 255)),)}
+ACCURACY_LEVELS = {
+    "rot": ((5.0, (90, 200, 255, 255)), (15.0, (60, 230, 120, 255))),
+    "centre": ((0.1, (255, 200, 60, 255)),),
+}
 
 
 def accuracy_headline(accuracy: Optional[dict]) -> str:
-    """"Rot@5 a -> b %  Rot@15 ...  CC@0.1 ..." (start -> now), or why there is none."""
+    """ "Rot@5 a -> b %  Rot@15 ...  CC@0.1 ..." (start -> now), or why there is none."""
     if accuracy is None:
         return "pose accuracy: the scene has no ground truth"
     start, now = accuracy["metrics"]["start"], accuracy["metrics"]["now"]
@@ -295,11 +312,15 @@ def accuracy_headline(accuracy: Optional[dict]) -> str:
     def pct(value: float) -> str:
         return "-" if value is None or not np.isfinite(value) else f"{value:.0f}"
 
-    parts = [f"{label} {pct(start[key])} -> {pct(now[key])} %"
-             for key, label in (("rot5", "Rot@5"), ("rot15", "Rot@15"), ("cc10", "CC@0.1"))]
+    parts = [
+        f"{label} {pct(start[key])} -> {pct(now[key])} %"
+        for key, label in (("rot5", "Rot@5"), ("rot15", "Rot@15"), ("cc10", "CC@0.1"))
+    ]
     mean_s, mean_n = start.get("rot_err_mean_deg"), now.get("rot_err_mean_deg")
-    parts.append(f"mean rot err {pct(mean_s) if mean_s is None else f'{mean_s:.1f}'} -> "
-                 f"{pct(mean_n) if mean_n is None else f'{mean_n:.1f}'} deg")
+    parts.append(
+        f"mean rot err {pct(mean_s) if mean_s is None else f'{mean_s:.1f}'} -> "
+        f"{pct(mean_n) if mean_n is None else f'{mean_n:.1f}'} deg"
+    )
     return "pose vs GT (start -> now): " + "   ".join(parts)
 
 
@@ -308,8 +329,10 @@ def accuracy_table(accuracy: Optional[dict], ids: list) -> list[tuple]:
     if accuracy is None:
         return []
     rot, centre = accuracy["rot_err_deg"], accuracy["centre_err"]
-    return [(str(ids[i]), float(rot["start"][i]), float(rot["now"][i]), float(centre["start"][i]),
-             float(centre["now"][i])) for i in range(len(ids))]
+    return [
+        (str(ids[i]), float(rot["start"][i]), float(rot["now"][i]), float(centre["start"][i]), float(centre["now"][i]))
+        for i in range(len(ids))
+    ]
 
 
 def _bar_theme(colour: tuple) -> int:
@@ -327,13 +350,18 @@ class PoseAccuracyPanel:
     def __init__(self, app: "WindowPort", parent: int | str) -> None:
         self.app = app
         self.headline = Text("pose accuracy: -", parent=parent, colour=(255, 220, 120), wrap=0)
-        self.note = Text("errors after aligning the poses to the ground truth (rotation: best global rotation; "
-                         "centre: similarity, in units of the GT scene radius); grey = input poses, blue = now",
-                         parent=parent, wrap=0)
+        self.note = Text(
+            "errors after aligning the poses to the ground truth (rotation: best global rotation; "
+            "centre: similarity, in units of the GT scene radius); grey = input poses, blue = now",
+            parent=parent,
+            wrap=0,
+        )
         self.plots: dict[str, dict] = {}
         with dpg.group(horizontal=True, parent=parent):
-            for name, title, unit in (("rot", "rotation error per view", "deg"),
-                                      ("centre", "camera centre error per view", "GT scene radius")):
+            for name, title, unit in (
+                ("rot", "rotation error per view", "deg"),
+                ("centre", "camera centre error per view", "GT scene radius"),
+            ):
                 with dpg.plot(label=title, width=PLOT[0] + 60, height=PLOT[1] - 40, no_menus=True) as plot:
                     dpg.add_plot_legend(location=dpg.mvPlot_Location_NorthEast)
                     x_axis = dpg.add_plot_axis(dpg.mvXAxis, label="view", no_gridlines=True)
@@ -349,9 +377,18 @@ class PoseAccuracyPanel:
                         dpg.bind_item_theme(line, _line_theme(colour, 1.5))
                         levels.append((level, line))
                 self.plots[name] = {"plot": plot, "x": x_axis, "y": y_axis, "bars": bars, "levels": levels}
-            self.table = dpg.add_table(header_row=True, borders_innerH=True, borders_outerH=True, borders_innerV=True,
-                                       borders_outerV=True, row_background=True, policy=dpg.mvTable_SizingFixedFit,
-                                       scrollY=True, height=PLOT[1] - 40, width=-1)
+            self.table = dpg.add_table(
+                header_row=True,
+                borders_innerH=True,
+                borders_outerH=True,
+                borders_innerV=True,
+                borders_outerV=True,
+                row_background=True,
+                policy=dpg.mvTable_SizingFixedFit,
+                scrollY=True,
+                height=PLOT[1] - 40,
+                width=-1,
+            )
             for label in ("view", "rot start", "rot now", "centre start", "centre now"):
                 dpg.add_table_column(label=label, parent=self.table)
         self.rows: list[tuple] = []
@@ -381,7 +418,9 @@ class PoseAccuracyPanel:
                 dpg.add_text(row[0])
                 for value, limit in zip(row[1:], (5.0, 5.0, 0.1, 0.1)):
                     text = "-" if not np.isfinite(value) else (f"{value:.2f}" if limit < 1 else f"{value:.1f}")
-                    dpg.add_text(text, color=(120, 230, 130) if np.isfinite(value) and value < limit else (230, 150, 140))
+                    dpg.add_text(
+                        text, color=(120, 230, 130) if np.isfinite(value) and value < limit else (230, 150, 140)
+                    )
         n = len(view.ids)
         ticks = tuple((str(v), float(i)) for i, v in enumerate(view.ids))
         for name, plot in self.plots.items():

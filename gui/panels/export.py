@@ -47,13 +47,23 @@ class ExportPanel:
     def export(self, what: str) -> "Future":
         """Export on the engine thread; the future resolves to the path(s) written (a failure: red status)."""
         out = self.app.out_dir
-        job = {"gaussians": actions.export_gaussians, "mesh": actions.export_mesh,
-               "cameras": actions.export_cameras}[what]
-        return self.app.jobs.add(self.app.worker.call(lambda p: job(p, out)), f"export {what}",
-                                 lambda written: self.app.report(f"exported {what}: {_describe(written)}", False))
+        job = {"gaussians": actions.export_gaussians, "mesh": actions.export_mesh, "cameras": actions.export_cameras}[
+            what
+        ]
+        return self.app.jobs.add(
+            self.app.worker.call(lambda p: job(p, out)),
+            f"export {what}",
+            lambda written: self.app.report(f"exported {what}: {_describe(written)}", False),
+        )
 
-    def record(self, frames: Optional[int] = None, out: Optional[Path] = None, elevation_deg: Optional[float] = None,
-               radius: Optional[float] = None, resolution: Optional[int] = None) -> "Future":
+    def record(
+        self,
+        frames: Optional[int] = None,
+        out: Optional[Path] = None,
+        elevation_deg: Optional[float] = None,
+        radius: Optional[float] = None,
+        resolution: Optional[int] = None,
+    ) -> "Future":
         """Start recording (arguments default to the panel's fields); returns the job's future."""
         if self.recording is not None and not self.recording.done():
             raise RuntimeError("a turntable is already being recorded")
@@ -64,7 +74,8 @@ class ExportPanel:
         path = Path(out) if out is not None else self.app.out_dir / "turntable.mp4"
         progress = self.progress = actions.TurntableProgress(total=frames, path=str(path))
         future = self.app.worker.start_task(
-            lambda p: actions.turntable_job(p, path, frames, elevation_deg, radius, resolution, progress))
+            lambda p: actions.turntable_job(p, path, frames, elevation_deg, radius, resolution, progress)
+        )
         self.recording = future
         self.app.jobs.add(future, "turntable", lambda written: self.app.report(f"turntable written: {written}", False))
         return future

@@ -23,8 +23,12 @@ if TYPE_CHECKING:
 __all__ = ["BarModel", "bar_model", "LpipsBarsPanel"]
 
 SERIES_COLOURS = {"inlier": (60, 200, 90, 255), "outlier": (230, 70, 60, 255), "candidate": (255, 150, 30, 255)}
-LINE_COLOURS = {"mean (inliers)": (200, 200, 200, 255), "mean without candidate": (120, 180, 255, 255),
-                "required after removal": (255, 80, 200, 255), "mean after removal": (255, 230, 80, 255)}
+LINE_COLOURS = {
+    "mean (inliers)": (200, 200, 200, 255),
+    "mean without candidate": (120, 180, 255, 255),
+    "required after removal": (255, 80, 200, 255),
+    "mean after removal": (255, 230, 80, 255),
+}
 
 
 def _series_theme(kind: int, colour: tuple, weight: float = 1.0) -> int:
@@ -103,8 +107,12 @@ class LpipsBarsPanel:
             ys = [float(scores[i]) for i in chosen] or [0.0]
             dpg.set_value(self.bars[name], [xs, ys])
         span = [-0.5, len(scores) - 0.5]
-        levels = {"mean (inliers)": model.mean_inliers, "mean without candidate": model.mean_before,
-                  "required after removal": model.required, "mean after removal": model.mean_after}
+        levels = {
+            "mean (inliers)": model.mean_inliers,
+            "mean without candidate": model.mean_before,
+            "required after removal": model.required,
+            "mean after removal": model.mean_after,
+        }
         for name, level in levels.items():
             shown = level is not None and np.isfinite(level)
             dpg.configure_item(self.lines[name], show=bool(shown))

@@ -60,8 +60,12 @@ COLORBAR_STEPS = 48
 PANEL_BG = (24, 26, 32, 200)
 # legend: (key, label); key "current" shows the inlier and outlier colours side by side, "track" a dot at
 # the start of its line (trajectories start at a hollow dot)
-LEGEND_ENTRIES = (("initial", "initial"), ("current", "current inlier / outlier"), ("gt", "ground truth"),
-                  ("track", "trajectory"))
+LEGEND_ENTRIES = (
+    ("initial", "initial"),
+    ("current", "current inlier / outlier"),
+    ("gt", "ground truth"),
+    ("track", "trajectory"),
+)
 LEGEND_CHAR_PX = 5.6  # mean advance of the 13 px legend font (DejaVu Sans), when DearPyGui cannot measure
 
 
@@ -112,8 +116,9 @@ class OrbitViewPanel:
         self._build_colorbar()
         with dpg.group(horizontal=True, parent=parent):
             dpg.add_text("mode")
-            self.mode_combo = dpg.add_combo(list(RENDER_MODES), default_value=app.ui.render_mode, width=100,
-                                            callback=lambda s, a: self.set_mode(a))
+            self.mode_combo = dpg.add_combo(
+                list(RENDER_MODES), default_value=app.ui.render_mode, width=100, callback=lambda s, a: self.set_mode(a)
+            )
             self.toggles = {
                 "show_initial": dpg.add_checkbox(label="initial", default_value=True, callback=self._toggled),
                 "show_current": dpg.add_checkbox(label="current", default_value=True, callback=self._toggled),
@@ -172,8 +177,11 @@ class OrbitViewPanel:
         points = []
         for family in self._frustum_sets(view):
             for index in range(len(family.w2c)):
-                points.append(frustum_segments(family.w2c[index], view.K[index], view.image_size, view.image_size,
-                                               self._frustum_depth).reshape(-1, 3))
+                points.append(
+                    frustum_segments(
+                        family.w2c[index], view.K[index], view.image_size, view.image_size, self._frustum_depth
+                    ).reshape(-1, 3)
+                )
         if self.show_tracks and self.tracks is not None and self.tracks.shape[1] == len(view.ids):
             points.append(self.tracks.reshape(-1, 3))
         if view.gaussians is not None and len(view.gaussians["means"]):
@@ -242,8 +250,9 @@ class OrbitViewPanel:
             return
         dx, dy = position[0] - self._last_mouse[0], position[1] - self._last_mouse[1]
         self._last_mouse = position
-        self._press_moved = max(self._press_moved, math.hypot(position[0] - self._press_at[0],
-                                                               position[1] - self._press_at[1]))
+        self._press_moved = max(
+            self._press_moved, math.hypot(position[0] - self._press_at[0], position[1] - self._press_at[1])
+        )
         if dx == 0 and dy == 0:
             return
         if self._drag_button == dpg.mvMouseButton_Left:
@@ -290,16 +299,25 @@ class OrbitViewPanel:
             self._gaussians_version = view.gaussians_version
         w2c, K = self.camera.w2c(), self.camera.K()
         mode = self.app.ui.render_mode
-        frame = self.progressive.frame(w2c, K, mode=mode, background=(1.0, 1.0, 1.0),
-                                       content_key=self._gaussians_version)
+        frame = self.progressive.frame(
+            w2c, K, mode=mode, background=(1.0, 1.0, 1.0), content_key=self._gaussians_version
+        )
         if frame is not None:
             self._show(frame.image, frame.full)
             self.app.timing.add("render_ms", frame.render_ms)
             self._update_colorbar(mode)
         self._update_gt_toggle(view)
         ui = self.app.ui
-        frusta_key = ((w2c.tobytes(), K.tobytes()), view.version, ui.selected_view, ui.show_initial, ui.show_current,
-                      ui.show_gt, self.show_tracks, self._tracks_version)
+        frusta_key = (
+            (w2c.tobytes(), K.tobytes()),
+            view.version,
+            ui.selected_view,
+            ui.show_initial,
+            ui.show_current,
+            ui.show_gt,
+            self.show_tracks,
+            self._tracks_version,
+        )
         if frusta_key != self._frusta_key:
             self._draw_frusta(view, w2c, K)
             self._frusta_key = frusta_key
@@ -394,8 +412,13 @@ class OrbitViewPanel:
                 if len(points) and family.name == "current":
                     label_at = points[0][0]  # the apex
                     if 0 <= label_at[0] < self.size and 0 <= label_at[1] < self.size:
-                        dpg.draw_text((label_at[0] + 3, label_at[1] - 14), view.ids[index], color=colour, size=13,
-                                      parent=self.layer)
+                        dpg.draw_text(
+                            (label_at[0] + 3, label_at[1] - 14),
+                            view.ids[index],
+                            color=colour,
+                            size=13,
+                            parent=self.layer,
+                        )
         self.hidden_views = sorted(hidden)
         self._pick_targets = [target for name in ("current", "gt", "initial") for target in picks.get(name, [])]
 
@@ -429,14 +452,18 @@ class OrbitViewPanel:
         """One row along the bottom edge naming the colours of the drawn families (ground truth only when
         the scene has it, the trajectory only when shown)."""
         dpg.delete_item(self.legend_layer, children_only=True)
-        entries = [(key, label) for key, label in LEGEND_ENTRIES
-                   if (key != "gt" or self.has_gt) and (key != "track" or self.show_tracks)]
+        entries = [
+            (key, label)
+            for key, label in LEGEND_ENTRIES
+            if (key != "gt" or self.has_gt) and (key != "track" or self.show_tracks)
+        ]
         swatch, gap, height = 20, 12, 20
         widths = [swatch + 5 + _text_width(label, 13) for _, label in entries]
         total = sum(widths) + gap * (len(entries) - 1) + 12
         x0, y0 = 4, self.size - height - 4
-        dpg.draw_rectangle((x0, y0), (x0 + total, y0 + height), color=(0, 0, 0, 0), fill=PANEL_BG, rounding=4,
-                           parent=self.legend_layer)
+        dpg.draw_rectangle(
+            (x0, y0), (x0 + total, y0 + height), color=(0, 0, 0, 0), fill=PANEL_BG, rounding=4, parent=self.legend_layer
+        )
         self.legend_items = {}
         x, y = x0 + 6, y0 + height / 2
         for (key, label), width in zip(entries, widths):
@@ -449,13 +476,26 @@ class OrbitViewPanel:
             items = []
             part = swatch / len(colours)
             for k, colour in enumerate(colours):
-                items.append(dpg.draw_line((x + k * part, y), (x + (k + 1) * part - (2 if len(colours) > 1 else 0), y),
-                                           color=colour, thickness=3.0, parent=self.legend_layer))
+                items.append(
+                    dpg.draw_line(
+                        (x + k * part, y),
+                        (x + (k + 1) * part - (2 if len(colours) > 1 else 0), y),
+                        color=colour,
+                        thickness=3.0,
+                        parent=self.legend_layer,
+                    )
+                )
             if key == "track":
-                items.append(dpg.draw_circle((x, y), 3.5, color=TRACK_COLOUR, fill=PANEL_BG, thickness=1.5,
-                                             parent=self.legend_layer))
-            items.append(dpg.draw_text((x + swatch + 5, y - 8), label, color=(235, 235, 235, 255), size=13,
-                                       parent=self.legend_layer))
+                items.append(
+                    dpg.draw_circle(
+                        (x, y), 3.5, color=TRACK_COLOUR, fill=PANEL_BG, thickness=1.5, parent=self.legend_layer
+                    )
+                )
+            items.append(
+                dpg.draw_text(
+                    (x + swatch + 5, y - 8), label, color=(235, 235, 235, 255), size=13, parent=self.legend_layer
+                )
+            )
             self.legend_items[key] = items
             x += width + gap
 
@@ -465,19 +505,37 @@ class OrbitViewPanel:
         x1 = self.size - 8
         x0 = x1 - 14
         top, bottom = 28, max(60, self.size // 2)
-        dpg.draw_rectangle((x0 - 74, top - 22), (x1 + 4, bottom + 22), color=(0, 0, 0, 0), fill=PANEL_BG,
-                           rounding=4, parent=self.colorbar_layer)
+        dpg.draw_rectangle(
+            (x0 - 74, top - 22),
+            (x1 + 4, bottom + 22),
+            color=(0, 0, 0, 0),
+            fill=PANEL_BG,
+            rounding=4,
+            parent=self.colorbar_layer,
+        )
         step = (bottom - top) / COLORBAR_STEPS
         for k, colour in enumerate(lut):
             rgba = tuple(int(round(255 * c)) for c in colour) + (255,)
-            dpg.draw_rectangle((x0, top + k * step), (x1, top + (k + 1) * step + 0.5), color=rgba, fill=rgba,
-                               parent=self.colorbar_layer)
-        self.colorbar_near = dpg.draw_text((x0 - 70, top - 18), "near", color=(235, 235, 235, 255), size=13,
-                                           parent=self.colorbar_layer)
-        self.colorbar_far = dpg.draw_text((x0 - 70, bottom + 4), "far", color=(235, 235, 235, 255), size=13,
-                                          parent=self.colorbar_layer)
-        dpg.draw_text((x0 - 70, 0.5 * (top + bottom) - 7), "depth", color=(235, 235, 235, 255), size=13,
-                      parent=self.colorbar_layer)
+            dpg.draw_rectangle(
+                (x0, top + k * step),
+                (x1, top + (k + 1) * step + 0.5),
+                color=rgba,
+                fill=rgba,
+                parent=self.colorbar_layer,
+            )
+        self.colorbar_near = dpg.draw_text(
+            (x0 - 70, top - 18), "near", color=(235, 235, 235, 255), size=13, parent=self.colorbar_layer
+        )
+        self.colorbar_far = dpg.draw_text(
+            (x0 - 70, bottom + 4), "far", color=(235, 235, 235, 255), size=13, parent=self.colorbar_layer
+        )
+        dpg.draw_text(
+            (x0 - 70, 0.5 * (top + bottom) - 7),
+            "depth",
+            color=(235, 235, 235, 255),
+            size=13,
+            parent=self.colorbar_layer,
+        )
         self.depth_range: Optional[tuple[float, float]] = None
 
     def _update_colorbar(self, mode: str) -> None:

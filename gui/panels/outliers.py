@@ -44,13 +44,18 @@ def verdict_text(view: EngineView, model: Optional[BarModel]) -> tuple[str, str]
     if view.loo.get("rule") == "relative":
         return head, _relative_verdict_line(view, model, verdict, name)
     if verdict is None or verdict["scores"] is None:
-        return head, f"reconstructing without view {name}; the removal is kept if the mean drops to " \
-                     f"<= {model.required:.4f} (before {model.mean_before:.4f} - threshold {model.threshold:.3f})"
+        return (
+            head,
+            f"reconstructing without view {name}; the removal is kept if the mean drops to "
+            f"<= {model.required:.4f} (before {model.mean_before:.4f} - threshold {model.threshold:.3f})",
+        )
     drop = model.mean_before - model.mean_after
     auto = "ACCEPT (outlier)" if verdict["auto_accept"] else "REJECT (inlier)"
     manual = verdict["manual_accept"]
-    line = (f"mean without it: before {model.mean_before:.4f}, after {model.mean_after:.4f}, drop {drop:.4f} "
-            f"vs threshold {model.threshold:.3f} -> automatic {auto}")
+    line = (
+        f"mean without it: before {model.mean_before:.4f}, after {model.mean_after:.4f}, drop {drop:.4f} "
+        f"vs threshold {model.threshold:.3f} -> automatic {auto}"
+    )
     if manual is not None:
         line += f"; manual {'ACCEPT' if manual else 'REJECT'}"
     return head, line
@@ -64,8 +69,10 @@ def _relative_verdict_line(view: EngineView, model: BarModel, verdict: Optional[
     reason = verdict.get("reason") or ""
     if verdict.get("accepted") is None:  # borderline: its leave-one-out round decides
         drop = float(loo.get("confirm_drop", 0.05))
-        return (f"{reason}; reconstructing without view {name}: the removal is kept if the others' mean drops "
-                f"by {drop:.0%} (to <= {model.mean_before * (1.0 - drop):.4f})")
+        return (
+            f"{reason}; reconstructing without view {name}: the removal is kept if the others' mean drops "
+            f"by {drop:.0%} (to <= {model.mean_before * (1.0 - drop):.4f})"
+        )
     auto = "ACCEPT (outlier)" if verdict["auto_accept"] else "REJECT (inlier)"
     line = f"{reason} -> automatic {auto}"
     if verdict["accepted"] and verdict.get("scores") is None:
@@ -116,8 +123,9 @@ class OutliersPanel:
         self.app = app
         with dpg.group(horizontal=True, parent=parent):
             dpg.add_text("verdict of")
-            self.round_combo = dpg.add_combo([LATEST], default_value=LATEST, width=260,
-                                             callback=lambda s, a: self._round_chosen(a))
+            self.round_combo = dpg.add_combo(
+                [LATEST], default_value=LATEST, width=260, callback=lambda s, a: self._round_chosen(a)
+            )
             self.log_text = Text("decisions: 0")
         self.candidate = Text("-", parent=parent, colour=(255, 170, 60))
         self.verdict = Text("-", parent=parent, wrap=600)
@@ -155,8 +163,11 @@ class OutliersPanel:
         if flag and reason.startswith("round "):
             self.app.decide_outlier(False, int(reason.split()[1]))
         elif flag and reason == "searched" and view is not None and int(view.initial_flags[index]) == 1:
-            self.app.report(f"view {view.ids[index]} is an outlier of the leave-one-out test: overrule its round "
-                            "(Keep: inlier) to put it back", True)
+            self.app.report(
+                f"view {view.ids[index]} is an outlier of the leave-one-out test: overrule its round "
+                "(Keep: inlier) to put it back",
+                True,
+            )
             self._refresh_boxes()
         else:
             self.app.set_flag(index, flag)
@@ -174,9 +185,15 @@ class OutliersPanel:
             return
         dpg.delete_item(self.flag_group, children_only=True)
         self.flag_boxes = [
-            dpg.add_checkbox(label=str(v), default_value=bool(view.initial_flags[i]), parent=self.flag_group,
-                             callback=lambda s, a, u: self.set_flag(u, int(a)), user_data=i)
-            for i, v in enumerate(view.ids)]
+            dpg.add_checkbox(
+                label=str(v),
+                default_value=bool(view.initial_flags[i]),
+                parent=self.flag_group,
+                callback=lambda s, a, u: self.set_flag(u, int(a)),
+                user_data=i,
+            )
+            for i, v in enumerate(view.ids)
+        ]
 
     def update(self, view: EngineView) -> None:
         self._ensure_boxes(view)
@@ -184,8 +201,9 @@ class OutliersPanel:
         for box, flag in zip(self.flag_boxes, flags):
             if bool(dpg.get_value(box)) != bool(flag):
                 dpg.set_value(box, bool(flag))
-        self.outcome.set("out: " + ", ".join(f"{view.ids[i]} ({why})" for i, why in sorted(self.why.items()))
-                         if self.why else "")
+        self.outcome.set(
+            "out: " + ", ".join(f"{view.ids[i]} ({why})" for i, why in sorted(self.why.items())) if self.why else ""
+        )
         self._choices = round_choices(view)
         selected = self.app.ui.selected_round
         if selected is not None and selected not in [index for _, index in self._choices]:

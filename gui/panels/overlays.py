@@ -44,10 +44,10 @@ class _Tile:
     def __init__(self, app: "WindowPort", parent: int | str, index: int) -> None:
         size = 2 * TILE + 2
         self.texture = RawTexture(app.textures, size, size)
-        with dpg.child_window(width=size + 18, height=size + 106, border=True, parent=parent,
-                              no_scrollbar=True) as box:
-            self.button = dpg.add_image_button(self.texture.tag, width=size, height=size,
-                                               callback=lambda: app.select_view(index, snap=True))
+        with dpg.child_window(width=size + 18, height=size + 106, border=True, parent=parent, no_scrollbar=True) as box:
+            self.button = dpg.add_image_button(
+                self.texture.tag, width=size, height=size, callback=lambda: app.select_view(index, snap=True)
+            )
             self.title = Text("-")
             self.live = Text("-")
             self.scores = Text("-", wrap=size)
@@ -70,8 +70,13 @@ class OverlayStrip:
         self.app = app
         with dpg.group(horizontal=True, parent=parent):
             dpg.add_text("blend input -> render")
-            self.blend = dpg.add_slider_float(default_value=app.ui.blend, min_value=0.0, max_value=1.0, width=160,
-                                              callback=lambda s, a: self.set_blend(a))
+            self.blend = dpg.add_slider_float(
+                default_value=app.ui.blend,
+                min_value=0.0,
+                max_value=1.0,
+                width=160,
+                callback=lambda s, a: self.set_blend(a),
+            )
             dpg.add_button(label="Re-score views (LPIPS)", callback=lambda: self.request(rescore=True))
             self.info = Text("each tile: input | render  /  blend | |input - render| (black = equal)")
         self.container = dpg.add_group(horizontal=True, parent=parent)
@@ -108,8 +113,9 @@ class OverlayStrip:
         def done(data: Optional[actions.OverlayData]) -> None:
             self.data = data
 
-        self.app.jobs.add(self.app.worker.call(lambda p: actions.overlay_data(p, TILE, rescore, cache)), "overlay",
-                          done)
+        self.app.jobs.add(
+            self.app.worker.call(lambda p: actions.overlay_data(p, TILE, rescore, cache)), "overlay", done
+        )
 
     def wanted_key(self, view: EngineView) -> tuple:
         return (view.gaussians_version, tuple(np.asarray(view.w2c_current).ravel().round(9)))
@@ -117,8 +123,10 @@ class OverlayStrip:
     def up_to_date(self, view: Optional[EngineView]) -> bool:
         if view is None or self.pending:
             return False
-        return self._requested_key == self.wanted_key(view) and self._rescored_step == (view.gaussians_version,
-                                                                                        view.recon_step)
+        return self._requested_key == self.wanted_key(view) and self._rescored_step == (
+            view.gaussians_version,
+            view.recon_step,
+        )
 
     def update(self, view: Optional[EngineView]) -> None:
         if view is None:
@@ -139,8 +147,14 @@ class OverlayStrip:
     def _compose(self, view: EngineView) -> None:
         data = self.data
         ui = self.app.ui
-        key = (None if data is None else data.version_key, ui.blend, ui.selected_view, tuple(view.flags),
-               view.busy, data is not None and data.scores_step == view.recon_step)
+        key = (
+            None if data is None else data.version_key,
+            ui.blend,
+            ui.selected_view,
+            tuple(view.flags),
+            view.busy,
+            data is not None and data.scores_step == view.recon_step,
+        )
         if key == self._composed_key:
             return
         self._composed_key = key
@@ -148,13 +162,17 @@ class OverlayStrip:
             flag = int(view.flags[index])
             name = "selected" if index == ui.selected_view else ("inlier" if flag else "outlier")
             tile.set_theme(self.themes[name])
-            tile.title.set(f"view {view.ids[index]}  {'inlier' if flag else 'OUTLIER'}",
-                           colour=BORDER["inlier" if flag else "outlier"])
+            tile.title.set(
+                f"view {view.ids[index]}  {'inlier' if flag else 'OUTLIER'}",
+                colour=BORDER["inlier" if flag else "outlier"],
+            )
             if data is None or index >= len(data.targets):
                 continue
             target = resize(data.targets[index], TILE, TILE)
             render = resize(data.renders[index], TILE, TILE)
-            tile.texture.set(grid_2x2(target, render, blend(target, render, ui.blend), difference_heatmap(target, render)))
+            tile.texture.set(
+                grid_2x2(target, render, blend(target, render, ui.blend), difference_heatmap(target, render))
+            )
             tile.live.set(f"MSE {data.mse[index]:.4f} (live)")
             line, fresh = score_line(data, index, view.recon_step, view.busy)
             tile.scores.set(line, colour=(220, 220, 220) if fresh else (140, 140, 140))

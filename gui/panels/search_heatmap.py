@@ -31,8 +31,17 @@ from gui.handles import RawTexture, Text
 if TYPE_CHECKING:
     from gui.port import WindowPort
 
-__all__ = ["SearchHeatmapPanel", "heat_values", "searched_view_for", "cell_at", "cell_readout", "rank_rule",
-           "candidate_label", "ambiguity_text", "HOVER_HINT"]
+__all__ = [
+    "SearchHeatmapPanel",
+    "heat_values",
+    "searched_view_for",
+    "cell_at",
+    "cell_readout",
+    "rank_rule",
+    "candidate_label",
+    "ambiguity_text",
+    "HOVER_HINT",
+]
 
 CANDIDATES = 5  # candidate thumbnails (the target photo takes the first slot)
 THUMB = 64
@@ -111,8 +120,10 @@ def cell_readout(search: SearchView, which: str, cell: tuple[int, int]) -> str:
 def rank_rule(search: SearchView) -> str:
     """How the final candidates are ranked (shown under the thumbnails)."""
     if search.has_lpips:
-        return ("rank rule: lowest rank(MSE) + rank(LPIPS) wins (Σ = that sum); M = MSE, L = LPIPS vs the target; "
-                "click a candidate or a cell to apply it")
+        return (
+            "rank rule: lowest rank(MSE) + rank(LPIPS) wins (Σ = that sum); M = MSE, L = LPIPS vs the target; "
+            "click a candidate or a cell to apply it"
+        )
     return "rank rule: lowest MSE wins (LPIPS off); M = MSE vs the target; click a candidate or a cell to apply it"
 
 
@@ -131,8 +142,10 @@ def ambiguity_text(search: SearchView) -> str:
     parts = []
     for c in search.competitors[:4]:
         score = c.get("score")
-        parts.append(f"#{c.get('rank')} at {float(c.get('angle_deg', float('nan'))):.0f} deg"
-                     + ("" if score is None else f" (score {float(score):.4f})"))
+        parts.append(
+            f"#{c.get('rank')} at {float(c.get('angle_deg', float('nan'))):.0f} deg"
+            + ("" if score is None else f" (score {float(score):.4f})")
+        )
     more = "" if len(search.competitors) <= 4 else f", +{len(search.competitors) - 4} more"
     return "AMBIGUOUS: competing candidates " + (", ".join(parts) or "-") + more
 
@@ -156,8 +169,12 @@ class SearchHeatmapPanel:
         self.app = app
         small = getattr(app, "small_font", None)
         with dpg.group(horizontal=True, parent=parent):
-            self.which = dpg.add_radio_button(["refined", "coarse"], default_value=app.ui.heatmap_which,
-                                              horizontal=True, callback=lambda s, a: self.set_which(a))
+            self.which = dpg.add_radio_button(
+                ["refined", "coarse"],
+                default_value=app.ui.heatmap_which,
+                horizontal=True,
+                callback=lambda s, a: self.set_which(a),
+            )
             self.title = Text("pose search: not started")
         self.badge = Text("", parent=parent, colour=AMBIGUOUS_RED, wrap=0)
         dpg.configure_item(self.badge.tag, show=False)
@@ -168,34 +185,47 @@ class SearchHeatmapPanel:
                 self.x_axis = dpg.add_plot_axis(dpg.mvXAxis, label="azimuth (deg)")
                 # kiui elevation: negative = camera above; inverted so "above" is up on screen
                 self.y_axis = dpg.add_plot_axis(dpg.mvYAxis, label="elevation (deg, up = above)", invert=True)
-                self.heat = dpg.add_heat_series([0.0], 1, 1, scale_min=0.0, scale_max=1.0, format="",
-                                                parent=self.y_axis)
+                self.heat = dpg.add_heat_series(
+                    [0.0], 1, 1, scale_min=0.0, scale_max=1.0, format="", parent=self.y_axis
+                )
                 self.markers = {}
                 for name, (marker, colour) in MARKERS.items():
                     series = dpg.add_scatter_series([0.0], [0.0], label=name, parent=self.y_axis, show=False)
                     dpg.bind_item_theme(series, _marker_theme(marker, colour))
                     self.markers[name] = series
             self.plot = plot
-            self.scale = dpg.add_colormap_scale(min_scale=0.0, max_scale=1.0, colormap=dpg.mvPlotColormap_Viridis,
-                                                height=plot_size[1], width=62, label="MSE")
+            self.scale = dpg.add_colormap_scale(
+                min_scale=0.0,
+                max_scale=1.0,
+                colormap=dpg.mvPlotColormap_Viridis,
+                height=plot_size[1],
+                width=62,
+                label="MSE",
+            )
             with dpg.group():
                 self.target = RawTexture(app.textures, THUMB, THUMB)
                 self.thumbs: list[tuple[RawTexture, int, int]] = []
                 slots = [None] + list(range(CANDIDATES))
                 for row in range(2):
                     with dpg.group(horizontal=True):
-                        for slot in slots[3 * row: 3 * row + 3]:
+                        for slot in slots[3 * row : 3 * row + 3]:
                             with dpg.group():
                                 if slot is None:
-                                    self.target_image = dpg.add_image(self.target.tag, width=THUMB - 8,
-                                                                      height=THUMB - 8)
+                                    self.target_image = dpg.add_image(
+                                        self.target.tag, width=THUMB - 8, height=THUMB - 8
+                                    )
                                     label = dpg.add_text("target photo\n(as compared)")
                                     if small is not None:
                                         dpg.bind_item_font(label, small)
                                     continue
                                 texture = RawTexture(app.textures, THUMB, THUMB)
-                                button = dpg.add_image_button(texture.tag, width=THUMB - 8, height=THUMB - 8,
-                                                              callback=lambda s, a, u: self.apply(u), user_data=slot)
+                                button = dpg.add_image_button(
+                                    texture.tag,
+                                    width=THUMB - 8,
+                                    height=THUMB - 8,
+                                    callback=lambda s, a, u: self.apply(u),
+                                    user_data=slot,
+                                )
                                 label = dpg.add_text(f"#{slot}")
                                 if small is not None:
                                     dpg.bind_item_font(label, small)
@@ -306,8 +336,16 @@ class SearchHeatmapPanel:
         y_min, y_max = float(elev.min() - de / 2), float(elev.max() + de / 2)
         x_min, x_max = float(azim.min() - da / 2), float(azim.max() + da / 2)
         self._x_min = x_min
-        dpg.configure_item(self.heat, show=True, rows=rows, cols=cols, scale_min=low, scale_max=high,
-                           bounds_min=(x_min, y_min), bounds_max=(x_max, y_max))
+        dpg.configure_item(
+            self.heat,
+            show=True,
+            rows=rows,
+            cols=cols,
+            scale_min=low,
+            scale_max=high,
+            bounds_min=(x_min, y_min),
+            bounds_max=(x_max, y_max),
+        )
         dpg.set_value(self.heat, [values[order].ravel().tolist()])
         dpg.configure_item(self.scale, min_scale=low, max_scale=high)
         self._grey_unevaluated(search, which, elev, azim, de, da)
@@ -323,10 +361,15 @@ class SearchHeatmapPanel:
                 self._overlay.extend(_draw_marker(name, x, y, 0.32 * da, 0.32 * de, self.plot))
         # markers outside the searched band (e.g. a ground truth far above) stay visible
         dpg.set_axis_limits(self.x_axis, x_min, x_max)
-        dpg.set_axis_limits(self.y_axis, min([y_min, *(e - de / 2 for e in marker_elevations)]),
-                            max([y_max, *(e + de / 2 for e in marker_elevations)]))
+        dpg.set_axis_limits(
+            self.y_axis,
+            min([y_min, *(e - de / 2 for e in marker_elevations)]),
+            max([y_max, *(e + de / 2 for e in marker_elevations)]),
+        )
         status = "done" if search.done else f"stage {search.stage + 1}/{search.n_stages}, {100 * search.progress:.0f} %"
-        self.title.set(f"pose search for view {view.ids[shown]}: {status}" + ("  (manual choice)" if search.manual else ""))
+        self.title.set(
+            f"pose search for view {view.ids[shown]}: {status}" + ("  (manual choice)" if search.manual else "")
+        )
         evaluated = int(np.isfinite(search.heat_coarse if which == "coarse" else search.heat_refined).sum())
         self.info.set(f"{which}: {evaluated}/{rows * cols} cells evaluated; MSE best {low:.4f}, worst {high:.4f}")
         self.rule.set(rank_rule(search) if search.done else "candidates are ranked when the last stage ends")
@@ -363,29 +406,39 @@ class SearchHeatmapPanel:
             dpg.set_value(label, "")
             dpg.configure_item(button, enabled=False)
 
-    def _grey_unevaluated(self, search: SearchView, which: str, elev: np.ndarray, azim: np.ndarray, de: float,
-                          da: float) -> None:
+    def _grey_unevaluated(
+        self, search: SearchView, which: str, elev: np.ndarray, azim: np.ndarray, de: float, da: float
+    ) -> None:
         """Grey boxes over cells with no score yet (the heat series itself cannot show missing values)."""
         for item in self._overlay:
             dpg.delete_item(item)
         heat = search.heat_coarse if which == "coarse" else search.heat_refined
         self._overlay = [
-            dpg.draw_rectangle((azim[a] - da / 2, elev[e] - de / 2), (azim[a] + da / 2, elev[e] + de / 2),
-                               color=(70, 70, 70, 255), fill=(90, 90, 90, 255), parent=self.plot)
-            for e, a in zip(*np.nonzero(~np.isfinite(heat)))]
+            dpg.draw_rectangle(
+                (azim[a] - da / 2, elev[e] - de / 2),
+                (azim[a] + da / 2, elev[e] + de / 2),
+                color=(70, 70, 70, 255),
+                fill=(90, 90, 90, 255),
+                parent=self.plot,
+            )
+            for e, a in zip(*np.nonzero(~np.isfinite(heat)))
+        ]
 
 
 def _draw_marker(name: str, x: float, y: float, half_x: float, half_y: float, parent: int | str) -> list[int]:
     """One marker shape in plot coordinates (square / cross / diamond, as in the legend)."""
     colour = MARKERS[name][1]
     if name == "initial":
-        return [dpg.draw_rectangle((x - half_x, y - half_y), (x + half_x, y + half_y), color=colour, thickness=2,
-                                   parent=parent)]
+        return [
+            dpg.draw_rectangle(
+                (x - half_x, y - half_y), (x + half_x, y + half_y), color=colour, thickness=2, parent=parent
+            )
+        ]
     if name == "chosen":
-        return [dpg.draw_line((x - half_x, y - half_y), (x + half_x, y + half_y), color=colour, thickness=3,
-                              parent=parent),
-                dpg.draw_line((x - half_x, y + half_y), (x + half_x, y - half_y), color=colour, thickness=3,
-                              parent=parent)]
+        return [
+            dpg.draw_line((x - half_x, y - half_y), (x + half_x, y + half_y), color=colour, thickness=3, parent=parent),
+            dpg.draw_line((x - half_x, y + half_y), (x + half_x, y - half_y), color=colour, thickness=3, parent=parent),
+        ]
     points = [(x, y - half_y), (x + half_x, y), (x, y + half_y), (x - half_x, y), (x, y - half_y)]
     return [dpg.draw_polygon(points, color=colour, fill=colour, thickness=1, parent=parent)]
 

@@ -46,8 +46,9 @@ def build_random_guidance(spec: Zero123Spec, device: str = "cpu") -> Zero123Guid
     unet = make_unet(spec)
     projection, _ = apply_6dof_weights(unet, random_6dof_state_dict(unet))
     clip_input = ClipInput(size=spec.clip_image_size, mean=(0.481, 0.458, 0.408), std=(0.269, 0.261, 0.276))
-    return Zero123Guidance(unet, make_vae(spec), make_image_encoder(spec), clip_input, projection,
-                           make_scheduler(), device=device)
+    return Zero123Guidance(
+        unet, make_vae(spec), make_image_encoder(spec), clip_input, projection, make_scheduler(), device=device
+    )
 
 
 def bench_case(name: str, spec: Zero123Spec, steps: int) -> dict:
@@ -104,10 +105,14 @@ def bench_prior_main(json_out: bool = False, quick: bool = False) -> int:
         print(json.dumps([header | row for row in results], indent=1))  # one JSON list of rows
         return 0
     print(" ".join(f"{k}={v}" for k, v in header.items()))
-    print(f"{'case':6} {'UNet M':>7} {'batch':>5} {'build s':>8} {'encode s':>9} {'SDS wall s':>11} "
-          f"{'SDS CPU s':>10} {'peak RSS MiB':>13}")
+    print(
+        f"{'case':6} {'UNet M':>7} {'batch':>5} {'build s':>8} {'encode s':>9} {'SDS wall s':>11} "
+        f"{'SDS CPU s':>10} {'peak RSS MiB':>13}"
+    )
     for r in results:
-        print(f"{r['case']:6} {r['unet_params_M']:7.1f} {r['unet_batch']:5d} {r['build_s']:8.2f} "
-              f"{r['encode_conditions_s']:9.2f} {r['sds_step_median_s']:11.2f} {r['sds_step_cpu_median_s']:10.2f} "
-              f"{r['peak_rss_mib']:13d}")
+        print(
+            f"{r['case']:6} {r['unet_params_M']:7.1f} {r['unet_batch']:5d} {r['build_s']:8.2f} "
+            f"{r['encode_conditions_s']:9.2f} {r['sds_step_median_s']:11.2f} {r['sds_step_cpu_median_s']:10.2f} "
+            f"{r['peak_rss_mib']:13d}"
+        )
     return 0

@@ -51,9 +51,12 @@ SD1_DOWN_BLOCK_TYPES = ("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",)
 SD1_UP_BLOCK_TYPES = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3
 
 
-def attention_block_prefixes(layers_per_block: int, down_block_types: Sequence[str],
-                             up_block_types: Sequence[str], mid_has_attention: bool = True
-                             ) -> list[tuple[str, str]]:
+def attention_block_prefixes(
+    layers_per_block: int,
+    down_block_types: Sequence[str],
+    up_block_types: Sequence[str],
+    mid_has_attention: bool = True,
+) -> list[tuple[str, str]]:
     """``[(ldm prefix, diffusers prefix)]`` of every attention block, ldm without ``model.diffusion_model.``."""
     if not isinstance(layers_per_block, int):
         raise PriorWeightsError(f"UNet layers_per_block={layers_per_block!r}: only one int for all blocks is supported")
@@ -61,14 +64,15 @@ def attention_block_prefixes(layers_per_block: int, down_block_types: Sequence[s
     pairs = []
     for i, kind in enumerate(down_block_types):
         if "CrossAttn" in kind:
-            pairs += [(f"input_blocks.{1 + i * stride + j}.1.", f"down_blocks.{i}.attentions.{j}.")
-                      for j in range(layers_per_block)]
+            pairs += [
+                (f"input_blocks.{1 + i * stride + j}.1.", f"down_blocks.{i}.attentions.{j}.")
+                for j in range(layers_per_block)
+            ]
     if mid_has_attention:
         pairs.append(("middle_block.1.", "mid_block.attentions.0."))
     for i, kind in enumerate(up_block_types):
         if "CrossAttn" in kind:
-            pairs += [(f"output_blocks.{i * stride + j}.1.", f"up_blocks.{i}.attentions.{j}.")
-                      for j in range(stride)]
+            pairs += [(f"output_blocks.{i * stride + j}.1.", f"up_blocks.{i}.attentions.{j}.") for j in range(stride)]
     return pairs
 
 
@@ -76,8 +80,12 @@ def unet_attention_prefixes(unet: torch.nn.Module) -> list[tuple[str, str]]:
     """:func:`attention_block_prefixes` for a diffusers ``UNet2DConditionModel``."""
     config = unet.config
     mid_type = config.get("mid_block_type") or "UNetMidBlock2DCrossAttn"
-    return attention_block_prefixes(config["layers_per_block"], config["down_block_types"],
-                                    config["up_block_types"], mid_has_attention="CrossAttn" in mid_type)
+    return attention_block_prefixes(
+        config["layers_per_block"],
+        config["down_block_types"],
+        config["up_block_types"],
+        mid_has_attention="CrossAttn" in mid_type,
+    )
 
 
 def ldm_attention_key_map(unet: torch.nn.Module) -> dict[str, str]:
@@ -91,7 +99,7 @@ def ldm_attention_key_map(unet: torch.nn.Module) -> dict[str, str]:
     for key in unet.state_dict():
         for ldm_prefix, diffusers_prefix in prefixes:
             if key.startswith(diffusers_prefix):
-                key_map[LDM_UNET_PREFIX + ldm_prefix + key[len(diffusers_prefix):]] = key
+                key_map[LDM_UNET_PREFIX + ldm_prefix + key[len(diffusers_prefix) :]] = key
                 break
     return key_map
 
@@ -123,7 +131,8 @@ def read_state_dict(path: str | Path, trust_pickle: bool = False) -> dict[str, T
         raise PriorWeightsError(
             f"{path}: torch.load(weights_only=True) refused a pickled object; if you trust the file run "
             f"'python -m sparseags.prior.convert_ckpt {path} {path.with_suffix('.safetensors')} --trust-pickle' "
-            "and point prior.ckpt_6dof at the .safetensors file") from None
+            "and point prior.ckpt_6dof at the .safetensors file"
+        ) from None
     except (RuntimeError, OSError, EOFError) as err:
         raise PriorWeightsError(f"{path}: not a readable torch checkpoint ({str(err).splitlines()[0]})") from None
     state = obj.get("state_dict", obj) if isinstance(obj, Mapping) else None
@@ -157,8 +166,9 @@ def _first(keys: Sequence[str], count: int = 3) -> str:
     return shown + (f" (+{len(keys) - count} more)" if len(keys) > count else "")
 
 
-def apply_6dof_weights(unet: torch.nn.Module, state_dict: Mapping[str, Tensor], source: str = "checkpoint",
-                       strict: bool = True) -> tuple["CLIPCameraProjection", LoadReport]:
+def apply_6dof_weights(
+    unet: torch.nn.Module, state_dict: Mapping[str, Tensor], source: str = "checkpoint", strict: bool = True
+) -> tuple["CLIPCameraProjection", LoadReport]:
     """Copy the attention blocks of an ldm state dict into `unet` (in place); build the 6-DoF projection.
 
     Checks (our own, not ``load_state_dict(strict=False)``): every attention key of the UNet must be
@@ -173,16 +183,20 @@ def apply_6dof_weights(unet: torch.nn.Module, state_dict: Mapping[str, Tensor], 
     missing = [k for k in key_map if k not in state_dict]
     if missing:
         raise PriorWeightsError(f"{source}: {len(missing)} UNet attention keys missing, e.g. {_first(missing)}")
-    mismatched = [f"{k} {list(state_dict[k].shape)} vs {list(unet_state[v].shape)}"
-                  for k, v in key_map.items() if state_dict[k].shape != unet_state[v].shape]
+    mismatched = [
+        f"{k} {list(state_dict[k].shape)} vs {list(unet_state[v].shape)}"
+        for k, v in key_map.items()
+        if state_dict[k].shape != unet_state[v].shape
+    ]
     if mismatched:
         raise PriorWeightsError(f"{source}: attention shapes differ from the UNet: {_first(mismatched, 2)}")
     unexpected = sorted(k for k in state_dict if is_ldm_attention_key(k, prefixes) and k not in key_map)
     if unexpected and strict:
         raise PriorWeightsError(f"{source}: {len(unexpected)} unexpected attention keys, e.g. {_first(unexpected)}")
     if unexpected:
-        warnings.warn(f"{source}: ignoring {len(unexpected)} unexpected attention keys, e.g. {_first(unexpected)}",
-                      stacklevel=2)
+        warnings.warn(
+            f"{source}: ignoring {len(unexpected)} unexpected attention keys, e.g. {_first(unexpected)}", stacklevel=2
+        )
 
     mapped = {diffusers_key: state_dict[ldm_key] for ldm_key, diffusers_key in key_map.items()}
     result = unet.load_state_dict(mapped, strict=False)
@@ -191,23 +205,29 @@ def apply_6dof_weights(unet: torch.nn.Module, state_dict: Mapping[str, Tensor], 
 
     projection = build_6dof_projection(state_dict, unet.config["cross_attention_dim"], source)
     used = len(key_map) + 2 + len(unexpected)
-    report = LoadReport(blocks=prefixes, loaded_keys=len(key_map), ignored_keys=len(state_dict) - used,
-                        unexpected_keys=unexpected)
+    report = LoadReport(
+        blocks=prefixes, loaded_keys=len(key_map), ignored_keys=len(state_dict) - used, unexpected_keys=unexpected
+    )
     return projection, report
 
 
-def build_6dof_projection(state_dict: Mapping[str, Tensor], embedding_dim: int,
-                          source: str = "checkpoint") -> "CLIPCameraProjection":
+def build_6dof_projection(
+    state_dict: Mapping[str, Tensor], embedding_dim: int, source: str = "checkpoint"
+) -> "CLIPCameraProjection":
     """``CLIPCameraProjection(embedding_dim, 18)`` holding the checkpoint's ``cc_projection``."""
     from .projection import CLIPCameraProjection  # imports diffusers (seconds), so only when loading
 
     if CC_PROJECTION_WEIGHT not in state_dict or CC_PROJECTION_BIAS not in state_dict:
-        raise PriorWeightsError(f"{source}: no {CC_PROJECTION_WEIGHT} / {CC_PROJECTION_BIAS} (not a 6-DoF Zero123 checkpoint)")
+        raise PriorWeightsError(
+            f"{source}: no {CC_PROJECTION_WEIGHT} / {CC_PROJECTION_BIAS} (not a 6-DoF Zero123 checkpoint)"
+        )
     weight, bias = state_dict[CC_PROJECTION_WEIGHT], state_dict[CC_PROJECTION_BIAS]
     expected = (embedding_dim, embedding_dim + CAMERA_EMBEDDING_DIM)
     if tuple(weight.shape) != expected or tuple(bias.shape) != (embedding_dim,):
-        raise PriorWeightsError(f"{source}: cc_projection is {list(weight.shape)}, expected {list(expected)} "
-                                f"(CLIP width {embedding_dim} + {CAMERA_EMBEDDING_DIM} camera values)")
+        raise PriorWeightsError(
+            f"{source}: cc_projection is {list(weight.shape)}, expected {list(expected)} "
+            f"(CLIP width {embedding_dim} + {CAMERA_EMBEDDING_DIM} camera values)"
+        )
     projection = CLIPCameraProjection(embedding_dim=embedding_dim, additional_embeddings=CAMERA_EMBEDDING_DIM)
     projection.proj.load_state_dict({"weight": weight.float(), "bias": bias.float()})
     return projection
@@ -217,8 +237,9 @@ def build_6dof_projection(state_dict: Mapping[str, Tensor], embedding_dim: int,
 # one-off extraction of the used subset (small, safe to load)
 
 
-def extract_used_weights(state_dict: Mapping[str, Tensor],
-                         prefixes: Sequence[tuple[str, str]] | None = None) -> dict[str, Tensor]:
+def extract_used_weights(
+    state_dict: Mapping[str, Tensor], prefixes: Sequence[tuple[str, str]] | None = None
+) -> dict[str, Tensor]:
     """The checkpoint tensors the prior uses: SD-1.x attention blocks (ldm names) and ``cc_projection``."""
     if prefixes is None:
         prefixes = attention_block_prefixes(SD1_LAYERS_PER_BLOCK, SD1_DOWN_BLOCK_TYPES, SD1_UP_BLOCK_TYPES)

@@ -18,11 +18,15 @@ from .weights import PriorWeightsError
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m sparseags.prior.convert_ckpt",
-        description="Extract the attention blocks and cc_projection of a 6-DoF Zero123 .ckpt into a .safetensors file.")
+        description="Extract the attention blocks and cc_projection of a 6-DoF Zero123 .ckpt into a .safetensors file.",
+    )
     parser.add_argument("src", type=Path)
     parser.add_argument("dst", type=Path)
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow arbitrary pickled objects in SRC (only for files from a trusted source)")
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow arbitrary pickled objects in SRC (only for files from a trusted source)",
+    )
     args = parser.parse_args(argv)
     try:
         used = extract_used_weights(read_state_dict(args.src, trust_pickle=args.trust_pickle))

@@ -48,8 +48,14 @@ def prior_status(cfg: PriorConfig, device: str | torch.device) -> tuple[bool, st
 
 def load_guidance(cfg: PriorConfig, device: str | torch.device) -> Zero123Guidance:
     """The guidance named by `cfg` (weights, CFG scale, timestep range and annealing)."""
-    return Zero123Guidance.from_pretrained(cfg.model_dir, cfg.ckpt_6dof, device, guidance_scale=cfg.guidance_scale,
-                                           t_range=tuple(cfg.t_range), anneal_timestep=cfg.anneal_timestep)
+    return Zero123Guidance.from_pretrained(
+        cfg.model_dir,
+        cfg.ckpt_6dof,
+        device,
+        guidance_scale=cfg.guidance_scale,
+        t_range=tuple(cfg.t_range),
+        anneal_timestep=cfg.anneal_timestep,
+    )
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -77,8 +83,9 @@ class Zero123PriorHook:
         images = torch.as_tensor(_as_numpy(scene.white_background_images())[inliers], dtype=torch.float32)
         images = images.permute(0, 3, 1, 2)  # [V, 3, H, W]
         if images.shape[-2:] != (CONDITION_SIZE, CONDITION_SIZE):
-            images = F.interpolate(images, (CONDITION_SIZE, CONDITION_SIZE), mode="bilinear",
-                                   align_corners=False, antialias=True)
+            images = F.interpolate(
+                images, (CONDITION_SIZE, CONDITION_SIZE), mode="bilinear", align_corners=False, antialias=True
+            )
         return images
 
     @staticmethod
@@ -130,15 +137,19 @@ class Zero123PriorHook:
         dtype, device = w2c_all.dtype, w2c_all.device
 
         def render(w2c: Tensor, K: Tensor, width: int, height: int, background: Tensor):
-            return recon.render(w2c.to(device, dtype)[None], K.to(device, dtype)[None], width, height,
-                                background.to(device, dtype))
+            return recon.render(
+                w2c.to(device, dtype)[None], K.to(device, dtype)[None], width, height, background.to(device, dtype)
+            )
 
         view = self.sampler.sample(c2w_gl, self.guidance.conditions.focals, step_ratio, generator, render)
         if view.empty:
             self._stats = self._view_stats(view) | {"skipped": "empty novel view"}
             return None
-        output = view.render if view.render is not None else render(view.w2c, view.K(), view.resolution,
-                                                                    view.resolution, view.background)
+        output = (
+            view.render
+            if view.render is not None
+            else render(view.w2c, view.K(), view.resolution, view.resolution, view.background)
+        )
         rendered = output.rgb[0].permute(2, 0, 1)[None]  # [1, 3, H, W]
         loss, info = self.guidance.sds_loss(rendered, view.c2w_gl, view.focal[0], step_ratio, generator)
         weighted = self.cfg.weight * loss
@@ -178,8 +189,9 @@ class Zero123PriorHook:
         return {f"prior_{key}": value for key, value in stats.items()}
 
 
-def make_prior_hook_factory(cfg: Config, scene: Any, device: str | torch.device
-                            ) -> tuple[Callable[[], Zero123PriorHook] | None, str]:
+def make_prior_hook_factory(
+    cfg: Config, scene: Any, device: str | torch.device
+) -> tuple[Callable[[], Zero123PriorHook] | None, str]:
     """``(factory, notice)`` for the pipeline: a factory of fresh hooks (one per reconstruction) or None.
 
     The notice is :func:`prior_status`'s one-line reason. The weights are loaded once, on the first

@@ -113,10 +113,17 @@ class NovelView:
 class NovelViewSampler:
     """Samples novel views around the current condition cameras; owns the principal-point pool."""
 
-    def __init__(self, resolution_schedule: Sequence[Sequence[float]] = ((0.0, 128), (0.3, 256), (0.6, 512)),
-                 invert_bg_prob: float = 0.5, max_tries: int = 10, elevation_margin_deg: float = 60.0,
-                 elevation_limit_deg: float = 80.0, centre_tolerance_px: float = 10.0,
-                 fill_ratio: float = 1.0 / 1.2, zoom_tolerance: float = 0.05):
+    def __init__(
+        self,
+        resolution_schedule: Sequence[Sequence[float]] = ((0.0, 128), (0.3, 256), (0.6, 512)),
+        invert_bg_prob: float = 0.5,
+        max_tries: int = 10,
+        elevation_margin_deg: float = 60.0,
+        elevation_limit_deg: float = 80.0,
+        centre_tolerance_px: float = 10.0,
+        fill_ratio: float = 1.0 / 1.2,
+        zoom_tolerance: float = 0.05,
+    ):
         if max_tries < 1:
             raise ValueError(f"max_tries must be >= 1, got {max_tries}")
         self.resolution_schedule = [list(entry) for entry in resolution_schedule]
@@ -143,8 +150,14 @@ class NovelViewSampler:
         azimuth = float(ref_azim[0]) + _randint(-180, 180, generator)
         return elevation, azimuth, float(ref_radius.mean())
 
-    def sample(self, cond_c2w_gl: Tensor, cond_focals: Tensor, step_ratio: float,
-               generator: torch.Generator | None, render_fn: RenderFn) -> NovelView:
+    def sample(
+        self,
+        cond_c2w_gl: Tensor,
+        cond_focals: Tensor,
+        step_ratio: float,
+        generator: torch.Generator | None,
+        render_fn: RenderFn,
+    ) -> NovelView:
         """Sample a novel view and frame it with at most `max_tries` calls of `render_fn`."""
         elevation, azimuth, radius = self.sample_pose(cond_c2w_gl, generator)
         resolution = resolution_at(self.resolution_schedule, step_ratio)
@@ -153,8 +166,21 @@ class NovelViewSampler:
         c2w_gl = orbit_camera(elevation, azimuth, radius, dtype=torch.float64)
         focal = float(torch.as_tensor(cond_focals, dtype=torch.float64).mean())
         cell = self.pool.cell(elevation, azimuth)
-        view = NovelView(elevation, azimuth, radius, c2w_gl, c2w_gl_to_w2c(c2w_gl), (focal, focal),
-                         self.pool.get(cell), resolution, background, 0, False, False, None)
+        view = NovelView(
+            elevation,
+            azimuth,
+            radius,
+            c2w_gl,
+            c2w_gl_to_w2c(c2w_gl),
+            (focal, focal),
+            self.pool.get(cell),
+            resolution,
+            background,
+            0,
+            False,
+            False,
+            None,
+        )
         self._frame(view, cell, render_fn)
         return view
 
@@ -194,7 +220,7 @@ class NovelViewSampler:
             return 1.0  # only faint alpha: nothing to measure, keep the focal
         extent = float(max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
         target = res * self.fill_ratio
-        if abs(extent ** 2 - target ** 2) > self.zoom_tolerance * res ** 2:
+        if abs(extent**2 - target**2) > self.zoom_tolerance * res**2:
             return target / extent
         return 1.0
 

@@ -49,38 +49,63 @@ class Zero123Spec:
 TINY = Zero123Spec()
 # SD-1.x / zero123-xl sizes (UNet ~860 M parameters, VAE ~84 M); CLIP stays small since it only
 # encodes the condition images once.
-FULL = Zero123Spec(unet_channels=(320, 640, 1280, 1280), unet_groups=32, width=768, attention_head_dim=8,
-                   vae_channels=(128, 256, 512, 512), vae_groups=32,
-                   vae_layers=2)
+FULL = Zero123Spec(
+    unet_channels=(320, 640, 1280, 1280),
+    unet_groups=32,
+    width=768,
+    attention_head_dim=8,
+    vae_channels=(128, 256, 512, 512),
+    vae_groups=32,
+    vae_layers=2,
+)
 
 
 def make_unet(spec: Zero123Spec):
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=32, in_channels=8, out_channels=4, layers_per_block=SD1_LAYERS_PER_BLOCK,
-        block_out_channels=spec.unet_channels, down_block_types=SD1_DOWN_BLOCK_TYPES,
-        up_block_types=SD1_UP_BLOCK_TYPES, cross_attention_dim=spec.width,
-        attention_head_dim=spec.attention_head_dim, norm_num_groups=spec.unet_groups)
+        sample_size=32,
+        in_channels=8,
+        out_channels=4,
+        layers_per_block=SD1_LAYERS_PER_BLOCK,
+        block_out_channels=spec.unet_channels,
+        down_block_types=SD1_DOWN_BLOCK_TYPES,
+        up_block_types=SD1_UP_BLOCK_TYPES,
+        cross_attention_dim=spec.width,
+        attention_head_dim=spec.attention_head_dim,
+        norm_num_groups=spec.unet_groups,
+    )
 
 
 def make_vae(spec: Zero123Spec):
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=spec.vae_channels,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=spec.vae_layers, norm_num_groups=spec.vae_groups,
-        sample_size=256, scaling_factor=0.18215)
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        block_out_channels=spec.vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=spec.vae_layers,
+        norm_num_groups=spec.vae_groups,
+        sample_size=256,
+        scaling_factor=0.18215,
+    )
 
 
 def make_image_encoder(spec: Zero123Spec):
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     config = CLIPVisionConfig(
-        hidden_size=spec.clip_hidden, intermediate_size=2 * spec.clip_hidden, num_hidden_layers=spec.clip_layers,
-        num_attention_heads=spec.clip_heads, image_size=spec.clip_image_size, patch_size=spec.clip_patch,
-        projection_dim=spec.width)
+        hidden_size=spec.clip_hidden,
+        intermediate_size=2 * spec.clip_hidden,
+        num_hidden_layers=spec.clip_layers,
+        num_attention_heads=spec.clip_heads,
+        image_size=spec.clip_image_size,
+        patch_size=spec.clip_patch,
+        projection_dim=spec.width,
+    )
     return CLIPVisionModelWithProjection(config)
 
 
@@ -95,8 +120,15 @@ def make_scheduler():
     """Stable Diffusion 1.x's DDIM schedule (the one zero123-xl ships)."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                         clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
 
 
 MODEL_INDEX = {
@@ -121,7 +153,8 @@ def write_random_zero123(model_dir: str | Path, spec: Zero123Spec = TINY, seed: 
     make_image_processor(spec).save_pretrained(model_dir / "feature_extractor")
     make_scheduler().save_pretrained(model_dir / "scheduler")
     CLIPCameraProjection(embedding_dim=spec.width, additional_embeddings=4).save_pretrained(
-        model_dir / "clip_camera_projection")
+        model_dir / "clip_camera_projection"
+    )
     (model_dir / "model_index.json").write_text(json.dumps(MODEL_INDEX, indent=2), encoding="utf-8")
     return model_dir
 
@@ -134,8 +167,10 @@ def random_6dof_state_dict(unet: torch.nn.Module, seed: int = 1) -> dict[str, Te
     """
     generator = torch.Generator().manual_seed(seed)
     state = unet.state_dict()
-    ckpt = {ldm_key: torch.randn(state[key].shape, generator=generator)
-            for ldm_key, key in ldm_attention_key_map(unet).items()}
+    ckpt = {
+        ldm_key: torch.randn(state[key].shape, generator=generator)
+        for ldm_key, key in ldm_attention_key_map(unet).items()
+    }
     width = unet.config.cross_attention_dim
     ckpt[CC_PROJECTION_WEIGHT] = torch.randn(width, width + CAMERA_EMBEDDING_DIM, generator=generator)
     ckpt[CC_PROJECTION_BIAS] = torch.randn(width, generator=generator)

@@ -26,10 +26,13 @@ OPTIONAL_PARTS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("clip_camera_projection", "config.json", _SAFETENSORS_OR_BIN),
 )
 
-HOW_TO_GET_MODEL = ("download the Hugging Face repo ashawkey/zero123-xl-diffusers into that folder "
-                    "(see checkpoints/README.md)")
-HOW_TO_GET_CKPT = ("download zero123_6dof_23k.ckpt from the Google Drive link in the SparseAGS README "
-                   "and put it there (see checkpoints/README.md)")
+HOW_TO_GET_MODEL = (
+    "download the Hugging Face repo ashawkey/zero123-xl-diffusers into that folder (see checkpoints/README.md)"
+)
+HOW_TO_GET_CKPT = (
+    "download zero123_6dof_23k.ckpt from the Google Drive link in the SparseAGS README "
+    "and put it there (see checkpoints/README.md)"
+)
 
 
 class PriorWeightsError(UserError):

@@ -121,22 +121,27 @@ def load_zero123_parts(model_dir: str | Path) -> Zero123Parts:
     scheduler = _load_part(DDIMScheduler, model_dir / "scheduler", "scheduler")
     width = unet.config.cross_attention_dim
     if image_encoder.config.projection_dim != width:
-        raise PriorWeightsError(f"{model_dir}: CLIP projection_dim {image_encoder.config.projection_dim} "
-                                f"differs from the UNet cross_attention_dim {width}")
+        raise PriorWeightsError(
+            f"{model_dir}: CLIP projection_dim {image_encoder.config.projection_dim} "
+            f"differs from the UNet cross_attention_dim {width}"
+        )
     base_projection = None
     if (model_dir / "clip_camera_projection" / "config.json").is_file():
         base_projection = _load_part(CLIPCameraProjection, model_dir / "clip_camera_projection", "camera projection")
         if base_projection.config.embedding_dim != width:
-            raise PriorWeightsError(f"{model_dir / 'clip_camera_projection'}: embedding_dim "
-                                    f"{base_projection.config.embedding_dim} differs from the UNet width {width}")
+            raise PriorWeightsError(
+                f"{model_dir / 'clip_camera_projection'}: embedding_dim "
+                f"{base_projection.config.embedding_dim} differs from the UNet width {width}"
+            )
     crop = processor.crop_size  # {"height", "width"} (a SizeDict in transformers 5) or an int
     size = crop if isinstance(crop, int) else crop["height"]
     clip_input = ClipInput(size=int(size), mean=tuple(processor.image_mean), std=tuple(processor.image_std))
     return Zero123Parts(unet, vae, image_encoder, clip_input, scheduler, base_projection)
 
 
-def _randn(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device,
-           dtype: torch.dtype) -> Tensor:
+def _randn(
+    shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+) -> Tensor:
     """Standard normal samples drawn on the generator's device (so a CPU generator drives CUDA runs too)."""
     source = generator.device if generator is not None else device
     return torch.randn(shape, generator=generator, device=source, dtype=torch.float32).to(device, dtype)
@@ -162,17 +167,28 @@ def sds_gradient(eps_views: Tensor, noise: Tensor, w: float) -> tuple[Tensor, in
 class Zero123Guidance:
     """The 6-DoF Zero123 prior: condition caching, camera embeddings and the multi-view SDS loss."""
 
-    def __init__(self, unet: Any, vae: Any, image_encoder: Any, clip_input: ClipInput,
-                 projection: "CLIPCameraProjection", scheduler: Any, device: str | torch.device = "cpu",
-                 dtype: torch.dtype | None = None, guidance_scale: float = 5.0,
-                 t_range: tuple[float, float] = (0.02, 0.98), anneal_timestep: bool = True):
+    def __init__(
+        self,
+        unet: Any,
+        vae: Any,
+        image_encoder: Any,
+        clip_input: ClipInput,
+        projection: "CLIPCameraProjection",
+        scheduler: Any,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        guidance_scale: float = 5.0,
+        t_range: tuple[float, float] = (0.02, 0.98),
+        anneal_timestep: bool = True,
+    ):
         self.device = torch.device(device)
         # fp16 on CUDA like the official code; fp32 on the CPU (fp16 CPU kernels are slow or missing).
         self.dtype = dtype or (torch.float16 if self.device.type == "cuda" else torch.float32)
         with _quiet_loading():  # diffusers advises on .to(dtype) casts; all our modules are cast alike
             self.unet, self.vae, self.image_encoder, self.projection = (
                 module.to(self.device, self.dtype).eval().requires_grad_(False)
-                for module in (unet, vae, image_encoder, projection))
+                for module in (unet, vae, image_encoder, projection)
+            )
         self.clip_input = clip_input
         self.scheduler = scheduler
         self.guidance_scale = float(guidance_scale)
@@ -186,9 +202,16 @@ class Zero123Guidance:
         self.load_report: LoadReport | None = None
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path, ckpt_6dof: str | Path, device: str | torch.device = "cpu",
-                        dtype: torch.dtype | None = None, strict: bool = True, trust_pickle: bool = False,
-                        **kwargs: Any) -> "Zero123Guidance":
+    def from_pretrained(
+        cls,
+        model_dir: str | Path,
+        ckpt_6dof: str | Path,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype | None = None,
+        strict: bool = True,
+        trust_pickle: bool = False,
+        **kwargs: Any,
+    ) -> "Zero123Guidance":
         """zero123-xl-diffusers folder + SparseAGS 6-DoF checkpoint -> guidance on `device`.
 
         Missing or incomplete weights raise :class:`PriorWeightsError` (one line naming what to
@@ -199,8 +222,17 @@ class Zero123Guidance:
         state_dict = read_state_dict(ckpt_6dof, trust_pickle=trust_pickle)
         projection, report = apply_6dof_weights(parts.unet, state_dict, source=str(ckpt_6dof), strict=strict)
         del state_dict
-        guidance = cls(parts.unet, parts.vae, parts.image_encoder, parts.clip_input, projection, parts.scheduler,
-                       device=device, dtype=dtype, **kwargs)
+        guidance = cls(
+            parts.unet,
+            parts.vae,
+            parts.image_encoder,
+            parts.clip_input,
+            projection,
+            parts.scheduler,
+            device=device,
+            dtype=dtype,
+            **kwargs,
+        )
         guidance.load_report = report
         return guidance
 
@@ -235,8 +267,9 @@ class Zero123Guidance:
         latents = posterior.mode() if generator is None else posterior.sample(generator=generator)
         return clip_embeds, latents
 
-    def set_conditions(self, images: Tensor, c2w_gl: Tensor, focals: Tensor,
-                       generator: torch.Generator | None = None) -> None:
+    def set_conditions(
+        self, images: Tensor, c2w_gl: Tensor, focals: Tensor, generator: torch.Generator | None = None
+    ) -> None:
         """Encode and cache the condition views: images [V, 3, 256, 256], c2w_gl [V, 4, 4], focals [V, 2]."""
         clip_embeds, latents = self.encode_conditions(images, generator)
         c2w_gl, focals = self._check_poses(c2w_gl, focals, images.shape[0])
@@ -252,8 +285,10 @@ class Zero123Guidance:
         c2w_gl = torch.as_tensor(c2w_gl).detach().to(self.device, torch.float64)
         focals = torch.as_tensor(focals).detach().to(self.device, torch.float64)
         if c2w_gl.shape != (num_views, 4, 4) or focals.shape != (num_views, 2):
-            raise ValueError(f"expected c2w_gl [{num_views}, 4, 4] and focals [{num_views}, 2], "
-                             f"got {list(c2w_gl.shape)} and {list(focals.shape)}")
+            raise ValueError(
+                f"expected c2w_gl [{num_views}, 4, 4] and focals [{num_views}, 2], "
+                f"got {list(c2w_gl.shape)} and {list(focals.shape)}"
+            )
         return c2w_gl, focals
 
     def _require_conditions(self) -> ViewConditions:
@@ -265,8 +300,7 @@ class Zero123Guidance:
     # camera embedding
 
     @staticmethod
-    def camera_embedding(target_c2w_gl: Tensor, cond_c2w_gl: Tensor, target_focal: Any,
-                         cond_focals: Tensor) -> Tensor:
+    def camera_embedding(target_c2w_gl: Tensor, cond_c2w_gl: Tensor, target_focal: Any, cond_focals: Tensor) -> Tensor:
         """18-d 6-DoF camera vectors, float64: [V, 18] for a [4, 4] target, [B, V, 18] for [B, 4, 4].
 
         ``[flatten(inv(target) @ cond) (row-major, 16), log(f_t / fx_cond), log(f_t / fy_cond)]``.
@@ -296,14 +330,20 @@ class Zero123Guidance:
 
     def encode_render(self, rendered: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """[1, 3, H, W] in [0, 1] -> scaled latents [1, 4, 32, 32] (posterior sample; differentiable)."""
-        images = F.interpolate(rendered.to(self.device, self.dtype), (CONDITION_SIZE, CONDITION_SIZE),
-                               mode="bilinear", align_corners=False)
+        images = F.interpolate(
+            rendered.to(self.device, self.dtype), (CONDITION_SIZE, CONDITION_SIZE), mode="bilinear", align_corners=False
+        )
         posterior = self.vae.encode(images * 2.0 - 1.0).latent_dist
         return posterior.sample(generator=generator) * self.scaling_factor
 
-    def sds_loss(self, rendered: Tensor, target_c2w_gl: Tensor, target_focal: Any,
-                 step_ratio: float | None = None, generator: torch.Generator | None = None
-                 ) -> tuple[Tensor, dict]:
+    def sds_loss(
+        self,
+        rendered: Tensor,
+        target_c2w_gl: Tensor,
+        target_focal: Any,
+        step_ratio: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, dict]:
         """Multi-view SDS of one rendered novel view against all cached condition views.
 
         rendered: [1, 3, H, W] in [0, 1] (any H, W; resized to 256); target_c2w_gl: [4, 4];
@@ -346,5 +386,14 @@ class Zero123Guidance:
         return loss, info
 
 
-__all__ = ["CAMERA_EMBEDDING_DIM", "ClipInput", "PriorWeightsError", "ViewConditions", "Zero123Guidance",
-           "Zero123Parts", "guided_noise_per_view", "load_zero123_parts", "sds_gradient"]
+__all__ = [
+    "CAMERA_EMBEDDING_DIM",
+    "ClipInput",
+    "PriorWeightsError",
+    "ViewConditions",
+    "Zero123Guidance",
+    "Zero123Parts",
+    "guided_noise_per_view",
+    "load_zero123_parts",
+    "sds_gradient",
+]

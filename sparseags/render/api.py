@@ -25,8 +25,17 @@ def _check_shape(name: str, tensor: Tensor, shape: tuple[int | None, ...]) -> No
         raise RenderInputError(f"render_gaussians: {name} must have shape {expected}, got {list(tensor.shape)}")
 
 
-def _check_inputs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, sh: Tensor,
-                  viewmats: Tensor, Ks: Tensor, width: int, height: int) -> None:
+def _check_inputs(
+    means: Tensor,
+    quats: Tensor,
+    scales: Tensor,
+    opacities: Tensor,
+    sh: Tensor,
+    viewmats: Tensor,
+    Ks: Tensor,
+    width: int,
+    height: int,
+) -> None:
     num = means.shape[0] if means.ndim == 2 else -1
     _check_shape("means", means, (None, 3))
     _check_shape("quats", quats, (num, 4))
@@ -35,15 +44,23 @@ def _check_inputs(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tenso
     _check_shape("sh", sh, (num, None, 3))
     _check_shape("viewmats", viewmats, (None, 4, 4))
     _check_shape("Ks", Ks, (viewmats.shape[0], 3, 3))
-    tensors = {"means": means, "quats": quats, "scales": scales, "opacities": opacities, "sh": sh,
-               "viewmats": viewmats, "Ks": Ks}
+    tensors = {
+        "means": means,
+        "quats": quats,
+        "scales": scales,
+        "opacities": opacities,
+        "sh": sh,
+        "viewmats": viewmats,
+        "Ks": Ks,
+    }
     for name, tensor in tensors.items():
         if not tensor.is_floating_point():
             raise RenderInputError(f"render_gaussians: {name} must be a floating-point tensor, got {tensor.dtype}")
         if tensor.dtype != means.dtype or tensor.device != means.device:
             raise RenderInputError(
                 f"render_gaussians: {name} is {tensor.dtype} on {tensor.device}, "
-                f"but means is {means.dtype} on {means.device}")
+                f"but means is {means.dtype} on {means.device}"
+            )
     if int(width) <= 0 or int(height) <= 0:
         raise RenderInputError(f"render_gaussians: width and height must be positive, got {width}x{height}")
 
@@ -58,7 +75,8 @@ def _backgrounds(background: Tensor | None, num_cameras: int, like: Tensor) -> T
     if background.shape == (num_cameras, 3):
         return background
     raise RenderInputError(
-        f"render_gaussians: background must have shape [3] or [{num_cameras}, 3], got {list(background.shape)}")
+        f"render_gaussians: background must have shape [3] or [{num_cameras}, 3], got {list(background.shape)}"
+    )
 
 
 def gsplat_available() -> bool:
@@ -67,7 +85,7 @@ def gsplat_available() -> bool:
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """"auto" -> "gsplat" for CUDA tensors when gsplat is installed, else "cpu"."""
+    """ "auto" -> "gsplat" for CUDA tensors when gsplat is installed, else "cpu"."""
     if backend not in BACKENDS:
         raise RenderInputError(f"render_gaussians: unknown backend {backend!r}, expected one of {BACKENDS}")
     if backend == "auto":
@@ -110,17 +128,21 @@ def render_gaussians(
     backend = resolve_backend(backend, means.device)
     if backend == "cpu":
         from .cpu import render_cpu
+
         return render_cpu(means, quats, scales, opacities, sh, viewmats, Ks, width, height, degree, backgrounds)
 
     colors = sh_to_colors(sh, means, viewmats, degree)  # [C, N, 3]
     if backend == "gsplat":
         from .gsplat_backend import render_gsplat
+
         return render_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, backgrounds)
 
     from .reference import rasterize_reference
+
     projected = project_gaussians(means, quats, scales, viewmats, Ks, width, height)
     rgb, alpha, depth = rasterize_reference(projected, colors, opacities, backgrounds, width, height)
     if projected.means2d.requires_grad:
         projected.means2d.retain_grad()
-    return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, means2d=projected.means2d,
-                        radii=projected.radii, visible=projected.visible)
+    return RenderOutput(
+        rgb=rgb, alpha=alpha, depth=depth, means2d=projected.means2d, radii=projected.radii, visible=projected.visible
+    )

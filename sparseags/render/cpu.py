@@ -24,8 +24,18 @@ class _ProjectCPU(torch.autograd.Function):
     """(means, quats, scales, sh, viewmats, Ks) -> (means2d, conics, depths, colors, radii)."""
 
     @staticmethod
-    def forward(ctx, means: Tensor, quats: Tensor, scales: Tensor, sh: Tensor, viewmats: Tensor, Ks: Tensor,
-                width: int, height: int, degree: int):
+    def forward(
+        ctx,
+        means: Tensor,
+        quats: Tensor,
+        scales: Tensor,
+        sh: Tensor,
+        viewmats: Tensor,
+        Ks: Tensor,
+        width: int,
+        height: int,
+        degree: int,
+    ):
         arrays = [_numpy(t) for t in (means, quats, scales, sh, viewmats, Ks)]
         outputs = projection_kernels.project_forward(*arrays, width, height, degree)
         ctx.arrays = arrays
@@ -39,8 +49,16 @@ class _ProjectCPU(torch.autograd.Function):
     def backward(ctx, v_means2d: Tensor, v_conics: Tensor, v_depths: Tensor, v_colors: Tensor, _v_radii):
         width, height, degree, device, dtype = ctx.settings
         grads = projection_kernels.project_backward(
-            *ctx.arrays, width, height, degree, ctx.radii,
-            _numpy(v_means2d), _numpy(v_conics), _numpy(v_depths), _numpy(v_colors))
+            *ctx.arrays,
+            width,
+            height,
+            degree,
+            ctx.radii,
+            _numpy(v_means2d),
+            _numpy(v_conics),
+            _numpy(v_depths),
+            _numpy(v_colors),
+        )
         v_means, v_quats, v_scales, v_sh, v_viewmats = (torch.from_numpy(g).to(device, dtype) for g in grads)
         return v_means, v_quats, v_scales, v_sh, v_viewmats, None, None, None, None
 
@@ -49,8 +67,18 @@ class _RasterizeTiles(torch.autograd.Function):
     """(means2d, conics, colors, opacities, depths, backgrounds) -> (rgb, alpha, depth)."""
 
     @staticmethod
-    def forward(ctx, means2d: Tensor, conics: Tensor, colors: Tensor, opacities: Tensor, depths: Tensor,
-                backgrounds: Tensor, radii: Tensor, width: int, height: int):
+    def forward(
+        ctx,
+        means2d: Tensor,
+        conics: Tensor,
+        colors: Tensor,
+        opacities: Tensor,
+        depths: Tensor,
+        backgrounds: Tensor,
+        radii: Tensor,
+        width: int,
+        height: int,
+    ):
         arrays = [_numpy(t) for t in (means2d, conics, colors, opacities, depths, backgrounds)]
         means2d_np, conics_np, colors_np, opacities_np, depths_np, backgrounds_np = arrays
         radii_np = _numpy(radii).astype(np.int32, copy=False)
@@ -61,8 +89,19 @@ class _RasterizeTiles(torch.autograd.Function):
         depth_order = np.argsort(depths_np, axis=1, kind="stable")
         tile_offsets, isect_ids = kernels.bin_tiles(rects, depth_order, tiles_x, tiles_y)
         rgb, alpha, depth, final_t, n_used = kernels.rasterize_forward(
-            means2d_np, conics_np, colors_np, opacities_np, depths_np, backgrounds_np, rects,
-            tile_offsets, isect_ids, width, height, tiles_x)
+            means2d_np,
+            conics_np,
+            colors_np,
+            opacities_np,
+            depths_np,
+            backgrounds_np,
+            rects,
+            tile_offsets,
+            isect_ids,
+            width,
+            height,
+            tiles_x,
+        )
 
         ctx.arrays = arrays
         ctx.binning = (rects, tile_offsets, isect_ids, final_t, n_used)
@@ -80,17 +119,41 @@ class _RasterizeTiles(torch.autograd.Function):
         grad_alpha_np = np.ascontiguousarray(_numpy(grad_alpha)[..., 0], dtype=dtype)
         grad_depth_np = np.ascontiguousarray(_numpy(grad_depth)[..., 0], dtype=dtype)
         isect_grads = kernels.rasterize_backward(
-            means2d_np, conics_np, colors_np, opacities_np, depths_np, backgrounds_np, rects,
-            tile_offsets, isect_ids, final_t, n_used, grad_rgb_np, grad_alpha_np, grad_depth_np,
-            width, height, tiles_x)
+            means2d_np,
+            conics_np,
+            colors_np,
+            opacities_np,
+            depths_np,
+            backgrounds_np,
+            rects,
+            tile_offsets,
+            isect_ids,
+            final_t,
+            n_used,
+            grad_rgb_np,
+            grad_alpha_np,
+            grad_depth_np,
+            width,
+            height,
+            tiles_x,
+        )
         num_cameras, num = depths_np.shape
         grads = torch.from_numpy(kernels.reduce_isect_grads(isect_grads, isect_ids, tile_offsets, num_cameras, num))
         grads = grads.to(device=ctx.device, dtype=grad_rgb.dtype)  # [C, N, 10]
         grad_backgrounds = None
         if ctx.needs_input_grad[5]:  # rgb = ... + T_final · background
             grad_backgrounds = torch.einsum("chw,chwk->ck", torch.from_numpy(final_t).to(grad_rgb), grad_rgb)
-        return (grads[..., 0:2], grads[..., 2:5], grads[..., 5:8], grads[..., 8].sum(0), grads[..., 9],
-                grad_backgrounds, None, None, None)
+        return (
+            grads[..., 0:2],
+            grads[..., 2:5],
+            grads[..., 5:8],
+            grads[..., 8].sum(0),
+            grads[..., 9],
+            grad_backgrounds,
+            None,
+            None,
+            None,
+        )
 
 
 def render_cpu(
@@ -108,9 +171,11 @@ def render_cpu(
 ) -> RenderOutput:
     """The cpu backend of `render_gaussians` (inputs already validated)."""
     means2d, conics, depths, colors, radii = _ProjectCPU.apply(
-        means, quats, scales, sh, viewmats, Ks, width, height, degree)
+        means, quats, scales, sh, viewmats, Ks, width, height, degree
+    )
     rgb, alpha, depth = _RasterizeTiles.apply(
-        means2d, conics, colors, opacities, depths, backgrounds, radii, width, height)
+        means2d, conics, colors, opacities, depths, backgrounds, radii, width, height
+    )
     if means2d.requires_grad:
         means2d.retain_grad()
     return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, means2d=means2d, radii=radii, visible=radii > 0)

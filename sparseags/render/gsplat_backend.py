@@ -35,9 +35,24 @@ def render_gsplat(
     import gsplat  # lazy: needs CUDA, and importing it is slow
 
     render, alpha, meta = gsplat.rasterization(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        near_plane=NEAR_PLANE, eps2d=EPS2D, radius_clip=0.0, packed=False, sh_degree=None,
-        backgrounds=backgrounds, render_mode="RGB+D", rasterize_mode="classic")
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=NEAR_PLANE,
+        eps2d=EPS2D,
+        radius_clip=0.0,
+        packed=False,
+        sh_degree=None,
+        backgrounds=backgrounds,
+        render_mode="RGB+D",
+        rasterize_mode="classic",
+    )
     means2d = meta["means2d"]  # [C, N, 2]
     if means2d.requires_grad:
         means2d.retain_grad()
@@ -45,5 +60,6 @@ def render_gsplat(
     if radii.ndim == 3:  # gsplat >= 1.5 returns per-axis radii [C, N, 2]
         radii = radii.max(dim=-1).values
     radii = radii.int()
-    return RenderOutput(rgb=render[..., :3], alpha=alpha, depth=render[..., 3:4], means2d=means2d,
-                        radii=radii, visible=radii > 0)
+    return RenderOutput(
+        rgb=render[..., :3], alpha=alpha, depth=render[..., 3:4], means2d=means2d, radii=radii, visible=radii > 0
+    )

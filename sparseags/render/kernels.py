@@ -91,7 +91,7 @@ def bin_tiles(rects, depth_order, tiles_x, tiles_y):
     tile_offsets = np.cumsum(counts)
     isect_ids = np.empty(tile_offsets[-1], dtype=np.int32)
     for cam in range(num_cameras):
-        cursor = tile_offsets[cam * num_tiles:(cam + 1) * num_tiles].copy()
+        cursor = tile_offsets[cam * num_tiles : (cam + 1) * num_tiles].copy()
         for k in range(num):
             g = depth_order[cam, k]
             if rects[cam, g, 0] > rects[cam, g, 1]:
@@ -159,8 +159,9 @@ def _alpha(sigma, gauss, opacity):
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def rasterize_forward(means2d, conics, colors, opacities, depths, backgrounds, rects,
-                      tile_offsets, isect_ids, width, height, tiles_x):
+def rasterize_forward(
+    means2d, conics, colors, opacities, depths, backgrounds, rects, tile_offsets, isect_ids, width, height, tiles_x
+):
     """Front-to-back compositing per camera-tile job.
 
     Returns rgb [C, H, W, 3], alpha [C, H, W], depth [C, H, W] (Σ w z), final transmittance
@@ -259,9 +260,25 @@ def rasterize_forward(means2d, conics, colors, opacities, depths, backgrounds, r
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def rasterize_backward(means2d, conics, colors, opacities, depths, backgrounds, rects,
-                       tile_offsets, isect_ids, final_t, n_used, grad_rgb, grad_alpha, grad_depth,
-                       width, height, tiles_x):
+def rasterize_backward(
+    means2d,
+    conics,
+    colors,
+    opacities,
+    depths,
+    backgrounds,
+    rects,
+    tile_offsets,
+    isect_ids,
+    final_t,
+    n_used,
+    grad_rgb,
+    grad_alpha,
+    grad_depth,
+    width,
+    height,
+    tiles_x,
+):
     """Back-to-front traversal (as the 3DGS CUDA backward): per-intersection gradients [total, 10].
 
     Per pixel, T is recovered from the final transmittance by T ← T / (1 − α) (α ≤ 0.99 keeps this

@@ -38,11 +38,20 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     """Rotation matrices of wxyz quaternions (normalised here). quats: [N, 4] -> [N, 3, 3]."""
     quats = quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     w, x, y, z = quats.unbind(-1)
-    rot = torch.stack([
-        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-    ], dim=-1)
+    rot = torch.stack(
+        [
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    )
     return rot.reshape(quats.shape[:-1] + (3, 3))
 
 

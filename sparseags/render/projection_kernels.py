@@ -229,8 +229,9 @@ def project_forward(means, quats, scales, sh, viewmats, Ks, width, height, degre
 
 
 @njit(parallel=True, cache=True, nogil=True)
-def project_backward(means, quats, scales, sh, viewmats, Ks, width, height, degree, radii,
-                     v_means2d, v_conics, v_depths, v_colors):
+def project_backward(
+    means, quats, scales, sh, viewmats, Ks, width, height, degree, radii, v_means2d, v_conics, v_depths, v_colors
+):
     """Vector-Jacobian product of `project_forward` (culled Gaussians receive no gradient).
 
     Returns v_means [N, 3], v_quats [N, 4], v_scales [N, 3], v_sh [N, K, 3] (float64) and
@@ -389,18 +390,51 @@ def project_backward(means, quats, scales, sh, viewmats, Ks, width, height, degr
                         acc_grad[i, 0] += t_i * g_dx
                         acc_grad[i, 1] += t_i * g_dy
                         acc_grad[i, 2] += t_i * g_dz
-                        acc_grad[i, 3] += (np.float64(view[i, 0]) * g_dx + np.float64(view[i, 1]) * g_dy
-                                           + np.float64(view[i, 2]) * g_dz)
+                        acc_grad[i, 3] += (
+                            np.float64(view[i, 0]) * g_dx
+                            + np.float64(view[i, 1]) * g_dy
+                            + np.float64(view[i, 2]) * g_dz
+                        )
 
             # R(q̂) -> q̂ -> q (normalisation)
-            gw = 2.0 * (-qz * v_rot[0, 1] + qy * v_rot[0, 2] + qz * v_rot[1, 0] - qx * v_rot[1, 2]
-                        - qy * v_rot[2, 0] + qx * v_rot[2, 1])
-            gx = 2.0 * (qy * v_rot[0, 1] + qz * v_rot[0, 2] + qy * v_rot[1, 0] - 2.0 * qx * v_rot[1, 1]
-                        - qw * v_rot[1, 2] + qz * v_rot[2, 0] + qw * v_rot[2, 1] - 2.0 * qx * v_rot[2, 2])
-            gy = 2.0 * (-2.0 * qy * v_rot[0, 0] + qx * v_rot[0, 1] + qw * v_rot[0, 2] + qx * v_rot[1, 0]
-                        + qz * v_rot[1, 2] - qw * v_rot[2, 0] + qz * v_rot[2, 1] - 2.0 * qy * v_rot[2, 2])
-            gz = 2.0 * (-2.0 * qz * v_rot[0, 0] - qw * v_rot[0, 1] + qx * v_rot[0, 2] + qw * v_rot[1, 0]
-                        - 2.0 * qz * v_rot[1, 1] + qy * v_rot[1, 2] + qx * v_rot[2, 0] + qy * v_rot[2, 1])
+            gw = 2.0 * (
+                -qz * v_rot[0, 1]
+                + qy * v_rot[0, 2]
+                + qz * v_rot[1, 0]
+                - qx * v_rot[1, 2]
+                - qy * v_rot[2, 0]
+                + qx * v_rot[2, 1]
+            )
+            gx = 2.0 * (
+                qy * v_rot[0, 1]
+                + qz * v_rot[0, 2]
+                + qy * v_rot[1, 0]
+                - 2.0 * qx * v_rot[1, 1]
+                - qw * v_rot[1, 2]
+                + qz * v_rot[2, 0]
+                + qw * v_rot[2, 1]
+                - 2.0 * qx * v_rot[2, 2]
+            )
+            gy = 2.0 * (
+                -2.0 * qy * v_rot[0, 0]
+                + qx * v_rot[0, 1]
+                + qw * v_rot[0, 2]
+                + qx * v_rot[1, 0]
+                + qz * v_rot[1, 2]
+                - qw * v_rot[2, 0]
+                + qz * v_rot[2, 1]
+                - 2.0 * qy * v_rot[2, 2]
+            )
+            gz = 2.0 * (
+                -2.0 * qz * v_rot[0, 0]
+                - qw * v_rot[0, 1]
+                + qx * v_rot[0, 2]
+                + qw * v_rot[1, 0]
+                - 2.0 * qz * v_rot[1, 1]
+                + qy * v_rot[1, 2]
+                + qx * v_rot[2, 0]
+                + qy * v_rot[2, 1]
+            )
             radial = qw * gw + qx * gx + qy * gy + qz * gz
             v_quats[g, 0] = (gw - qw * radial) / qnorm
             v_quats[g, 1] = (gx - qx * radial) / qnorm

@@ -70,13 +70,21 @@ def rasterize_reference(
         alpha = torch.clamp(opacities[index] * torch.exp(-sigma), max=MAX_ALPHA)
         valid = (sigma <= MAX_MAHALANOBIS_HALF) & (alpha >= MIN_ALPHA)
         alpha = torch.where(valid, alpha, torch.zeros_like(alpha))
-        features = torch.cat([
-            colors[cam, index], torch.ones_like(index, dtype=colors.dtype)[:, None],
-            projected.depths[cam, index][:, None]], dim=-1)  # [M, 5]: rgb, 1 (alpha), z
+        features = torch.cat(
+            [
+                colors[cam, index],
+                torch.ones_like(index, dtype=colors.dtype)[:, None],
+                projected.depths[cam, index][:, None],
+            ],
+            dim=-1,
+        )  # [M, 5]: rgb, 1 (alpha), z
         accumulated, final_t = composite_front_to_back(alpha, valid, features)
         rgbs.append(accumulated[:, :3] + final_t[:, None] * backgrounds[cam])
         alphas_out.append(accumulated[:, 3:4])
         depths_out.append(accumulated[:, 4:5])
     shape = (num_cameras, height, width)
-    return (torch.stack(rgbs).reshape(*shape, 3), torch.stack(alphas_out).reshape(*shape, 1),
-            torch.stack(depths_out).reshape(*shape, 1))
+    return (
+        torch.stack(rgbs).reshape(*shape, 3),
+        torch.stack(alphas_out).reshape(*shape, 1),
+        torch.stack(depths_out).reshape(*shape, 1),
+    )

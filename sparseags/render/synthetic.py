@@ -85,12 +85,14 @@ def ring_cameras(
     for i in range(num_cameras):
         azimuth = 2.0 * math.pi * i / num_cameras
         elevation = math.radians(elevation_deg if i % 2 == 0 else -elevation_deg)
-        campos = distance * torch.tensor([
-            math.cos(elevation) * math.sin(azimuth), math.sin(elevation), math.cos(elevation) * math.cos(azimuth)],
-            dtype=torch.float64)
+        campos = distance * torch.tensor(
+            [math.cos(elevation) * math.sin(azimuth), math.sin(elevation), math.cos(elevation) * math.cos(azimuth)],
+            dtype=torch.float64,
+        )
         viewmats.append(look_at_viewmat(campos, torch.zeros(3, dtype=torch.float64), up))
     focal = 0.5 * width / math.tan(0.5 * math.radians(fov_deg))
-    K = torch.tensor([[focal, 0.0, 0.5 * width], [0.0, focal * 1.0, 0.5 * height], [0.0, 0.0, 1.0]],
-                     dtype=torch.float64)
+    K = torch.tensor(
+        [[focal, 0.0, 0.5 * width], [0.0, focal * 1.0, 0.5 * height], [0.0, 0.0, 1.0]], dtype=torch.float64
+    )
     Ks = K.expand(num_cameras, 3, 3)
     return torch.stack(viewmats).to(dtype=dtype, device=device), Ks.to(dtype=dtype, device=device).clone()
