@@ -127,8 +127,9 @@ def relative_verdict(evidence: dict, flags: np.ndarray, z_threshold: float) -> t
     return candidate, accept, reason, zs
 
 
-class Steppable(Protocol):
-    """What the loop needs of a reconstruction (sparseags.recon.Reconstruction satisfies it)."""
+class ReconLike(Protocol):
+    """What the loop needs of a reconstruction (sparseags.recon.Reconstruction satisfies it): the stepping part
+    of :class:`sparseags.steppable.Steppable` plus the current poses."""
 
     done: bool
 
@@ -142,10 +143,10 @@ class Steppable(Protocol):
 
 
 # make_recon(flags [V] int, w2c_init [V, 4, 4]) -> a fresh steppable reconstruction
-MakeRecon = Callable[[np.ndarray, np.ndarray], Steppable]
+MakeRecon = Callable[[np.ndarray, np.ndarray], ReconLike]
 # score(recon) -> per-view scores [V] (lower is better), computed for inliers and outliers alike, or a
 # dict of per-view evidence {"photometric": [V], "epipolar": [V], "mask": [V], ...} (nan = not available)
-ScoreViews = Callable[[Steppable], Any]
+ScoreViews = Callable[[ReconLike], Any]
 
 
 @dataclass
@@ -214,7 +215,7 @@ class LeaveOneOut:
     z_confirm: float = 3.0  # ... between this and z_threshold, its leave-one-out round decides
     confirm_drop: float = 0.05  # ... by whether the others' mean score drops by this fraction
     rounds: list = field(default_factory=list)
-    recon: Optional[Steppable] = None
+    recon: Optional[ReconLike] = None
     finished: bool = False
     final_round: Optional[int] = None  # index of the round whose result stands
     log: list = field(default_factory=list)  # decisions, in order
@@ -234,7 +235,7 @@ class LeaveOneOut:
     def done(self) -> bool:
         return self.finished
 
-    def start_with(self, recon: Steppable) -> None:
+    def start_with(self, recon: ReconLike) -> None:
         """Use an existing (possibly finished) reconstruction as round 0."""
         self.rounds = [Round(index=0, flags=self.flags.copy())]
         self.recon = recon

@@ -67,10 +67,10 @@ def frozen_render_fn(recon: Reconstruction, max_gaussians: int = 0) -> Callable:
 
     With `max_gaussians` only the most visible ones are rendered (cheaper candidate renders).
     """
-    g = recon.gaussians
-    keep = most_visible(g.opacities, g.scales, max_gaussians).to(g.means.device)
-    tensors = [t.detach()[keep] for t in (g.means, g.splats["quats"], g.scales, g.opacities, g.sh)]
-    degree = g.active_sh_degree
+    frozen = recon.gaussians.detached()
+    frozen = frozen.subset(most_visible(frozen.opacities, frozen.scales, max_gaussians).to(frozen.means.device))
+    tensors = frozen.render_args()
+    degree = frozen.sh_degree
     backend = recon.backend
     device = recon.device
     white = torch.ones(3, device=device)
