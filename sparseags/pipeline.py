@@ -387,6 +387,21 @@ class Arbitration:
 
     _RECONS = (("recon_recovered", "recovered"), ("recon_initial", "initial"), ("recon_mixed", None))
 
+    # fields saved and restored as plain copies
+    _PLAIN_STATE = (
+        "scores_recovered",
+        "scores_initial",
+        "scores_mixed",
+        "epipolar_recovered",
+        "epipolar_initial",
+        "auto_choice",
+        "manual_choice",
+        "view_auto",
+        "view_manual",
+        "view_reason",
+        "reason",
+    )
+
     def state_dict(self) -> dict:
         state = {
             "base_w2c": self.base_w2c.copy(),
@@ -403,19 +418,7 @@ class Arbitration:
         for name, _ in self._RECONS:
             recon = getattr(self, name)
             state[name] = None if recon is None else recon.state_dict()
-        for name in (
-            "scores_recovered",
-            "scores_initial",
-            "scores_mixed",
-            "epipolar_recovered",
-            "epipolar_initial",
-            "auto_choice",
-            "manual_choice",
-            "view_auto",
-            "view_manual",
-            "view_reason",
-            "reason",
-        ):
+        for name in self._PLAIN_STATE:
             state[name] = copy.deepcopy(getattr(self, name))
         return state
 
@@ -445,19 +448,9 @@ class Arbitration:
                 )
                 recon.load_state_dict(state[name])
                 setattr(arb, name, recon)
-        for name in (
-            "scores_recovered",
-            "scores_initial",
-            "scores_mixed",
-            "epipolar_recovered",
-            "epipolar_initial",
-            "auto_choice",
-            "manual_choice",
-            "reason",
-        ):
-            setattr(arb, name, copy.deepcopy(state.get(name)))
-        for name in ("view_auto", "view_manual", "view_reason"):
-            setattr(arb, name, dict(state.get(name, {})))
+        for name in cls._PLAIN_STATE:
+            default = {} if name.startswith("view_") else None  # checkpoints from before per-view arbitration
+            setattr(arb, name, copy.deepcopy(state.get(name, default)))
         return arb
 
 
@@ -522,23 +515,11 @@ class Pipeline:
     @torch.no_grad()
     def score(self, recon: Reconstruction) -> dict:
         """Per-view scores of a reconstruction at the scene resolution (all views, outliers too)."""
-        rgb, alpha = recon.render_views()
-        return score_views(
-            rgb.clamp(0, 1).cpu(),
-            alpha.cpu(),
-            self.scene.images,
-            self.scene.masks,
-            lpips_metric=self.lpips,
-            official=True,
-        )
+        return self._render_and_score(recon)[0]
 
     @torch.no_grad()
-    def view_evidence(self, recon: Reconstruction) -> dict:
-        """Per-view evidence of a reconstruction, each [V] (nan = not available), lower = better explained:
-        "photometric" (the leave-one-out score), "epipolar" (median Sampson error of the view's verified matches
-        with its most consistent inlier partner, pixels: Reconstruction.view_epipolar_consistency), "mask"
-        (1 - IoU of the rendered and the photographed silhouettes), and "rgb_run" / "mask_run" (the view's
-        training residuals averaged over the run)."""
+    def _render_and_score(self, recon: Reconstruction) -> tuple[dict, torch.Tensor]:
+        """(per-view scores, rendered alpha [V, H, W]) at the scene resolution."""
         rgb, alpha = recon.render_views()
         scores = score_views(
             rgb.clamp(0, 1).cpu(),
@@ -548,6 +529,16 @@ class Pipeline:
             lpips_metric=self.lpips,
             official=True,
         )
+        return scores, alpha
+
+    @torch.no_grad()
+    def view_evidence(self, recon: Reconstruction) -> dict:
+        """Per-view evidence of a reconstruction, each [V] (nan = not available), lower = better explained:
+        "photometric" (the leave-one-out score), "epipolar" (median Sampson error of the view's verified matches
+        with its most consistent inlier partner, pixels: Reconstruction.view_epipolar_consistency), "mask"
+        (1 - IoU of the rendered and the photographed silhouettes), and "rgb_run" / "mask_run" (the view's
+        training residuals averaged over the run)."""
+        scores, alpha = self._render_and_score(recon)
         self.latest_scores = scores
         epipolar = recon.view_epipolar_consistency()
         rendered = alpha.cpu().numpy() > 0.5  # [V, H, W]
