@@ -28,31 +28,14 @@ from sparseags.config import load_config
 from sparseags.errors import UserError
 from sparseags.headless import run_headless
 from sparseags.pipeline import Pipeline
-from tests.helpers import TouchOnUnpickle
+from tests.helpers import FAST_PIPELINE, TouchOnUnpickle
 
 REPO = Path(__file__).resolve().parent.parent
 # The whole procedure (reconstruction, leave-one-out with a forced removal, pose search, arbitration) on a
 # 32-pixel scene in a few seconds; a checkpoint after every pipeline step (17 steps; 33 file writes with
 # the match cache of an earlier run in the folder: config.yaml, 17 checkpoints, 14 artefacts, run.json).
 TINY = [
-    "recon.iters=6",
-    "recon.num_pts=300",
-    "recon.resolution_schedule=[[0.0,32]]",
-    "outliers.round_iters=4",
-    "outliers.score=mse",
-    "outliers.rule=paper",
-    "outliers.threshold=-1",
-    "lpips.weights_dir=/nonexistent/lpips",
-    "search.stage_steps=[3,3,3]",
-    "search.stage_resolution=[16,16,16]",
-    "search.keep_min=4",
-    "search.n_azimuth=8",
-    "search.align_copies=4",
-    "search.align_steps=3",
-    "scene.resolution=32",
-    "pipeline.outliers=true",
-    "prior.enabled=false",
-    "device=cpu",
+    *FAST_PIPELINE,
     "pipeline.turntable_frames=4",
     "pipeline.turntable_resolution=32",
     "pipeline.mesh_resolution=24",
