@@ -46,6 +46,23 @@ def random_alex():
 
 
 @pytest.fixture(scope="session")
+def random_alex_weights_dir(tmp_path_factory):
+    """A folder for ``lpips.weights_dir`` holding a randomly initialised (seed 0) ``alexnet_features.pth``.
+
+    For subprocess runs of main.py, which load LPIPS through the normal loader: no real weights, no download.
+    """
+    import torch
+    import torchvision
+
+    folder = tmp_path_factory.mktemp("lpips_random")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        features = torchvision.models.alexnet(weights=None).features.state_dict()
+    torch.save(features, folder / "alexnet_features.pth")
+    return folder
+
+
+@pytest.fixture(scope="session")
 def real_alex():
     """LPIPS-Alex with the real backbone when it is present locally (never fetched in tests); skips otherwise."""
     from sparseags.lpips_model import DEFAULT_WEIGHTS_DIR, LpipsWeightsError, load_lpips

@@ -70,9 +70,10 @@ def test_unknown_config_key_is_one_line(scene, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_headless_run_writes_every_artefact_and_keeps_them_on_a_later_failure(scene, tmp_path):
+def test_headless_run_writes_every_artefact_and_keeps_them_on_a_later_failure(scene, tmp_path, random_alex_weights_dir):
     out = tmp_path / "run"
-    result = run_cli("run", "--scene", scene, "--out", out, "--quiet", *TINY)
+    tiny = [*TINY, f"lpips.weights_dir={random_alex_weights_dir}"]
+    result = run_cli("run", "--scene", scene, "--out", out, "--quiet", *tiny)
     assert result.returncode == 0, result.stderr[-3000:]
     for name in (
         "gaussians.ply",
@@ -109,7 +110,7 @@ def test_headless_run_writes_every_artefact_and_keeps_them_on_a_later_failure(sc
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     (scene / "images" / "002.png").rename(scene / "images" / "002.bak")
     try:
-        line = one_error_line(run_cli("run", "--scene", scene, "--out", out, "--quiet", *TINY))
+        line = one_error_line(run_cli("run", "--scene", scene, "--out", out, "--quiet", *tiny))
         assert "002" in line
     finally:
         (scene / "images" / "002.bak").rename(scene / "images" / "002.png")
