@@ -20,7 +20,6 @@ __all__ = [
     "CheckpointError",
     "OverlayData",
     "TurntableProgress",
-    "displayed_w2c",
     "export_cameras",
     "export_gaussians",
     "export_mesh",
@@ -158,36 +157,6 @@ def export_cameras(pipeline: Any, out_dir: Path) -> list[Path]:
     return [Path(w) if w is not None else out_dir / name for w, name in zip(written, CAMERA_FILES)]
 
 
-def displayed_w2c(pipeline: Any) -> tuple[np.ndarray, list[int]]:
-    """The poses the window shows ([V, 4, 4] float64) and the views among them that show their search's pick.
-
-    The active reconstruction's current poses, except for a view whose pose search is done while no
-    arbitration reconstruction has taken that pick in yet (the search phase, or the arbitration's align
-    stage): it shows the search's chosen pose, so that applying a candidate or a heatmap cell moves its
-    frustum and re-renders its tile at once.
-    """
-    recon = pipeline.recon
-    w2c = (
-        recon.current_w2c().detach().double().cpu().numpy()
-        if recon is not None
-        else np.asarray(pipeline.initial_w2c, dtype=np.float64)
-    ).copy()
-    arbitration = getattr(pipeline, "arbitration", None)
-    pending = pipeline.phase == "search" or (
-        pipeline.phase == "arbitration" and arbitration is not None and getattr(arbitration, "stage", "") == "align"
-    )
-    picked = []
-    if pending:
-        for view, search in getattr(pipeline, "searches", {}).items():
-            if search.done:
-                try:
-                    w2c[int(view)] = search.chosen_w2c()
-                except ValueError:
-                    continue
-                picked.append(int(view))
-    return w2c, sorted(picked)
-
-
 @dataclass(frozen=True)
 class OverlayData:
     """Inputs and renders of every view at the tile size, with the scores shown under each tile."""
@@ -206,7 +175,7 @@ def overlay_data(pipeline: Any, size: int, rescore: bool, cache: dict) -> Option
     recon = pipeline.recon
     if recon is None:
         return None
-    shown, _ = displayed_w2c(pipeline)
+    shown, _ = pipeline.displayed_w2c()
     key = (id(pipeline), id(recon), recon.step_count, pipeline.total_steps, shown.round(9).tobytes())
     size = int(min(size, recon.width))
     images, _, K = recon.targets_at(size)

@@ -86,9 +86,13 @@ def layout_for(width: int, height: int) -> dict[str, tuple[int, int, int, int]]:
 
 
 def orbit_view_size(layout: dict, wanted: int) -> int:
-    """The orbit view's square size that fits its window (its options take about 130 px below it)."""
+    """The orbit view's square size: `wanted` (``gui.view_size``, meant for the reference viewport) scaled
+    with the layout, so the view keeps its share of the window, and fitted to its window (its options take
+    about 150 px below it)."""
     _, _, w, h = layout["orbit"]
-    return int(max(128, min(int(wanted), w - 20, h - 150)))
+    _, _, w_ref, h_ref = LAYOUT["orbit"]
+    scaled = int(wanted) * min(w / w_ref, h / h_ref)
+    return int(max(128, min(scaled, w - 20, h - 150)))
 
 
 STATUS_COLOURS = {False: (170, 230, 170), True: (255, 110, 100)}
@@ -241,6 +245,7 @@ class DebuggerApp:
         self.controls.resize(layout["controls"][2], layout["controls"][3])
         self.bars.resize(layout["scores"][3])
         self.heatmap.resize(*self._heatmap_size(layout))
+        self.orbit.resize(orbit_view_size(layout, int(self.cfg.gui.view_size)))
         self.accuracy.resize(layout["overlays"][3])
         return layout
 

@@ -27,38 +27,9 @@ import numpy as np
 
 from gui.evidence import EvidenceView, build_evidence
 from sparseags.pipeline import PHASES
+from sparseags.snapshots import ArbitrationSnapshot, LooSnapshot, PipelineSnapshot
 
-__all__ = ["EngineView", "EngineWorker", "SearchView", "build_view"]
-
-
-@dataclass(frozen=True)
-class SearchView:
-    """What the heatmap panel shows for one searched view (angles in degrees, kiui elevation sign)."""
-
-    view: int
-    elevations_deg: np.ndarray  # [E]
-    azimuths_deg: np.ndarray  # [A]
-    heat_coarse: np.ndarray  # [E, A] best MSE over radius before refinement (NaN = not evaluated yet)
-    heat_refined: np.ndarray  # [E, A] best MSE over radius after stage A
-    current_cell: Optional[tuple]  # (elevation, azimuth) of the initial pose
-    chosen_cell: Optional[tuple]  # (elevation, azimuth) of the chosen candidate
-    truth_cell: Optional[tuple]  # (elevation, azimuth) of the ground truth, mapped into the estimated frame
-    top: list  # [{"rank_position", "mse", "lpips", "cell", "render" [h, w, 3]}]
-    stage: int
-    n_stages: int
-    progress: float
-    done: bool
-    manual: bool
-    # per cell, for the hover read-out (NaN / -1 = none): the radius of the best MSE ("coarse", "refined"),
-    # the best LPIPS and the best rank position of the final candidates descending from the cell
-    radii: np.ndarray = field(default_factory=lambda: np.zeros(0))  # [R]
-    best_radius: dict = field(default_factory=dict)  # "coarse" / "refined" -> [E, A]
-    cell_lpips: Optional[np.ndarray] = None  # [E, A]
-    cell_rank: Optional[np.ndarray] = None  # [E, A] int
-    target: Optional[np.ndarray] = None  # [H, W, 3] the photo searched for (white background)
-    ambiguous: bool = False
-    competitors: list = field(default_factory=list)  # [{"rank", "angle_deg", "score", ...}]
-    has_lpips: bool = False  # the final ranking used LPIPS (rank rule: rank(MSE) + rank(LPIPS))
+__all__ = ["EngineView", "EngineWorker", "build_view"]
 
 
 @dataclass(frozen=True)
@@ -84,11 +55,11 @@ class EngineView:
     K: np.ndarray  # [V, 3, 3] pixels of an image_size x image_size input
     image_size: int
     history: dict  # step, rgb, mask, prior, total (lists) of the active reconstruction
-    loo: Optional[dict]
-    searches: dict  # view index -> SearchView
+    loo: Optional[LooSnapshot]
+    searches: dict  # view index -> sparseags.snapshots.SearchSnapshot
     search_order: list  # view indices
     active_search: Optional[int]
-    arbitration: Optional[dict]
+    arbitration: Optional[ArbitrationSnapshot]
     score_key: str
     latest_scores: Optional[dict]
     decisions: list
@@ -108,96 +79,18 @@ class EngineView:
     loss_warmup: bool = False  # the active reconstruction weights its RGB and mask losses by step / iters
 
 
-def _gaussian_arrays(recon: Any) -> dict:
-    """Detached CPU copies of the active Gaussians (the orbit renderer's input)."""
-    return recon.gaussians.detached("cpu").arrays()
-
-
-def _cell_tables(search: Any) -> tuple[dict, Optional[np.ndarray], Optional[np.ndarray]]:
-    """Per (elevation, azimuth) cell: best radius per heat map, best LPIPS and rank of its final candidates."""
-    shape = search.grid.shape
-    radii = np.asarray(search.grid.radii, dtype=np.float64)
-    best = {}
-    for name, values in (("coarse", search.initial_mse_grid), ("refined", search.stage_a_mse_grid)):
-        grid = np.asarray(values, dtype=np.float64).reshape(shape)
-        empty = np.all(np.isnan(grid), axis=-1)
-        index = np.argmin(np.where(np.isnan(grid), np.inf, grid), axis=-1)
-        best[name] = np.where(empty, np.nan, radii[index])
-    ranking = getattr(search, "ranking", None)
-    if ranking is None:
-        return best, None, None
-    lpips = np.full(shape[:2], np.nan)
-    rank = np.full(shape[:2], -1, dtype=np.int64)
-    for position, index in enumerate(ranking["order"]):
-        cell = int(search.origin[int(index)]) // shape[2]
-        e, a = divmod(cell, shape[1])
-        if rank[e, a] < 0:
-            rank[e, a] = position
-        if ranking["lpips"] is not None:
-            value = float(ranking["lpips"][int(index)])
-            if not value >= lpips[e, a]:  # NaN-aware minimum
-                lpips[e, a] = value
-    return best, lpips, rank
-
-
-def _search_view(pipeline: Any, view: int, search: Any) -> SearchView:
-    from sparseags import artifacts
-
-    snap = search.snapshot()
-    best_radius, cell_lpips, cell_rank = _cell_tables(search)
-    try:
-        truth = artifacts.true_cell(pipeline, view, search)
-    except (ValueError, np.linalg.LinAlgError):
-        truth = None  # too few inliers to align the ground truth
-    current = search.cell_of(pipeline.initial_w2c[view])[:2]
-    return SearchView(
-        view=view,
-        elevations_deg=np.asarray(snap["elevations_deg"], float),
-        azimuths_deg=np.asarray(snap["azimuths_deg"], float),
-        heat_coarse=search.heatmap("coarse"),
-        heat_refined=search.heatmap("refined"),
-        current_cell=tuple(current),
-        chosen_cell=None if snap["chosen_cell"] is None else tuple(snap["chosen_cell"][:2]),
-        truth_cell=None if truth is None else tuple(truth),
-        top=list(snap["top"]),
-        stage=int(snap["stage"]),
-        n_stages=int(snap["n_stages"]),
-        progress=float(snap["progress"]),
-        done=bool(snap["done"]),
-        manual=bool(snap["manual"]),
-        radii=np.asarray(snap["radii"], float),
-        best_radius=best_radius,
-        cell_lpips=cell_lpips,
-        cell_rank=cell_rank,
-        target=np.asarray(search.target_image, np.float32),
-        ambiguous=bool(snap.get("ambiguous", False)),
-        competitors=list(snap.get("competitors") or []),
-        has_lpips=search.ranking is not None and search.ranking.get("lpips") is not None,
-    )
-
-
-def _gt_in_frame(pipeline: Any) -> Optional[np.ndarray]:
-    from sparseags import artifacts
-
-    if pipeline.scene.w2c_gt is None or pipeline.recon is None or int(np.sum(pipeline.recon.flags)) < 3:
-        return None
-    try:
-        return artifacts.gt_in_estimated_frame(pipeline, pipeline.recon)
-    except (ValueError, np.linalg.LinAlgError):
-        return None
-
-
-def pose_accuracy(pipeline: Any, w2c_now: np.ndarray, cache: Optional[dict] = None) -> Optional[dict]:
+def pose_accuracy(snap: PipelineSnapshot, cache: Optional[dict] = None) -> Optional[dict]:
     """Pose error against ground truth (None without it): per-view rotation error (degrees, after the best
     global rotation) and centre error (Umeyama-aligned, in GT scene scales), and Rot@5 / Rot@15 / CC@0.1 (%),
     for the poses shown now and for the input poses ("start").
 
     ``{"rot_err_deg": {"start", "now"} [V], "centre_err": {"start", "now"} [V], "metrics": {"start", "now"}
-    {"rot5", "rot15", "cc10", "rot_err_mean_deg"}}``; `cache` keeps the start (it never changes).
+    {"rot5", "rot15", "cc10", "rot_err_mean_deg"}}``, from the snapshot's ground truth, input and shown poses;
+    `cache` keeps the last results (the start changes only with the input poses).
     """
     from sparseags.metrics import MetricError, camera_center_errors, per_view_rotation_error_deg, pose_metrics
 
-    gt = pipeline.scene.w2c_gt
+    gt = snap.w2c_gt
     if gt is None or len(gt) < 2:
         return None
     gt = np.asarray(gt, dtype=np.float64)
@@ -219,12 +112,14 @@ def pose_accuracy(pipeline: Any, w2c_now: np.ndarray, cache: Optional[dict] = No
             )
 
     cache = {} if cache is None else cache
-    key = id(pipeline)
-    if cache.get("start_key") != key:
-        cache["start_key"], cache["start"] = key, measure(pipeline.initial_w2c)
-    now_key = (key, np.asarray(w2c_now, dtype=np.float64).round(9).tobytes())
-    if cache.get("now_key") != now_key:
-        cache["now_key"], cache["now"] = now_key, measure(w2c_now)
+
+    def key_of(w2c: np.ndarray) -> bytes:
+        return gt.tobytes() + np.asarray(w2c, dtype=np.float64).round(9).tobytes()
+
+    for name, w2c in (("start", snap.w2c_initial), ("now", snap.w2c_current)):
+        key = key_of(w2c)
+        if cache.get(name + "_key") != key:
+            cache[name + "_key"], cache[name] = key, measure(w2c)
     start, now = cache["start"], cache["now"]
     return {
         "rot_err_deg": {"start": start[0], "now": now[0]},
@@ -248,50 +143,37 @@ def build_view(
     accuracy_cache: Optional[dict] = None,
     boundary: tuple = (0.0, "", 0),
 ) -> EngineView:
-    """Read everything the panels show from `pipeline` (call on the thread that owns it)."""
-    from sparseags.pipeline import gaussian_centre
-
-    recon = pipeline.recon
-    scene = pipeline.scene
-    from gui.actions import displayed_w2c
-
-    w2c_current, picked = displayed_w2c(pipeline)
-    cfg = getattr(pipeline, "cfg", None)
-    searches = {int(v): _search_view(pipeline, int(v), s) for v, s in pipeline.searches.items()}
-    active = pipeline.active_search()
-    active_view = None
-    if active is not None:
-        active_view = next((int(v) for v, s in pipeline.searches.items() if s is active), None)
+    """The panels' data: the pipeline's snapshot, the worker's state and the evidence (call on the thread that
+    owns `pipeline`)."""
+    snap = pipeline.snapshot()
     return EngineView(
         version=version,
-        phase=pipeline.phase,
-        phase_label=pipeline.phase_label(),
-        total_steps=int(pipeline.total_steps),
-        done=bool(pipeline.done),
-        ids=list(scene.ids),
-        flags=pipeline.current_flags(),
-        initial_flags=np.asarray(pipeline.initial_flags).copy(),
-        recon_step=int(recon.step_count) if recon is not None else 0,
-        recon_iters=int(recon.iters) if recon is not None else 0,
+        phase=snap.phase,
+        phase_label=snap.phase_label,
+        total_steps=snap.total_steps,
+        done=snap.done,
+        ids=snap.ids,
+        flags=snap.flags,
+        initial_flags=snap.initial_flags,
+        recon_step=snap.recon_step,
+        recon_iters=snap.recon_iters,
         gaussians_version=gaussians_version,
-        gaussians=_gaussian_arrays(recon) if recon is not None else None,
-        centre=gaussian_centre(recon) if recon is not None else np.zeros(3),
-        w2c_current=w2c_current,
-        w2c_initial=np.asarray(pipeline.initial_w2c).copy(),
-        w2c_gt=_gt_in_frame(pipeline),
-        K=np.asarray(scene.K, dtype=np.float64).copy(),
-        image_size=int(scene.resolution),
-        history={k: list(v) for k, v in recon.history.items()} if recon is not None else {},
-        loo=None if pipeline.loo is None else pipeline.loo.snapshot(),
-        searches=searches,
-        search_order=[int(v) for v in pipeline.search_order],
-        active_search=active_view,
-        arbitration=None if pipeline.arbitration is None else pipeline.arbitration.snapshot(),
-        score_key=pipeline.score_key,
-        latest_scores=None
-        if pipeline.latest_scores is None
-        else {k: np.asarray(v, dtype=float).copy() for k, v in pipeline.latest_scores.items()},
-        decisions=[dict(d) for d in pipeline.decisions],
+        gaussians=snap.gaussians,
+        centre=snap.centre,
+        w2c_current=snap.w2c_current,
+        w2c_initial=snap.w2c_initial,
+        w2c_gt=snap.w2c_gt_in_frame,
+        K=snap.K,
+        image_size=snap.image_size,
+        history=snap.history,
+        loo=snap.loo,
+        searches=snap.searches,
+        search_order=snap.search_order,
+        active_search=snap.active_search,
+        arbitration=snap.arbitration,
+        score_key=snap.score_key,
+        latest_scores=snap.latest_scores,
+        decisions=snap.decisions,
         busy=busy,
         running=running,
         ms_per_step=ms_per_step,
@@ -299,13 +181,13 @@ def build_view(
         last_event=dict(last_event),
         error=error,
         evidence=build_evidence(pipeline, busy, previous_evidence),
-        accuracy=pose_accuracy(pipeline, w2c_current, accuracy_cache),
-        picked_views=tuple(picked),
+        accuracy=pose_accuracy(snap, accuracy_cache),
+        picked_views=snap.picked_views,
         boundary_ms=float(boundary[0]),
         boundary_label=str(boundary[1]),
         boundary_count=int(boundary[2]),
-        seed=int(getattr(cfg, "seed", 0)),
-        loss_warmup=bool(getattr(getattr(cfg, "recon", None), "loss_warmup", False)),
+        seed=snap.seed,
+        loss_warmup=snap.loss_warmup,
     )
 
 

@@ -48,8 +48,8 @@ def bar_model(view: "EngineView", verdict_round: Optional[int] = None) -> Option
     scores picked that round's candidate), when the leave-one-out loop has such a round.
     """
     loo = view.loo
-    if loo and loo.get("rounds"):
-        rounds = loo["rounds"]
+    if loo is not None and loo.rounds:
+        rounds = loo.rounds
         picked = [r for r in rounds if r["scores"] is not None and r["next_candidate"] is not None]
         scored = [r for r in rounds if r["scores"] is not None]
         base = picked[-1] if picked else (scored[-1] if scored else None)
@@ -71,7 +71,7 @@ def bar_model(view: "EngineView", verdict_round: Optional[int] = None) -> Option
                 source=f"leave-one-out round {base['round']}",
                 candidate=base["next_candidate"],
                 verdict_round=verdict,
-                threshold=loo["threshold"],
+                threshold=loo.threshold,
                 mean_inliers=base["mean_inliers"],
                 mean_before=base["mean_without_next"],
                 mean_after=after,

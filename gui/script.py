@@ -431,7 +431,9 @@ class ScriptRunner:
     def _do_select_round(self, arg: Any) -> Iterator[None]:
         view = self.app.worker.view
         rounds = [
-            r["round"] for r in ((view.loo or {}).get("rounds", []) if view is not None else []) if r["round"] >= 1
+            r["round"]
+            for r in (view.loo.rounds if view is not None and view.loo is not None else [])
+            if r["round"] >= 1
         ]
         if arg != "latest" and arg not in rounds:
             raise ScriptError(f"round {arg} has no verdict (rounds: {', '.join(map(str, rounds)) or 'none yet'})")

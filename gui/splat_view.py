@@ -409,6 +409,24 @@ class SplatView:
             raise RuntimeError("SplatView: used after release()")
         return self.ctx
 
+    def resize(self, width: int, height: int) -> None:
+        """Render at `width` x `height` from now on: the full-size colour and depth targets are made anew
+        (the Gaussians, programs and reduced-size targets are kept)."""
+        width, height = int(width), int(height)
+        if width <= 0 or height <= 0:
+            raise ValueError(f"SplatView.resize: width and height must be positive, got {width}x{height}")
+        if (width, height) == (self.width, self.height):
+            return
+        with self._current():
+            for item in (self._fbo_layers, self._fbo_color, self._fbo_depth, self._color_target, self._depth_target):
+                item.release()
+            self.width, self.height = width, height
+            self._color_target = self.ctx.texture((width, height), 4, dtype="f4")
+            self._depth_target = self.ctx.texture((width, height), 4, dtype="f4")
+            self._fbo_color = self.ctx.framebuffer(color_attachments=[self._color_target])
+            self._fbo_depth = self.ctx.framebuffer(color_attachments=[self._depth_target])
+            self._fbo_layers = self.ctx.framebuffer(color_attachments=[self._color_target, self._depth_target])
+
     def release(self) -> None:
         """Free the GL objects and the context (the view is unusable afterwards)."""
         if self.ctx is not None:
@@ -709,6 +727,12 @@ class EngineFallbackView:
     @property
     def renderer_name(self) -> str:
         return f"engine ({self.backend})"
+
+    def resize(self, width: int, height: int) -> None:
+        """Render at `width` x `height` from now on."""
+        if int(width) <= 0 or int(height) <= 0:
+            raise ValueError(f"EngineFallbackView.resize: width and height must be positive, got {width}x{height}")
+        self.width, self.height = int(width), int(height)
 
     def release(self) -> None:
         self._gaussians = None

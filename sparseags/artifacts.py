@@ -17,6 +17,7 @@ from sparseags.atomic import atomic_write_text
 from sparseags.cameras import rotation_angle_deg
 from sparseags.gaussians import DetachedGaussians
 from sparseags.recon import Reconstruction
+from sparseags.snapshots import PipelineSnapshot
 
 
 def _file_K(scene: Any) -> np.ndarray:
@@ -233,30 +234,30 @@ def write_overlay(path: Path, recon: Reconstruction, scene: Any, scores: Optiona
     )
 
 
-def write_lpips_bars(path: Path, snapshot: dict, scene: Any) -> Optional[Path]:
-    """Per-view score bars from the pipeline snapshot (leave-one-out candidate highlighted)."""
+def write_lpips_bars(path: Path, snapshot: PipelineSnapshot) -> Optional[Path]:
+    """Per-view score bars from the pipeline snapshot: the first leave-one-out round's scores with its
+    candidate highlighted, else the latest scores (None when nothing is scored)."""
     from sparseags.figures import lpips_bars_png
 
-    loo = snapshot.get("loo")
-    scores = snapshot.get("scores")
-    key = snapshot.get("score_key", "lpips_norm")
+    loo = snapshot.loo
+    scores = snapshot.latest_scores
+    key = snapshot.score_key
     candidate = threshold = before = after = None
-    if loo and loo["rounds"]:
-        first = loo["rounds"][0]
+    flags = snapshot.flags
+    if loo is not None and loo.rounds:
+        first = loo.rounds[0]
         scores = {key: first["scores"]} if first["scores"] is not None else scores
         candidate = first["next_candidate"]
-        threshold = loo["threshold"]
+        threshold = loo.threshold
         before = first["mean_without_next"]
-        if len(loo["rounds"]) > 1:
-            after = loo["rounds"][1]["mean_inliers"]
+        if len(loo.rounds) > 1:
+            after = loo.rounds[1]["mean_inliers"]
         flags = first["flags"]
-    else:
-        flags = snapshot["flags"]
     if not scores or key not in scores:
         return None
     return lpips_bars_png(
         path,
-        list(scene.ids),
+        list(snapshot.ids),
         list(scores[key]),
         list(flags),
         candidate=candidate,
@@ -266,25 +267,24 @@ def write_lpips_bars(path: Path, snapshot: dict, scene: Any) -> Optional[Path]:
     )
 
 
-def write_search_heatmaps(out_dir: Path, pipeline: Any) -> list[Path]:
+def write_search_heatmaps(out_dir: Path, snapshot: PipelineSnapshot) -> list[Path]:
+    """One heat map PNG per searched view (refined MSE, best over radius, with the initial, chosen and
+    true cells) from the pipeline snapshot."""
     from sparseags.figures import search_heatmap_png
 
     written = []
-    for view, search in pipeline.searches.items():
-        snap = search.snapshot()
-        truth = true_cell(pipeline, view, search)
-        chosen = snap["chosen_cell"][:2] if snap["chosen_cell"] else None
-        current = search.cell_of(pipeline.initial_w2c[view])[:2]
+    for view, search in snapshot.searches.items():
+        view_id = snapshot.ids[view]
         written.append(
             search_heatmap_png(
-                out_dir / f"search_{pipeline.scene.ids[view]}.png",
-                snap["elevations_deg"],
-                snap["azimuths_deg"],
-                search.heatmap("refined"),
-                chosen=chosen,
-                truth=truth,
-                current=current,
-                title=f"pose search for view {pipeline.scene.ids[view]} (MSE after stage A, best over radius)",
+                out_dir / f"search_{view_id}.png",
+                search.elevations_deg,
+                search.azimuths_deg,
+                search.heat_refined,
+                chosen=search.chosen_cell,
+                truth=search.truth_cell,
+                current=search.initial_cell,
+                title=f"pose search for view {view_id} (MSE after stage A, best over radius)",
             )
         )
     return written

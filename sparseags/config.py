@@ -257,7 +257,7 @@ class MetricsConfig:
 class GuiConfig:
     # Engine work per frame, in milliseconds (the UI stays responsive).
     frame_budget_ms: float = 50.0
-    view_size: int = 512
+    view_size: int = 512  # orbit view size (px) at the 1600 x 1000 reference layout; it scales with the window
     # "glsl" = moderngl splat shaders; "engine" = the engine's renderer.
     orbit_renderer: Literal["glsl", "engine"] = "glsl"
     # Initial window size in pixels (the window is resizable; the panels keep their proportions).

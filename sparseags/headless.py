@@ -162,10 +162,10 @@ def write_outputs(pipeline: Any, out: Path, elapsed_s: float, log=print) -> dict
     scene = pipeline.scene
     artifacts.export_gaussians(recon, out / "gaussians.ply")
     artifacts.export_cameras(recon, scene, out)
-    snapshot = pipeline.snapshot(with_recon=False)
+    snapshot = pipeline.snapshot(with_gaussians=False)
     artifacts.write_overlay(out / "overlay.png", recon, scene, pipeline.latest_scores)
-    artifacts.write_lpips_bars(out / "lpips_bars.png", snapshot, scene)
-    artifacts.write_search_heatmaps(out, pipeline)
+    artifacts.write_lpips_bars(out / "lpips_bars.png", snapshot)
+    artifacts.write_search_heatmaps(out, snapshot)
     artifacts.write_json(out / "decisions.json", {"decisions": pipeline.decisions})
     if cfg.pipeline.export_mesh:
         from sparseags.mesh import MeshError

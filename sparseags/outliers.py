@@ -37,6 +37,8 @@ from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
+from sparseags.snapshots import LooSnapshot
+
 
 def max_removals(num_views: int) -> int:
     """How many views the loop may remove (official MAX_CNT)."""
@@ -381,24 +383,24 @@ class LeaveOneOut:
             return
         self._advance_from(round_index)
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> LooSnapshot:
+        """The loop as a :class:`sparseags.snapshots.LooSnapshot`."""
         running = None if self.finished or not self.rounds else self.rounds[-1].index
-        return {
-            "phase": "loo",
-            "rounds": [r.summary() for r in self.rounds],
-            "running_round": running,
-            "candidate": self.pending_candidate(),
-            "threshold": self.threshold,
-            "max_count": self.max_count,
-            "rule": self.rule,
-            "z_threshold": self.z_threshold,
-            "z_confirm": self.z_confirm,
-            "confirm_drop": self.confirm_drop,
-            "done": self.finished,
-            "final_round": self.final_round,
-            "outliers": self.outliers if self.finished else [],
-            "log": copy.deepcopy(self.log),
-        }
+        return LooSnapshot(
+            rounds=[r.summary() for r in self.rounds],
+            running_round=running,
+            candidate=self.pending_candidate(),
+            threshold=float(self.threshold),
+            max_count=int(self.max_count),
+            rule=self.rule,
+            z_threshold=float(self.z_threshold),
+            z_confirm=float(self.z_confirm),
+            confirm_drop=float(self.confirm_drop),
+            done=bool(self.finished),
+            final_round=self.final_round,
+            outliers=list(self.outliers) if self.finished else [],
+            log=copy.deepcopy(self.log),
+        )
 
     # ---------------------------------------------------------------------------------------------
     # checkpointing

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -36,6 +36,7 @@ from sparseags.outliers import LeaveOneOut
 from sparseags.pose_search import PoseSearch, build_search_grid, white_background_target
 from sparseags.recon import Reconstruction
 from sparseags.scoring import score_views
+from sparseags.snapshots import ArbitrationSnapshot, PipelineSnapshot
 
 PHASES = ("reconstruct", "loo", "search", "arbitration", "done")
 
@@ -337,7 +338,9 @@ class Arbitration:
             self.manual_choice = None
         self._settle()
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> ArbitrationSnapshot:
+        """The arbitration as a :class:`sparseags.snapshots.ArbitrationSnapshot`."""
+
         def per_view(scores):
             return None if scores is None else {k: np.asarray(v).tolist() for k, v in scores.items()}
 
@@ -369,21 +372,21 @@ class Arbitration:
             }
             for v in self.outliers
         ]
-        return {
-            "stage": self.stage,
-            "mode": self.mode,
-            "outliers": list(self.outliers),
-            "recovered": {int(k): v.tolist() for k, v in self.recovered.items()},
-            "aligned": {int(k): v.tolist() for k, v in self.aligned.items()},
-            "scores_recovered": per_view(self.scores_recovered),
-            "scores_initial": per_view(self.scores_initial),
-            "scores_mixed": per_view(self.scores_mixed),
-            "auto_choice": self.auto_choice,
-            "manual_choice": self.manual_choice,
-            "choice": self.choice,
-            "reason": self.reason,
-            "views": views,
-        }
+        return ArbitrationSnapshot(
+            stage=self.stage,
+            mode=self.mode,
+            outliers=[int(v) for v in self.outliers],
+            recovered={int(k): np.asarray(v, dtype=np.float64).copy() for k, v in self.recovered.items()},
+            aligned={int(k): np.asarray(v, dtype=np.float64).copy() for k, v in self.aligned.items()},
+            scores_recovered=per_view(self.scores_recovered),
+            scores_initial=per_view(self.scores_initial),
+            scores_mixed=per_view(self.scores_mixed),
+            auto_choice=self.auto_choice,
+            manual_choice=self.manual_choice,
+            choice=self.choice,
+            reason=self.reason,
+            views=views,
+        )
 
     _RECONS = (("recon_recovered", "recovered"), ("recon_initial", "initial"), ("recon_mixed", None))
 
@@ -989,27 +992,103 @@ class Pipeline:
         index = min(self.search_index, len(self.search_order) - 1)
         return self.searches.get(self.search_order[index])
 
-    def snapshot(self, with_recon: bool = True) -> dict:
-        return {
-            "phase": self.phase,
-            "phase_label": self.phase_label(),
-            "total_steps": self.total_steps,
-            "ids": list(self.scene.ids),
-            "flags": self.current_flags().tolist(),
-            "initial_flags": self.initial_flags.tolist(),
-            "score_key": self.score_key,
-            "scores": None
+    def snapshot(self, with_gaussians: bool = True) -> PipelineSnapshot:
+        """The pipeline as a :class:`sparseags.snapshots.PipelineSnapshot` (the debugger's and the headless
+        figures' only view of it). `with_gaussians=False` leaves out the copy of the Gaussians."""
+        recon = self.recon
+        w2c_current, picked = self.displayed_w2c()
+        searches = {}
+        for view, search in self.searches.items():
+            snap = search.snapshot()
+            searches[int(view)] = replace(
+                snap,
+                view=int(view),
+                initial_cell=tuple(search.cell_of(self.initial_w2c[view])[:2]),
+                truth_cell=self._truth_cell(int(view), search),
+            )
+        active = self.active_search()
+        gt = self.scene.w2c_gt
+        return PipelineSnapshot(
+            phase=self.phase,
+            phase_label=self.phase_label(),
+            total_steps=int(self.total_steps),
+            done=bool(self.done),
+            seed=int(self.cfg.seed),
+            ids=list(self.scene.ids),
+            flags=np.asarray(self.current_flags()).copy(),
+            initial_flags=np.asarray(self.initial_flags).copy(),
+            image_size=int(self.scene.resolution),
+            K=np.asarray(self.scene.K, dtype=np.float64).copy(),
+            w2c_initial=np.asarray(self.initial_w2c, dtype=np.float64).copy(),
+            w2c_current=w2c_current,
+            picked_views=tuple(picked),
+            w2c_gt=None if gt is None else np.asarray(gt, dtype=np.float64).copy(),
+            w2c_gt_in_frame=self._gt_in_frame(),
+            recon_step=int(recon.step_count) if recon is not None else 0,
+            recon_iters=int(recon.iters) if recon is not None else 0,
+            loss_warmup=bool(self.cfg.recon.loss_warmup),
+            history={k: list(v) for k, v in recon.history.items()} if recon is not None else {},
+            gaussians=recon.gaussians.detached("cpu").arrays() if (with_gaussians and recon is not None) else None,
+            centre=gaussian_centre(recon) if recon is not None else np.zeros(3),
+            score_key=self.score_key,
+            latest_scores=None
             if self.latest_scores is None
-            else {k: np.asarray(v).tolist() for k, v in self.latest_scores.items()},
-            "recon": self.recon.snapshot() if (with_recon and self.recon is not None) else None,
-            "loo": None if self.loo is None else self.loo.snapshot(),
-            "searches": {self.scene.ids[v]: s.snapshot() for v, s in self.searches.items()},
-            "search_order": [self.scene.ids[v] for v in self.search_order],
-            "arbitration": None if self.arbitration is None else self.arbitration.snapshot(),
-            "decisions": copy.deepcopy(self.decisions),
-            "matches": self.matches_snapshot(),
-            "done": self.done,
-        }
+            else {k: np.asarray(v, dtype=np.float64).copy() for k, v in self.latest_scores.items()},
+            loo=None if self.loo is None else self.loo.snapshot(),
+            searches=searches,
+            search_order=[int(v) for v in self.search_order],
+            active_search=next((int(v) for v, s in self.searches.items() if s is active), None),
+            arbitration=None if self.arbitration is None else self.arbitration.snapshot(),
+            decisions=copy.deepcopy(self.decisions),
+        )
+
+    def displayed_w2c(self) -> tuple[np.ndarray, list[int]]:
+        """The poses to show ([V, 4, 4] float64) and the views among them that show their search's pick.
+
+        The active reconstruction's current poses, except for a view whose pose search is done while no
+        arbitration reconstruction has taken that pick in yet (the search phase, or the arbitration's align
+        stage): it shows the search's chosen pose, so that applying a candidate or a heatmap cell moves its
+        frustum and re-renders its tile at once.
+        """
+        recon = self.recon
+        w2c = (
+            recon.current_w2c().detach().double().cpu().numpy()
+            if recon is not None
+            else np.asarray(self.initial_w2c, dtype=np.float64)
+        ).copy()
+        pending = self.phase == "search" or (
+            self.phase == "arbitration" and self.arbitration is not None and self.arbitration.stage == "align"
+        )
+        picked = []
+        if pending:
+            for view, search in self.searches.items():
+                if search.done:
+                    try:
+                        w2c[int(view)] = search.chosen_w2c()
+                    except ValueError:
+                        continue
+                    picked.append(int(view))
+        return w2c, sorted(picked)
+
+    def _gt_in_frame(self) -> Optional[np.ndarray]:
+        """Ground truth mapped into the active reconstruction's frame (None without GT or with < 3 inliers)."""
+        from sparseags import artifacts
+
+        if self.scene.w2c_gt is None or self.recon is None or int(np.sum(self.recon.flags)) < 3:
+            return None
+        try:
+            return artifacts.gt_in_estimated_frame(self, self.recon)
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+
+    def _truth_cell(self, view: int, search: PoseSearch) -> Optional[tuple]:
+        from sparseags import artifacts
+
+        try:
+            cell = artifacts.true_cell(self, view, search)
+        except (ValueError, np.linalg.LinAlgError):
+            return None  # too few inliers to align the ground truth
+        return None if cell is None else tuple(cell)
 
     def matches_snapshot(self) -> Optional[dict]:
         """The scene's verified matches for display: per pair i, j and the pixel coordinates (scene image)."""

@@ -39,6 +39,7 @@ from sparseags.cameras import (
     se3_exp,
     undo_orbit_camera,
 )
+from sparseags.snapshots import SearchSnapshot
 
 # render_fn(w2c [C, 4, 4], K [C, 3, 3], width, height) -> rgb [C, H, W, 3] on white, differentiable in w2c
 RenderFn = Callable[[Tensor, Tensor, int, int], Tensor]
@@ -472,7 +473,9 @@ class PoseSearch:
                 np.all(np.isnan(grid), axis=-1), np.nan, np.nanmin(np.where(np.isnan(grid), np.inf, grid), axis=-1)
             )
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> SearchSnapshot:
+        """The search as a :class:`sparseags.snapshots.SearchSnapshot` (`view`, `initial_cell` and `truth_cell`
+        are left for the pipeline to fill in)."""
         top = []
         if self.ranking is not None:
             for position, index in enumerate(self.ranking["order"][: self.top_k]):
@@ -487,29 +490,60 @@ class PoseSearch:
                         "render": self.ranking["top_renders"][position],
                     }
                 )
-        total_iters = self._total_iterations()
-        return {
-            "phase": "search",
-            "view": self.view_id,
-            "stage": self.stage,
-            "n_stages": len(self.stage_steps),
-            "n_candidates": len(self.candidates),
-            "progress": min(1.0, self.steps_done / max(1, total_iters)),
-            "elevations_deg": self.grid.elevations_deg.copy(),
-            "azimuths_deg": self.grid.azimuths_deg.copy(),
-            "radii": self.grid.radii.copy(),
-            "grid_coarse": self.initial_mse_grid.reshape(self.grid.shape).copy(),
-            "grid_refined": self.stage_a_mse_grid.reshape(self.grid.shape).copy(),
-            "top": top,
-            "chosen": self.choice,
-            "chosen_cell": None if self.choice is None else self.cell_of(self.chosen_w2c()),
-            "manual": self.manual_choice is not None or self.manual_w2c is not None,
-            "ambiguous": self.ambiguous,
-            "competitors": []
+        best_radius, cell_lpips, cell_rank = self._cell_tables()
+        return SearchSnapshot(
+            view_id=self.view_id,
+            stage=int(self.stage),
+            n_stages=len(self.stage_steps),
+            n_candidates=len(self.candidates),
+            progress=min(1.0, self.steps_done / max(1, self._total_iterations())),
+            done=bool(self.finished),
+            manual=self.manual_choice is not None or self.manual_w2c is not None,
+            elevations_deg=np.asarray(self.grid.elevations_deg, dtype=np.float64).copy(),
+            azimuths_deg=np.asarray(self.grid.azimuths_deg, dtype=np.float64).copy(),
+            radii=np.asarray(self.grid.radii, dtype=np.float64).copy(),
+            mse_coarse=self.initial_mse_grid.reshape(self.grid.shape).copy(),
+            mse_refined=self.stage_a_mse_grid.reshape(self.grid.shape).copy(),
+            heat_coarse=self.heatmap("coarse"),
+            heat_refined=self.heatmap("refined"),
+            best_radius=best_radius,
+            top=top,
+            chosen=self.choice,
+            chosen_cell=None if self.choice is None else tuple(self.cell_of(self.chosen_w2c())[:2]),
+            ambiguous=bool(self.ambiguous),
+            competitors=[]
             if self.ranking is None or self.choice is None
             else [{k: v for k, v in c.items() if k != "index"} for c in self.competitors_of(self.choice)],
-            "done": self.finished,
-        }
+            has_lpips=self.ranking is not None and self.ranking.get("lpips") is not None,
+            cell_lpips=cell_lpips,
+            cell_rank=cell_rank,
+            target=np.asarray(self.target_image, dtype=np.float32),
+        )
+
+    def _cell_tables(self) -> tuple[dict, Optional[np.ndarray], Optional[np.ndarray]]:
+        """Per (elevation, azimuth) cell: the radius of the best MSE per heat map, and the best LPIPS and rank
+        position of the final candidates descending from the cell (NaN / -1 without any)."""
+        shape = self.grid.shape
+        radii = np.asarray(self.grid.radii, dtype=np.float64)
+        best = {}
+        for name, values in (("coarse", self.initial_mse_grid), ("refined", self.stage_a_mse_grid)):
+            grid = np.asarray(values, dtype=np.float64).reshape(shape)
+            empty = np.all(np.isnan(grid), axis=-1)
+            index = np.argmin(np.where(np.isnan(grid), np.inf, grid), axis=-1)
+            best[name] = np.where(empty, np.nan, radii[index])
+        if self.ranking is None:
+            return best, None, None
+        lpips = np.full(shape[:2], np.nan)
+        rank = np.full(shape[:2], -1, dtype=np.int64)
+        for position, index in enumerate(self.ranking["order"]):
+            e, a = divmod(int(self.origin[int(index)]) // shape[2], shape[1])
+            if rank[e, a] < 0:
+                rank[e, a] = position
+            if self.ranking["lpips"] is not None:
+                value = float(self.ranking["lpips"][int(index)])
+                if not value >= lpips[e, a]:  # NaN-aware minimum
+                    lpips[e, a] = value
+        return best, lpips, rank
 
     def _total_iterations(self) -> int:
         """Optimiser iterations of the whole search (one iteration = one chunk step)."""

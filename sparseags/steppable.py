@@ -18,7 +18,8 @@ Rules (the contract a new phase must keep; docs/ARCHITECTURE.md, "Steppable engi
   from a person is a state the snapshot shows, and a method call (for example
   ``Pipeline.decide_outlier``) resolves it.
 * ``done`` is a cheap read-only property, true once no further ``step`` changes anything.
-* ``snapshot()`` returns data the caller may keep: copies, detached from autograd, on the CPU.
+* ``snapshot()`` returns data the caller may keep: copies, detached from autograd, on the CPU; the
+  pipeline and its stages return the frozen dataclasses of :mod:`sparseags.snapshots`.
 * ``load_state_dict(state_dict())`` on an object built with the same inputs gives an object whose next
   steps are bit-identical to the original's (random generators are part of the state), so an interrupted
   and resumed run equals an uninterrupted one. Objects whose state needs their owner to be rebuilt

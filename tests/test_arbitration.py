@@ -46,7 +46,7 @@ def test_one_views_failure_does_not_revert_anothers_success():
     assert arb.choice == "mixed" and arb.stage == "recon_mixed"  # the mixed poses get their own reconstruction
     mixed = arb.poses_for(arb.mixed_for)
     assert np.allclose(mixed[1], np.eye(4) * 2) and np.allclose(mixed[3], np.eye(4) * 6)
-    views = {v["id"]: v for v in arb.snapshot()["views"]}
+    views = {v["id"]: v for v in arb.snapshot().views}
     assert views["001"]["choice"] == "recovered" and views["003"]["choice"] == "initial"
     assert views["003"]["reason"] and views["001"]["scores"]["recovered"]["lpips_norm"] == pytest.approx(0.2)
 
@@ -62,7 +62,7 @@ def test_an_ambiguous_view_keeps_its_initial_pose_and_says_why():
     arb = fake_arbitration(ambiguous={1: [{"rank": -1, "angle_deg": 90.0, "score": 0.2}]})
     arb._decide()
     assert arb.view_choices() == {1: "initial", 3: "initial"} and arb.stage == "decided"
-    view = arb.snapshot()["views"][0]
+    view = arb.snapshot().views[0]
     assert view["ambiguous"] and view["reason"].startswith("ambiguous") and view["candidates"][0]["angle_deg"] == 90
 
 
@@ -130,7 +130,7 @@ def test_a_hand_flagged_view_is_searched_and_gets_a_per_view_verdict(tiny_scene)
     pipeline.set_flag(2, 0)
     finish(pipeline)
     assert 2 in pipeline.search_order and pipeline.searches[2].done
-    views = {v["view"]: v for v in pipeline.snapshot()["arbitration"]["views"]}
+    views = {v["view"]: v for v in pipeline.snapshot().arbitration.views}
     assert views[2]["choice"] in ("recovered", "initial") and views[2]["reason"]
     from sparseags.artifacts import outlier_report
 

@@ -87,7 +87,7 @@ def session(tmp_path_factory):
         facts["other"] = other
         run([{"choose_arbitration": {"choice": other, "view": row["id"]}}, {"run_until": "done"}])
         arb = app.worker.view.arbitration
-        facts["arb_after"] = next((v for v in arb.get("views", []) if v["view"] == row["view"]), arb)
+        facts["arb_after"] = next((v for v in arb.views if v["view"] == row["view"]), arb)
         facts["decisions"] = json.loads((out / "decisions.json").read_text())["decisions"]
         # pose accuracy
         run([{"tab": "accuracy"}])
@@ -110,6 +110,14 @@ def session(tmp_path_factory):
                 dict(app.layout),
                 app.regions(),
                 (dpg.get_viewport_client_width(), dpg.get_viewport_client_height()),
+                {
+                    "size": app.orbit.size,
+                    "renderer": (app.orbit.renderer.width, app.orbit.renderer.height),
+                    "texture": app.orbit.texture.buffer.shape,
+                    "drawlist": dpg.get_item_width(app.orbit.drawlist),
+                    "shown": app.orbit.shown_texture == app.orbit.texture.tag,
+                    "darkest": float(app.orbit.texture.buffer.min()),
+                },
             )
         yield facts
     finally:
@@ -187,9 +195,9 @@ def test_seed_field_follows_a_scripted_reset(session) -> None:
 
 @pytest.mark.parametrize("size", [(1366, 768), (1920, 1080)])
 def test_layout_follows_the_viewport(session, size) -> None:
-    from gui.app import LAYOUT, VIEWPORT
+    from gui.app import LAYOUT, VIEWPORT, orbit_view_size
 
-    applied, layout, regions, client = session[f"size_{size[0]}"]
+    applied, layout, regions, client, orbit = session[f"size_{size[0]}"]
     assert applied == size and client == size
     for name, (x, y, w, h) in layout.items():
         rx, ry, rw, rh = LAYOUT[name]
@@ -198,3 +206,9 @@ def test_layout_follows_the_viewport(session, size) -> None:
         assert (x0, y0) == (x, y) and abs((x1 - x0) - w) <= 1 and abs((y1 - y0) - h) <= 1, (name, regions[name])
     assert sum(layout[n][2] for n in ("orbit", "controls", "scores")) == size[0]
     assert layout["overlays"][1] + layout["overlays"][3] == size[1]
+    # the orbit view follows its window: render, texture and drawing at the new size, a frame on display
+    side = orbit_view_size(layout, 512)
+    _, _, w, h = layout["orbit"]
+    assert orbit["size"] == side and side <= w - 20 and side <= h - 150
+    assert orbit["renderer"] == (side, side) and orbit["texture"] == (side, side, 3) and orbit["drawlist"] == side
+    assert orbit["shown"] and orbit["darkest"] < 0.9

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,6 +15,7 @@ from gui.imaging import as_float_rgb, blend, difference_heatmap, grid_2x2
 from gui.panels.cameras import frustum_segments, project_segments
 from gui.script import ScriptError, load_script, parse_script
 from gui.state import PendingJobs, UiState
+from sparseags.snapshots import ArbitrationSnapshot, LooSnapshot, PipelineSnapshot, SearchSnapshot
 
 K_INPUT = np.array([[100.0, 0.0, 100.0], [0.0, 100.0, 50.0], [0.0, 0.0, 1.0]])  # 200 x 100 image
 K_VIEW = np.array([[256.0, 0.0, 256.0], [0.0, 256.0, 256.0], [0.0, 0.0, 1.0]])  # 512 x 512 view
@@ -188,6 +190,40 @@ class FakePipeline:
     def active_search(self):
         return None
 
+    def snapshot(self) -> PipelineSnapshot:
+        eye = np.tile(np.eye(4), (3, 1, 1))
+        return PipelineSnapshot(
+            phase=self.phase,
+            phase_label=self.phase_label(),
+            total_steps=self.total_steps,
+            done=self.done,
+            seed=0,
+            ids=list(self.scene.ids),
+            flags=self.current_flags(),
+            initial_flags=self.initial_flags.copy(),
+            image_size=self.scene.resolution,
+            K=self.scene.K.copy(),
+            w2c_initial=eye,
+            w2c_current=eye.copy(),
+            picked_views=(),
+            w2c_gt=None,
+            w2c_gt_in_frame=None,
+            recon_step=0,
+            recon_iters=0,
+            loss_warmup=False,
+            history={},
+            gaussians=None,
+            centre=np.zeros(3),
+            score_key=self.score_key,
+            latest_scores=None,
+            loo=None,
+            searches={},
+            search_order=[],
+            active_search=None,
+            arbitration=None,
+            decisions=list(self.decisions),
+        )
+
 
 def test_engine_worker_steps_runs_until_and_serves_calls_off_the_main_thread() -> None:
     pipeline = FakePipeline()
@@ -271,7 +307,7 @@ def test_bar_model_shows_the_round_that_picked_the_candidate() -> None:
     ]
     view = SimpleNamespace(
         ids=["a", "b", "c", "d"],
-        loo={"rounds": rounds, "threshold": 0.05},
+        loo=LooSnapshot(rounds=rounds, threshold=0.05),
         score_key="lpips_norm",
         latest_scores=None,
         flags=np.array([1, 0, 1, 1]),
@@ -303,8 +339,6 @@ def test_heat_values_fill_missing_cells_with_the_worst_score() -> None:
 
 
 def _search_view(**extra):
-    from gui.engine import SearchView
-
     heat = np.array([[0.02, np.nan, 0.03], [0.01, 0.05, 0.04]])
     base = dict(
         view=3,
@@ -312,7 +346,15 @@ def _search_view(**extra):
         azimuths_deg=np.array([-120.0, 0.0, 120.0]),
         heat_coarse=heat,
         heat_refined=heat,
-        current_cell=None,
+        view_id="003",
+        n_candidates=0,
+        mse_coarse=np.repeat(heat[..., None], 2, axis=-1),
+        mse_refined=np.repeat(heat[..., None], 2, axis=-1),
+        chosen=None,
+        ambiguous=False,
+        competitors=[],
+        target=np.ones((4, 4, 3), np.float32),
+        initial_cell=None,
         chosen_cell=None,
         truth_cell=None,
         top=[],
@@ -328,7 +370,7 @@ def _search_view(**extra):
         has_lpips=True,
     )
     base.update(extra)
-    return SearchView(**base)
+    return SearchSnapshot(**base)
 
 
 def test_search_cell_read_out_and_rank_rule() -> None:
@@ -366,24 +408,23 @@ def _engine_view(**extra):
 def test_arbitration_rows_per_view_and_scene_level() -> None:
     from gui.panels.arbitration import arbitration_rows, arbitration_summary
 
-    scene_level = {
-        "stage": "decided",
-        "outliers": [1, 3],
-        "recovered": {},
-        "aligned": {},
-        "scores_recovered": {"mse_norm": [0.1, 0.2, 0.3, 0.4], "lpips_norm": [1, 2, 3, 4]},
-        "scores_initial": {"mse_norm": [0.1, 0.3, 0.3, 0.5], "lpips_norm": [1, 3, 3, 5]},
-        "auto_choice": "recovered",
-        "manual_choice": None,
-        "choice": "recovered",
-        "reason": "better",
-    }
+    scene_level = ArbitrationSnapshot(
+        stage="decided",
+        mode="paper",
+        outliers=[1, 3],
+        scores_recovered={"mse_norm": [0.1, 0.2, 0.3, 0.4], "lpips_norm": [1, 2, 3, 4]},
+        scores_initial={"mse_norm": [0.1, 0.3, 0.3, 0.5], "lpips_norm": [1, 3, 3, 5]},
+        auto_choice="recovered",
+        choice="recovered",
+        reason="better",
+    )
     rows = arbitration_rows(_engine_view(arbitration=scene_level))
     assert [r["id"] for r in rows] == ["b", "d"] and not rows[0]["per_view"]
     assert rows[1]["scores"]["recovered"]["mse_norm"] == 0.4 and rows[1]["scores"]["initial"]["lpips_norm"] == 5
     assert rows[0]["scores"]["recovered"]["epipolar_px"] is None and rows[0]["choice"] == "recovered"
-    per_view = dict(
+    per_view = replace(
         scene_level,
+        mode="per_view",
         views=[
             {
                 "view": 3,
@@ -417,7 +458,7 @@ def test_outcome_flags_follow_rounds_and_hand_flags() -> None:
         {"round": 2, "candidate": 1, "accepted": False},
     ]
     flags, why = outcome_flags(
-        _engine_view(initial_flags=np.array([1, 1, 1, 0]), loo={"rounds": rounds}, search_order=[2, 3])
+        _engine_view(initial_flags=np.array([1, 1, 1, 0]), loo=LooSnapshot(rounds=rounds), search_order=[2, 3])
     )
     assert flags == [1, 1, 0, 0] and why == {2: "round 1", 3: "by hand"}
 
@@ -538,7 +579,7 @@ def test_relative_rule_verdict_text_shows_the_evidence_and_the_borderline_vote()
         accepted=False,
         reason="z 1.2 < 3.5 (photometric z 1.2)",
     )
-    loo = {"rule": "relative", "rounds": [r0, kept], "threshold": 0.05, "confirm_drop": 0.05, "done": True}
+    loo = LooSnapshot(rule="relative", rounds=[r0, kept], threshold=0.05, confirm_drop=0.05, done=True)
     view = _engine_view(loo=loo, score_key="lpips_norm", latest_scores=None, flags=np.ones(4, int))
     head, line = verdict_text(view, bar_model(view))
     assert (
@@ -547,7 +588,7 @@ def test_relative_rule_verdict_text_shows_the_evidence_and_the_borderline_vote()
     )
     assert round_choices(view)[1] == ("round 1: view b kept", 1)
     borderline = dict(kept, auto_accept=None, accepted=None, reason="z 2.5 in [2, 3.5) (photometric z 2.5)")
-    view.loo = dict(loo, rounds=[r0, borderline], done=False)
+    view.loo = replace(loo, rounds=[r0, borderline], done=False)
     _, line = verdict_text(view, bar_model(view))
     assert "in [2, 3.5)" in line and "drops by 5% (to <= 0.4814)" in line
     assert round_choices(view)[1] == ("round 1: view b running", 1)

@@ -87,11 +87,11 @@ def test_clear_outlier_is_removed_and_loop_stops_when_next_removal_does_not_help
     assert loop.outliers == [3]
     assert loop.result_flags.tolist() == [1, 1, 1, 0, 1, 1]
     snap = loop.snapshot()
-    r1 = snap["rounds"][1]
+    r1 = snap.rounds[1]
     assert r1["candidate"] == 3 and r1["auto_accept"] is True
-    assert snap["rounds"][0]["mean_without_next"] == pytest.approx(np.mean([0.10, 0.12, 0.11, 0.13, 0.12]))
-    assert snap["rounds"][2]["candidate"] == 5 and snap["rounds"][2]["auto_accept"] is False
-    assert snap["final_round"] == 1
+    assert snap.rounds[0]["mean_without_next"] == pytest.approx(np.mean([0.10, 0.12, 0.11, 0.13, 0.12]))
+    assert snap.rounds[2]["candidate"] == 5 and snap.rounds[2]["auto_accept"] is False
+    assert snap.final_round == 1
     # round 1 started from round 0's optimised poses (inliers moved by +1), not from the initial ones
     assert made[1][1][0, 0, 3] == pytest.approx(1.0)
 
@@ -135,7 +135,7 @@ def test_already_flagged_views_are_never_candidates():
     make_recon, _ = scripted(table)
     loop = LeaveOneOut(make_recon, lambda r: r.scores, flags, eye(v))
     run_to_end(loop)
-    assert loop.snapshot()["rounds"][1]["candidate"] == 3
+    assert loop.snapshot().rounds[1]["candidate"] == 3
     assert loop.outliers == [3]  # view 2 was flagged by the user, not by the loop
 
 
@@ -189,7 +189,7 @@ def test_checkpoint_resume_mid_round_gives_same_result():
     resumed.load_state_dict(state)
     run_to_end(resumed, budget=1)
     run_to_end(loop, budget=1)
-    assert resumed.snapshot()["rounds"] == loop.snapshot()["rounds"]
+    assert resumed.snapshot().rounds == loop.snapshot().rounds
     assert resumed.outliers == loop.outliers == [3]
 
 
@@ -268,9 +268,9 @@ def test_relative_rule_removes_the_view_that_stands_out_even_when_the_mean_rises
     run_to_end(loop)
     assert loop.outliers == [7]
     snap = loop.snapshot()
-    assert snap["rounds"][1]["auto_accept"] is True and "epipolar z" in snap["rounds"][1]["reason"]
+    assert snap.rounds[1]["auto_accept"] is True and "epipolar z" in snap.rounds[1]["reason"]
     # round 2's candidate did not stand out: rejected without running its reconstruction
-    assert snap["rounds"][2]["auto_accept"] is False and snap["rounds"][2]["ran"] is False
+    assert snap.rounds[2]["auto_accept"] is False and snap.rounds[2]["ran"] is False
     assert made == [(), (7,)]
 
 
@@ -292,7 +292,7 @@ def test_relative_rule_keeps_the_worst_inlier_when_nothing_stands_out():
     loop = relative_loop(make_recon, v)
     run_to_end(loop)
     assert loop.outliers == [] and made == [()]
-    r1 = loop.snapshot()["rounds"][1]
+    r1 = loop.snapshot().rounds[1]
     assert r1["candidate"] == 6 and r1["auto_accept"] is False and r1["reason"].startswith("z ")
 
 
@@ -327,7 +327,7 @@ def test_relative_rule_respects_max_removals_and_resumes_exactly():
     run_to_end(loop, budget=1)
     run_to_end(resumed, budget=1)
     assert loop.outliers == resumed.outliers == [4]
-    assert resumed.snapshot()["rounds"] == loop.snapshot()["rounds"]
+    assert resumed.snapshot().rounds == loop.snapshot().rounds
 
 
 def test_unknown_rule_is_an_error():
@@ -344,6 +344,6 @@ def test_relative_rule_puts_a_borderline_candidate_to_a_relative_leave_one_out_v
     loop = relative_loop(make_recon, v, z_threshold=3.5, z_confirm=2.0)
     run_to_end(loop)
     assert (7,) in made  # the round without the candidate ran: it decides
-    r1 = loop.snapshot()["rounds"][1]
+    r1 = loop.snapshot().rounds[1]
     assert r1["auto_accept"] is accepted and "in [2, 3.5)" in r1["reason"] and "drop of 5%" in r1["reason"]
     assert loop.outliers == ([7] if accepted else [])

@@ -71,8 +71,8 @@ def test_without_outlier_test_the_pipeline_stops_after_one_reconstruction(demo_d
     assert pipeline.final_recon is pipeline.recon and pipeline.loo is None
     assert pipeline.final_recon.step_count == 5
     snap = pipeline.snapshot()
-    assert snap["phase"] == "done" and snap["phase_label"] == "final"
-    assert len(snap["scores"]["lpips_norm"]) == 6
+    assert snap.phase == "done" and snap.phase_label == "final"
+    assert len(snap.latest_scores["lpips_norm"]) == 6
 
 
 def test_full_flow_finds_and_replaces_the_gross_outlier(demo_dir, lpips_alex):

@@ -124,15 +124,15 @@ def test_search_finds_a_camera_on_the_wrong_side():
     error = float(rotation_angle_deg(torch.as_tensor(found[:3, :3]), torch.as_tensor(true_w2c[:3, :3])))
     assert error < 15.0, f"search put the camera {error:.1f} deg away from the truth"
     snap = search.snapshot()
-    elevations, azimuths = snap["elevations_deg"], snap["azimuths_deg"]
-    assert snap["grid_coarse"].shape == (len(elevations), len(azimuths), len(snap["radii"]))
+    elevations, azimuths = snap.elevations_deg, snap.azimuths_deg
+    assert snap.mse_coarse.shape == (len(elevations), len(azimuths), len(snap.radii))
     heat = search.heatmap("coarse")
     assert np.isfinite(heat).all() and heat.std() > 0
     # the best coarse cell is at the true azimuth (90 deg)
     best_e, best_a = np.unravel_index(np.argmin(heat), heat.shape)
     assert azimuths[best_a] == pytest.approx(90.0)
-    assert snap["top"] and snap["top"][0]["render"].shape == (RES, RES, 3)
-    assert snap["chosen_cell"][1] == pytest.approx(90.0, abs=15.0)
+    assert snap.top and snap.top[0]["render"].shape == (RES, RES, 3)
+    assert snap.chosen_cell[1] == pytest.approx(90.0, abs=15.0)
 
 
 def test_apply_candidate_overrides_the_winner():
@@ -206,9 +206,9 @@ def test_a_symmetric_object_makes_the_search_ambiguous_and_a_textured_one_does_n
     run(search)
     assert search.ambiguous
     snap = search.snapshot()
-    assert snap["ambiguous"] and snap["competitors"]
-    assert all(c["angle_deg"] >= 30.0 for c in snap["competitors"])
+    assert snap.ambiguous and snap.competitors
+    assert all(c["angle_deg"] >= 30.0 for c in snap.competitors)
 
     textured, _ = small_search()
     run(textured)
-    assert not textured.ambiguous and textured.snapshot()["competitors"] == []
+    assert not textured.ambiguous and textured.snapshot().competitors == []

@@ -333,6 +333,37 @@ def host(tiny_scene):
     return pipeline, pipeline.arbitration.state_dict()
 
 
+def test_pipeline_snapshot_is_a_frozen_typed_copy(host):
+    """The engine-to-display contract: typed, frozen, float64 poses, search fields filled in, and a copy."""
+    from dataclasses import FrozenInstanceError
+
+    from sparseags.snapshots import ArbitrationSnapshot, LooSnapshot, PipelineSnapshot, SearchSnapshot
+
+    pipeline, _ = host
+    snap = pipeline.snapshot()
+    assert isinstance(snap, PipelineSnapshot) and snap.phase == "arbitration"
+    with pytest.raises(FrozenInstanceError):
+        snap.phase = "done"
+    n_views = len(snap.ids)
+    for w2c in (snap.w2c_initial, snap.w2c_current, snap.w2c_gt):
+        assert w2c.dtype == np.float64 and w2c.shape == (n_views, 4, 4)
+    assert isinstance(snap.loo, LooSnapshot) and isinstance(snap.arbitration, ArbitrationSnapshot)
+    assert sorted(snap.searches) == sorted(snap.search_order) and snap.search_order
+    for view, search in snap.searches.items():
+        assert isinstance(search, SearchSnapshot) and search.view == view and search.view_id == snap.ids[view]
+        assert search.done and search.initial_cell is not None and len(search.initial_cell) == 2
+        assert search.heat_coarse.shape == search.mse_coarse.shape[:2] == search.best_radius["coarse"].shape
+        # before the arbitration's reconstructions the window shows the search's pick
+        assert view in snap.picked_views
+        np.testing.assert_allclose(snap.w2c_current[view], pipeline.searches[view].chosen_w2c())
+    snap.w2c_current[:] = 0.0
+    snap.flags[:] = 7
+    snap.searches[snap.search_order[0]].heat_coarse[:] = -1.0
+    again = pipeline.snapshot()
+    assert not np.allclose(again.w2c_current, 0.0) and not (again.flags == 7).any()
+    assert not (again.searches[snap.search_order[0]].heat_coarse == -1.0).any()
+
+
 def _w2c(recon) -> np.ndarray:
     return recon.current_w2c().detach().cpu().numpy()
 

@@ -14,6 +14,7 @@ so the buttons choose for every view).
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Optional
 
 import dearpygui.dearpygui as dpg
@@ -67,11 +68,11 @@ def arbitration_rows(view: EngineView) -> list[dict]:
     keys (``per_view`` False: one decision for all the searched views).
     """
     arb = view.arbitration
-    if not arb:
+    if arb is None:
         return []
     rows = []
-    if arb.get("views") is not None:
-        for entry in arb["views"]:
+    if arb.views:
+        for entry in arb.views:
             index = int(entry["view"])
             scores = entry.get("scores") or {}
             rows.append(
@@ -92,20 +93,20 @@ def arbitration_rows(view: EngineView) -> list[dict]:
                 }
             )
         return rows
-    for index in arb.get("outliers") or []:
+    for index in arb.outliers:
         index = int(index)
         rows.append(
             {
                 "view": index,
                 "id": view.ids[index] if index < len(view.ids) else str(index),
                 "scores": {
-                    side: {key: _value(arb.get(f"scores_{side}"), key, index) for key, _ in SCORE_COLUMNS}
+                    side: {key: _value(getattr(arb, f"scores_{side}"), key, index) for key, _ in SCORE_COLUMNS}
                     for side in ("recovered", "initial")
                 },
-                "auto_choice": arb.get("auto_choice"),
-                "manual_choice": arb.get("manual_choice"),
-                "choice": arb.get("choice"),
-                "reason": str(arb.get("reason") or ""),
+                "auto_choice": arb.auto_choice,
+                "manual_choice": arb.manual_choice,
+                "choice": arb.choice,
+                "reason": str(arb.reason or ""),
                 "ambiguous": False,
                 "candidates": [],
                 "per_view": False,
@@ -117,11 +118,11 @@ def arbitration_rows(view: EngineView) -> list[dict]:
 def arbitration_summary(view: EngineView) -> str:
     """The head line of the tab: stage, and the decision(s)."""
     arb = view.arbitration
-    if not arb:
+    if arb is None:
         if view.phase in ("reconstruct", "loo", "search"):
             return "arbitration: not started (runs after the pose search of the outliers)"
         return "arbitration: none (no view was searched)"
-    stage = str(arb.get("stage", ""))
+    stage = str(arb.stage)
     head = f"arbitration: {STAGES.get(stage, stage)}"
     rows = arbitration_rows(view)
     if not rows or all(r["choice"] is None for r in rows):
@@ -129,8 +130,8 @@ def arbitration_summary(view: EngineView) -> str:
     if rows[0]["per_view"]:
         kept = [r["id"] for r in rows if r["choice"] == "recovered"]
         return head + f"; recovered pose kept for {', '.join(kept) or 'no view'} of {len(rows)} searched"
-    manual = " (manual)" if arb.get("manual_choice") else ""
-    return head + f"; {arb.get('choice')} poses for every searched view{manual}"
+    manual = " (manual)" if arb.manual_choice else ""
+    return head + f"; {arb.choice} poses for every searched view{manual}"
 
 
 def _fmt(value: Optional[float], key: str) -> str:
@@ -198,7 +199,9 @@ class ArbitrationPanel:
             id(arb),
             None
             if arb is None
-            else repr(sorted((k, str(v)) for k, v in arb.items() if k not in ("recovered", "aligned"))),
+            else repr(
+                [(f.name, str(getattr(arb, f.name))) for f in fields(arb) if f.name not in ("recovered", "aligned")]
+            ),
             tuple(view.ids),
         )
         if key == self._key:
@@ -207,11 +210,11 @@ class ArbitrationPanel:
         self.summary.set(arbitration_summary(view))
         rows = arbitration_rows(view)
         self.rows = rows
-        decided = bool(arb) and (arb.get("stage") == "decided" or any(r["choice"] for r in rows))
+        decided = arb is not None and (arb.stage == "decided" or any(r["choice"] for r in rows))
         per_view = bool(rows) and rows[0]["per_view"]
         for button in (self.all_recovered, self.all_initial):
             dpg.configure_item(button, enabled=decided)
-        self.note.set("" if decided or not arb else "(the buttons work once the arbitration has decided)")
+        self.note.set("" if decided or arb is None else "(the buttons work once the arbitration has decided)")
         for child in dpg.get_item_children(self.table, 1) or []:
             dpg.delete_item(child)
         self.buttons = {}

@@ -551,5 +551,32 @@ class OrbitViewPanel:
     def colorbar_shown(self) -> bool:
         return bool(dpg.get_item_configuration(self.colorbar_layer).get("show", False))
 
+    def resize(self, size: int) -> None:
+        """Follow the window: render, show and draw at a new square `size` (the orbit camera's pose is kept).
+
+        The renderer's targets, the texture, the drawing area, the legend and the depth colour bar are
+        remade, and the frame and the frusta are drawn again at the next update.
+        """
+        size = int(size)
+        if size <= 0:
+            raise ValueError(f"orbit view: size must be positive, got {size}")
+        if size == self.size:
+            return
+        self.size = size
+        self.camera.width = self.camera.height = size
+        self.renderer.resize(size, size)
+        self.progressive.invalidate()
+        old = [self.texture.tag] + [t.tag for t in self._quick_textures.values()]
+        self.texture = RawTexture(self.app.textures, size, size, fill=1.0)
+        self._quick_textures = {}
+        dpg.configure_item(self.drawlist, width=size, height=size)
+        dpg.configure_item(self.image, texture_tag=self.texture.tag, pmax=(size, size))
+        self.shown_texture = self.texture.tag
+        for tag in old:
+            dpg.delete_item(tag)
+        dpg.delete_item(self.colorbar_layer, children_only=True)
+        self._build_colorbar()
+        self._frusta_key = self._legend_key = None
+
     def release(self) -> None:
         self.renderer.release()

@@ -34,14 +34,14 @@ def verdict_text(view: EngineView, model: Optional[BarModel]) -> tuple[str, str]
     if view.loo is None:
         return "leave-one-out: not started", "(runs after the first reconstruction; needs pipeline.outliers=true)"
     if model is None or model.candidate is None or model.verdict_round is None:
-        outliers = view.loo.get("outliers") or []
+        outliers = view.loo.outliers
         ids = ", ".join(view.ids[v] for v in outliers) or "none"
-        return f"leave-one-out: {'done' if view.loo.get('done') else 'scoring'}", f"outliers: {ids}"
+        return f"leave-one-out: {'done' if view.loo.done else 'scoring'}", f"outliers: {ids}"
     name = view.ids[model.candidate]
-    rounds = {r["round"]: r for r in view.loo["rounds"]}
+    rounds = {r["round"]: r for r in view.loo.rounds}
     verdict = rounds.get(model.verdict_round)
     head = f"round {model.verdict_round}: candidate view {name} ({model.key} {model.scores[model.candidate]:.4f})"
-    if view.loo.get("rule") == "relative":
+    if view.loo.rule == "relative":
         return head, _relative_verdict_line(view, model, verdict, name)
     if verdict is None or verdict["scores"] is None:
         return (
@@ -63,12 +63,11 @@ def verdict_text(view: EngineView, model: Optional[BarModel]) -> tuple[str, str]
 
 def _relative_verdict_line(view: EngineView, model: BarModel, verdict: Optional[dict], name: str) -> str:
     """The relative rule's verdict: the candidate's robust z per kind of evidence and what followed."""
-    loo = view.loo or {}
     if verdict is None:
         return f"scoring the evidence for view {name}"
     reason = verdict.get("reason") or ""
     if verdict.get("accepted") is None:  # borderline: its leave-one-out round decides
-        drop = float(loo.get("confirm_drop", 0.05))
+        drop = float(view.loo.confirm_drop)
         return (
             f"{reason}; reconstructing without view {name}: the removal is kept if the others' mean drops "
             f"by {drop:.0%} (to <= {model.mean_before * (1.0 - drop):.4f})"
@@ -88,7 +87,7 @@ def outcome_flags(view: EngineView) -> tuple[list[int], dict[int, str]]:
     leave-one-out rounds whose removal stands and the searched views."""
     flags = [int(f) for f in view.initial_flags]
     why = {i: "by hand" for i, f in enumerate(flags) if f == 0}
-    for r in (view.loo or {}).get("rounds", []):
+    for r in view.loo.rounds if view.loo is not None else []:
         candidate = r.get("candidate")
         if r.get("round", 0) >= 1 and candidate is not None and r.get("accepted"):
             flags[int(candidate)] = 0
@@ -103,7 +102,7 @@ def outcome_flags(view: EngineView) -> tuple[list[int], dict[int, str]]:
 def round_choices(view: EngineView) -> list[tuple[str, Optional[int]]]:
     """(label, round index) for the round selector: "latest" first, then every round with a verdict."""
     choices: list[tuple[str, Optional[int]]] = [(LATEST, None)]
-    for r in (view.loo or {}).get("rounds", []):
+    for r in view.loo.rounds if view.loo is not None else []:
         if r["round"] < 1 or r["candidate"] is None:
             continue
         if r.get("accepted") is None:  # its reconstruction is still deciding

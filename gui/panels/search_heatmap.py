@@ -15,7 +15,7 @@
   object); they are listed with their angle to the winner.
 
 After an apply, the view's frustum and input-vs-render tile show the new pose at once (see
-:func:`gui.actions.displayed_w2c`), before the arbitration runs.
+:meth:`sparseags.pipeline.Pipeline.displayed_w2c`), before the arbitration runs.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Optional
 import dearpygui.dearpygui as dpg
 import numpy as np
 
-from gui.engine import EngineView, SearchView
+from gui.engine import EngineView
 from gui.handles import RawTexture, Text
+from sparseags.snapshots import SearchSnapshot
 
 if TYPE_CHECKING:
     from gui.port import WindowPort
@@ -54,7 +55,7 @@ MARKERS = {
 AMBIGUOUS_RED = (255, 110, 100)
 
 
-def heat_values(search: SearchView, which: str) -> tuple[np.ndarray, float, float]:
+def heat_values(search: SearchSnapshot, which: str) -> tuple[np.ndarray, float, float]:
     """(values [E, A] with NaN replaced by the maximum, min, max) for the heat series."""
     heat = search.heat_coarse if which == "coarse" else search.heat_refined
     heat = np.asarray(heat, dtype=np.float64)
@@ -80,7 +81,7 @@ def _spacing(values: np.ndarray, default: float = 15.0) -> float:
     return float(np.diff(values).mean()) if len(values) > 1 else default
 
 
-def cell_at(search: SearchView, azimuth: float, elevation: float) -> Optional[tuple[int, int]]:
+def cell_at(search: SearchSnapshot, azimuth: float, elevation: float) -> Optional[tuple[int, int]]:
     """(elevation index, azimuth index) of the cell under plot point (azimuth, elevation), None outside the map."""
     elev, azim = np.asarray(search.elevations_deg, float), np.asarray(search.azimuths_deg, float)
     if not len(elev) or not len(azim):
@@ -97,7 +98,7 @@ def _lpips_text(value: Optional[float]) -> str:
     return "-" if value is None or not np.isfinite(value) else f"{value:.3f}"
 
 
-def cell_readout(search: SearchView, which: str, cell: tuple[int, int]) -> str:
+def cell_readout(search: SearchSnapshot, which: str, cell: tuple[int, int]) -> str:
     """The hover line of one heatmap cell: its MSE, the radius of that MSE, and its final candidates' LPIPS."""
     e, a = int(cell[0]), int(cell[1])
     heat = np.asarray(search.heat_coarse if which == "coarse" else search.heat_refined, float)
@@ -117,7 +118,7 @@ def cell_readout(search: SearchView, which: str, cell: tuple[int, int]) -> str:
     return line + f"; LPIPS {_lpips_text(lpips) if search.has_lpips else 'off'}, best candidate #{rank}"
 
 
-def rank_rule(search: SearchView) -> str:
+def rank_rule(search: SearchSnapshot) -> str:
     """How the final candidates are ranked (shown under the thumbnails)."""
     if search.has_lpips:
         return (
@@ -135,7 +136,7 @@ def candidate_label(entry: dict) -> str:
     return f"{head}\nM {entry['mse']:.4f}" + ("" if lpips is None else f"\nL {lpips:.3f}")
 
 
-def ambiguity_text(search: SearchView) -> str:
+def ambiguity_text(search: SearchSnapshot) -> str:
     """The ambiguous badge's line ("" when the search is not ambiguous)."""
     if not search.ambiguous:
         return ""
@@ -238,7 +239,7 @@ class SearchHeatmapPanel:
         dpg.bind_item_handler_registry(plot, handlers)
         self._key: tuple = ()
         self._shown: Optional[int] = None
-        self._search: Optional[SearchView] = None
+        self._search: Optional[SearchSnapshot] = None
         self._x_min = -180.0
         self.hovered: Optional[tuple[int, int]] = None
         self._mouse_over = False  # the read-out follows the mouse (a scripted hover_at stays until it moves in)
@@ -349,7 +350,7 @@ class SearchHeatmapPanel:
         dpg.set_value(self.heat, [values[order].ravel().tolist()])
         dpg.configure_item(self.scale, min_scale=low, max_scale=high)
         self._grey_unevaluated(search, which, elev, azim, de, da)
-        cells = {"initial": search.current_cell, "chosen": search.chosen_cell, "truth": search.truth_cell}
+        cells = {"initial": search.initial_cell, "chosen": search.chosen_cell, "truth": search.truth_cell}
         marker_elevations = []
         for name, cell in cells.items():
             dpg.configure_item(self.markers[name], show=cell is not None)
@@ -407,7 +408,7 @@ class SearchHeatmapPanel:
             dpg.configure_item(button, enabled=False)
 
     def _grey_unevaluated(
-        self, search: SearchView, which: str, elev: np.ndarray, azim: np.ndarray, de: float, da: float
+        self, search: SearchSnapshot, which: str, elev: np.ndarray, azim: np.ndarray, de: float, da: float
     ) -> None:
         """Grey boxes over cells with no score yet (the heat series itself cannot show missing values)."""
         for item in self._overlay:
