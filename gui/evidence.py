@@ -1,19 +1,21 @@
 """Per-view pose evidence for the debugger: what the matches and evidence panels show (no DearPyGui here).
 
-The engine thread builds an :class:`EvidenceView` from ``pipeline.matches_snapshot()`` and the active
-reconstruction's ``snapshot()`` (targets, evidence rows, guard log, pose-error curve, poses, focal scales).
-Building it renders every view once, so it is rebuilt only when something it shows changed: another
-pipeline or reconstruction, a new evidence row, a new guard entry, or (while the engine is idle) another
-step. The pure helpers below (pair lookup, line segments, Sampson errors of a pair) are shared by the
+The engine thread asks the pipeline for an :class:`EvidenceView`
+(:class:`sparseags.snapshots.EvidenceSnapshot`, ``Pipeline.evidence_snapshot``: targets, evidence rows,
+guard log, pose-error curve, poses, focal scales and the scene's matches). Building it renders every view
+once, so it is rebuilt only when something it shows changed: another pipeline or reconstruction, a new
+evidence row, a new guard entry, or (while the engine is idle) another step. The pure helpers below (pair lookup, line segments, Sampson errors of a pair) are shared by the
 panel and the tests.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
+
+from sparseags.snapshots import EvidenceSnapshot
 
 __all__ = [
     "EvidenceView",
@@ -31,30 +33,8 @@ __all__ = [
 EVIDENCE_RESOLUTION = 128  # target images for the matches panel are read at most at this size
 
 
-@dataclass(frozen=True)
-class EvidenceView:
-    """Plain data of the matches / pose-evidence panels (arrays are never mutated after publication)."""
-
-    key: tuple
-    recon_step: int
-    ids: list
-    image_size: int  # scene resolution: the match coordinates' pixel frame
-    targets: np.ndarray  # [V, h, w, 3] float32 white-background inputs
-    steps: np.ndarray  # [T] steps of the evidence rows
-    rgb: np.ndarray  # [T, V] RGB residual (MSE) of the views rendered in that step, nan otherwise
-    mask: np.ndarray  # [T, V]
-    epipolar: np.ndarray  # [T, V] median Sampson error (px), nan = no matches
-    match_inliers: np.ndarray  # [T, V]
-    epipolar_start: np.ndarray  # [V]
-    guard_log: list  # [{"view", "step", "action", "reason"}]
-    pose_frozen: np.ndarray  # [V] bool
-    focal_scale: np.ndarray  # [V]
-    pose_error: Optional[dict]  # {"step", "rot_err_deg" [[V]], "rot5", "rot15", "cc10"} or None (no ground truth)
-    w2c: np.ndarray  # [V, 4, 4] current poses
-    K: np.ndarray  # [V, 3, 3] scene-resolution intrinsics with the current focal scales
-    flags: np.ndarray  # [V]
-    pairs: list = field(default_factory=list)  # [{"i", "j", "xy_i" [M, 2], "xy_j", "verified" [M]}]
-    match_summary: Optional[dict] = None
+# What the matches / evidence panels show: the engine's snapshot, one type on both sides of the thread.
+EvidenceView = EvidenceSnapshot
 
 
 @dataclass(frozen=True)
@@ -76,66 +56,22 @@ class PairView:
         return int(np.sum(self.verified))
 
 
-def evidence_key(pipeline: Any, busy: bool) -> tuple:
-    recon = pipeline.recon
-    if recon is None:
-        return (id(pipeline), None)
-    return (
-        id(pipeline),
-        id(recon),
-        len(recon.evidence["step"]),
-        len(recon.guard_log),
-        None if busy else int(recon.step_count),
-    )
+def evidence_key(pipeline: Any, busy: bool) -> Optional[tuple]:
+    """The pipeline's :meth:`~sparseags.pipeline.Pipeline.evidence_key`; while the engine is busy the step is
+    left out, so the view (which renders every view) is rebuilt only on a new evidence row or guard entry."""
+    return pipeline.evidence_key(with_step=not busy)
 
 
 def build_evidence(pipeline: Any, busy: bool, previous: Optional[EvidenceView] = None) -> Optional[EvidenceView]:
-    """Read the panels' data from `pipeline` (engine thread); `previous` is returned when nothing changed."""
-    recon = pipeline.recon
-    if recon is None:
-        return None
+    """The panels' data from `pipeline` (engine thread); `previous` is returned when nothing changed."""
     key = evidence_key(pipeline, busy)
+    if key is None:
+        return None
     if previous is not None and previous.key == key:
         return previous
-    if previous is not None and previous.key[:1] == key[:1]:  # same pipeline: its matches never change
-        pairs, summary = previous.pairs, previous.match_summary
-    else:
-        matches = pipeline.matches_snapshot()
-        pairs = [] if matches is None else list(matches["pairs"])
-        summary = None if matches is None else matches["summary"]
-    snap = recon.snapshot(resolution=min(EVIDENCE_RESOLUTION, int(recon.width)))
-    ev = snap["evidence"]
-    n_views = len(snap["ids"])
-
-    def rows(name: str, dtype: Any = np.float64) -> np.ndarray:
-        return np.asarray(ev[name], dtype=dtype).reshape(-1, n_views)
-
-    scale = np.asarray(snap["focal_scale"], dtype=np.float64).reshape(n_views)
-    K = np.asarray(pipeline.scene.K, dtype=np.float64).copy()
-    K[:, 0, 0] *= scale
-    K[:, 1, 1] *= scale
-    return EvidenceView(
-        key=key,
-        recon_step=int(snap["step"]),
-        ids=list(snap["ids"]),
-        image_size=int(pipeline.scene.resolution),
-        targets=np.ascontiguousarray(snap["targets"], dtype=np.float32),
-        steps=np.asarray(ev["step"], dtype=np.int64),
-        rgb=rows("rgb"),
-        mask=rows("mask"),
-        epipolar=rows("epipolar"),
-        match_inliers=rows("match_inliers", np.int64),
-        epipolar_start=np.asarray(snap["epipolar_start"], dtype=np.float64).copy(),
-        guard_log=[dict(entry) for entry in snap["guard_log"]],
-        pose_frozen=np.asarray(snap["pose_frozen"], bool).copy(),
-        focal_scale=scale,
-        pose_error=snap["pose_error"],
-        w2c=np.asarray(snap["w2c"], dtype=np.float64),
-        K=K,
-        flags=np.asarray(snap["flags"]).copy(),
-        pairs=pairs,
-        match_summary=summary,
-    )
+    same_pipeline = previous is not None and previous.key[:1] == key[:1]  # its matches never change
+    matches = (previous.pairs, previous.match_summary) if same_pipeline else None
+    return pipeline.evidence_snapshot(EVIDENCE_RESOLUTION, key=key, matches=matches)
 
 
 def default_pair(evidence: EvidenceView) -> tuple[int, int]:

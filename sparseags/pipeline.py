@@ -36,7 +36,7 @@ from sparseags.outliers import LeaveOneOut
 from sparseags.pose_search import PoseSearch, build_search_grid, white_background_target
 from sparseags.recon import Reconstruction
 from sparseags.scoring import score_views
-from sparseags.snapshots import ArbitrationSnapshot, PipelineSnapshot
+from sparseags.snapshots import ArbitrationSnapshot, EvidenceSnapshot, PipelineSnapshot
 
 PHASES = ("reconstruct", "loo", "search", "arbitration", "done")
 
@@ -1089,6 +1089,67 @@ class Pipeline:
         except (ValueError, np.linalg.LinAlgError):
             return None  # too few inliers to align the ground truth
         return None if cell is None else tuple(cell)
+
+    def evidence_key(self, with_step: bool = True) -> Optional[tuple]:
+        """What an :class:`EvidenceSnapshot` depends on (None before any reconstruction): this pipeline, the
+        active reconstruction, its evidence rows and guard entries, and (`with_step`) its step."""
+        recon = self.recon
+        if recon is None:
+            return None
+        return (
+            id(self),
+            id(recon),
+            len(recon.evidence["step"]),
+            len(recon.guard_log),
+            int(recon.step_count) if with_step else None,
+        )
+
+    def evidence_snapshot(
+        self, resolution: int, key: Optional[tuple] = None, matches: Optional[tuple] = None
+    ) -> Optional[EvidenceSnapshot]:
+        """The active reconstruction's per-view evidence with its targets at most `resolution` px, and the
+        scene's matches (None before any reconstruction). `key` defaults to :meth:`evidence_key`; `matches`
+        (pairs, summary) from an earlier snapshot of this pipeline saves copying them again (they never change).
+        """
+        recon = self.recon
+        if recon is None:
+            return None
+        if matches is None:
+            found = self.matches_snapshot()
+            matches = ([], None) if found is None else (list(found["pairs"]), found["summary"])
+        snap = recon.snapshot(resolution=min(int(resolution), int(recon.width)))
+        ev = snap["evidence"]
+        n_views = len(snap["ids"])
+
+        def rows(name: str, dtype: Any = np.float64) -> np.ndarray:
+            return np.asarray(ev[name], dtype=dtype).reshape(-1, n_views)
+
+        scale = np.asarray(snap["focal_scale"], dtype=np.float64).reshape(n_views)
+        K = np.asarray(self.scene.K, dtype=np.float64).copy()
+        K[:, 0, 0] *= scale
+        K[:, 1, 1] *= scale
+        return EvidenceSnapshot(
+            key=self.evidence_key() if key is None else key,
+            recon_step=int(snap["step"]),
+            ids=list(snap["ids"]),
+            image_size=int(self.scene.resolution),
+            targets=np.ascontiguousarray(snap["targets"], dtype=np.float32),
+            steps=np.asarray(ev["step"], dtype=np.int64),
+            rgb=rows("rgb"),
+            mask=rows("mask"),
+            epipolar=rows("epipolar"),
+            match_inliers=rows("match_inliers", np.int64),
+            epipolar_start=np.asarray(snap["epipolar_start"], dtype=np.float64).copy(),
+            guard_log=[dict(entry) for entry in snap["guard_log"]],
+            pose_frozen=np.asarray(snap["pose_frozen"], bool).copy(),
+            focal_scale=scale,
+            pose_error=snap["pose_error"],
+            w2c=np.asarray(snap["w2c"], dtype=np.float64),
+            K=K,
+            flags=np.asarray(snap["flags"]).copy(),
+            pairs=matches[0],
+            match_summary=matches[1],
+        )
 
     def matches_snapshot(self) -> Optional[dict]:
         """The scene's verified matches for display: per pair i, j and the pixel coordinates (scene image)."""

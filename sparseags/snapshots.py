@@ -26,6 +26,7 @@ import numpy as np
 
 __all__ = [
     "ArbitrationSnapshot",
+    "EvidenceSnapshot",
     "LooSnapshot",
     "PipelineSnapshot",
     "SearchSnapshot",
@@ -154,3 +155,31 @@ class PipelineSnapshot:
     active_search: Optional[int]  # the view being searched now
     arbitration: Optional[ArbitrationSnapshot]
     decisions: list  # the user's decisions so far, as logged ({"action", ...})
+
+
+@dataclass(frozen=True)
+class EvidenceSnapshot:
+    """Per-view pose evidence of the active reconstruction and the scene's verified matches (the debugger's
+    matches and evidence panels). Building one renders every view once: ask for a new one only when `key`
+    (:meth:`sparseags.pipeline.Pipeline.evidence_key`) changed."""
+
+    key: tuple  # (pipeline, reconstruction, evidence rows, guard entries, step or None) it was built at
+    recon_step: int
+    ids: list
+    image_size: int  # scene resolution: the match coordinates' pixel frame
+    targets: np.ndarray  # [V, h, w, 3] float32 white-background inputs (h, w <= the requested resolution)
+    steps: np.ndarray  # [T] steps of the evidence rows
+    rgb: np.ndarray  # [T, V] RGB residual (MSE) of the views rendered in that step, NaN otherwise
+    mask: np.ndarray  # [T, V] mask residual
+    epipolar: np.ndarray  # [T, V] median Sampson error (px), NaN = no matches
+    match_inliers: np.ndarray  # [T, V] int
+    epipolar_start: np.ndarray  # [V] median Sampson error at the input poses
+    guard_log: list  # [{"view", "step", "action", "reason"}] what the pose guard did
+    pose_frozen: np.ndarray  # [V] bool
+    focal_scale: np.ndarray  # [V]
+    pose_error: Optional[dict]  # {"step", "rot_err_deg" [[V]], "rot5", "rot15", "cc10"} or None (no ground truth)
+    w2c: np.ndarray  # [V, 4, 4] current poses
+    K: np.ndarray  # [V, 3, 3] scene-resolution intrinsics with the current focal scales
+    flags: np.ndarray  # [V]
+    pairs: list = field(default_factory=list)  # [{"i", "j", "xy_i" [M, 2], "xy_j" [M, 2], "verified" [M]}]
+    match_summary: Optional[dict] = None

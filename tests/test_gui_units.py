@@ -190,6 +190,9 @@ class FakePipeline:
     def active_search(self):
         return None
 
+    def evidence_key(self, with_step: bool = True):
+        return None  # no reconstruction: no evidence to show
+
     def snapshot(self) -> PipelineSnapshot:
         eye = np.tile(np.eye(4), (3, 1, 1))
         return PipelineSnapshot(

@@ -337,7 +337,13 @@ def test_pipeline_snapshot_is_a_frozen_typed_copy(host):
     """The engine-to-display contract: typed, frozen, float64 poses, search fields filled in, and a copy."""
     from dataclasses import FrozenInstanceError
 
-    from sparseags.snapshots import ArbitrationSnapshot, LooSnapshot, PipelineSnapshot, SearchSnapshot
+    from sparseags.snapshots import (
+        ArbitrationSnapshot,
+        EvidenceSnapshot,
+        LooSnapshot,
+        PipelineSnapshot,
+        SearchSnapshot,
+    )
 
     pipeline, _ = host
     snap = pipeline.snapshot()
@@ -362,6 +368,10 @@ def test_pipeline_snapshot_is_a_frozen_typed_copy(host):
     again = pipeline.snapshot()
     assert not np.allclose(again.w2c_current, 0.0) and not (again.flags == 7).any()
     assert not (again.searches[snap.search_order[0]].heat_coarse == -1.0).any()
+    evidence = pipeline.evidence_snapshot(16)
+    assert isinstance(evidence, EvidenceSnapshot) and evidence.key == pipeline.evidence_key()
+    assert evidence.targets.shape == (n_views, 16, 16, 3) and evidence.rgb.shape[1] == n_views
+    assert evidence.K.shape == (n_views, 3, 3) and evidence.w2c.dtype == np.float64
 
 
 def _w2c(recon) -> np.ndarray:
