@@ -32,6 +32,7 @@ def session(tmp_path_factory):
     import dearpygui.dearpygui as dpg
 
     from gui.app import DebuggerApp
+    from gui.panels.orbit_view import _text_width as text_width
     from gui.script import ScriptRunner, parse_script
     from sparseags.config import load_config
     from sparseags.synth import make_demo_scene
@@ -117,6 +118,12 @@ def session(tmp_path_factory):
                     "drawlist": dpg.get_item_width(app.orbit.drawlist),
                     "shown": app.orbit.shown_texture == app.orbit.texture.tag,
                     "darkest": float(app.orbit.texture.buffer.min()),
+                    # right end of each legend label (x + its width): the legend wraps inside the view
+                    "legend_right": max(
+                        dpg.get_item_configuration(items[-1])["pos"][0]
+                        + text_width(dpg.get_item_configuration(items[-1])["text"], 13)
+                        for items in app.orbit.legend_items.values()
+                    ),
                 },
             )
         yield facts
@@ -212,3 +219,4 @@ def test_layout_follows_the_viewport(session, size) -> None:
     assert orbit["size"] == side and side <= w - 20 and side <= h - 150
     assert orbit["renderer"] == (side, side) and orbit["texture"] == (side, side, 3) and orbit["drawlist"] == side
     assert orbit["shown"] and orbit["darkest"] < 0.9
+    assert orbit["legend_right"] <= side

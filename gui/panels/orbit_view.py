@@ -449,8 +449,8 @@ class OrbitViewPanel:
     # ------------------------------------------------------------------------------------------
     # legend and colour bar
     def _draw_legend(self) -> None:
-        """One row along the bottom edge naming the colours of the drawn families (ground truth only when
-        the scene has it, the trajectory only when shown)."""
+        """Rows along the bottom edge (one, or more when the view is narrow) naming the colours of the drawn
+        families (ground truth only when the scene has it, the trajectory only when shown)."""
         dpg.delete_item(self.legend_layer, children_only=True)
         entries = [
             (key, label)
@@ -459,45 +459,61 @@ class OrbitViewPanel:
         ]
         swatch, gap, height = 20, 12, 20
         widths = [swatch + 5 + _text_width(label, 13) for _, label in entries]
-        total = sum(widths) + gap * (len(entries) - 1) + 12
-        x0, y0 = 4, self.size - height - 4
-        dpg.draw_rectangle(
-            (x0, y0), (x0 + total, y0 + height), color=(0, 0, 0, 0), fill=PANEL_BG, rounding=4, parent=self.legend_layer
-        )
-        self.legend_items = {}
-        x, y = x0 + 6, y0 + height / 2
-        for (key, label), width in zip(entries, widths):
-            if key == "current":
-                colours = [FRUSTUM_COLOURS["inlier"], FRUSTUM_COLOURS["outlier"]]
-            elif key == "track":
-                colours = [TRACK_COLOUR]
+        # entries fill rows greedily, so a narrow view (a small window) wraps the legend instead of cutting it
+        rows: list[list[int]] = [[]]
+        for k, width in enumerate(widths):
+            row = rows[-1]
+            used = sum(widths[i] for i in row) + gap * len(row) + 12
+            if row and used + width > self.size - 8:
+                rows.append([k])
             else:
-                colours = [FRUSTUM_COLOURS[key]]
-            items = []
-            part = swatch / len(colours)
-            for k, colour in enumerate(colours):
-                items.append(
-                    dpg.draw_line(
-                        (x + k * part, y),
-                        (x + (k + 1) * part - (2 if len(colours) > 1 else 0), y),
-                        color=colour,
-                        thickness=3.0,
-                        parent=self.legend_layer,
-                    )
-                )
-            if key == "track":
-                items.append(
-                    dpg.draw_circle(
-                        (x, y), 3.5, color=TRACK_COLOUR, fill=PANEL_BG, thickness=1.5, parent=self.legend_layer
-                    )
-                )
+                row.append(k)
+        self.legend_items = {}
+        for r, row in enumerate(rows):
+            total = sum(widths[i] for i in row) + gap * (len(row) - 1) + 12
+            x0, y0 = 4, self.size - (len(rows) - r) * (height + 2) - 2
+            dpg.draw_rectangle(
+                (x0, y0),
+                (x0 + total, y0 + height),
+                color=(0, 0, 0, 0),
+                fill=PANEL_BG,
+                rounding=4,
+                parent=self.legend_layer,
+            )
+            x, y = x0 + 6, y0 + height / 2
+            for k in row:
+                key, label = entries[k]
+                self.legend_items[key] = self._legend_entry(key, label, x, y, swatch)
+                x += widths[k] + gap
+
+    def _legend_entry(self, key: str, label: str, x: float, y: float, swatch: int) -> list:
+        """The swatch (one colour per family member) and the label of one legend entry at (x, y)."""
+        if key == "current":
+            colours = [FRUSTUM_COLOURS["inlier"], FRUSTUM_COLOURS["outlier"]]
+        elif key == "track":
+            colours = [TRACK_COLOUR]
+        else:
+            colours = [FRUSTUM_COLOURS[key]]
+        items = []
+        part = swatch / len(colours)
+        for k, colour in enumerate(colours):
             items.append(
-                dpg.draw_text(
-                    (x + swatch + 5, y - 8), label, color=(235, 235, 235, 255), size=13, parent=self.legend_layer
+                dpg.draw_line(
+                    (x + k * part, y),
+                    (x + (k + 1) * part - (2 if len(colours) > 1 else 0), y),
+                    color=colour,
+                    thickness=3.0,
+                    parent=self.legend_layer,
                 )
             )
-            self.legend_items[key] = items
-            x += width + gap
+        if key == "track":
+            items.append(
+                dpg.draw_circle((x, y), 3.5, color=TRACK_COLOUR, fill=PANEL_BG, thickness=1.5, parent=self.legend_layer)
+            )
+        items.append(
+            dpg.draw_text((x + swatch + 5, y - 8), label, color=(235, 235, 235, 255), size=13, parent=self.legend_layer)
+        )
+        return items
 
     def _build_colorbar(self) -> None:
         """Vertical turbo bar at the right edge with the near (top) and far (bottom) depths."""
