@@ -77,6 +77,7 @@ class EngineView:
     boundary_count: int = 0
     seed: int = 0  # the pipeline's seed (the controls' seed field follows it)
     loss_warmup: bool = False  # the active reconstruction weights its RGB and mask losses by step / iters
+    camera_tracks: Optional[np.ndarray] = None  # [T, V, 3] camera centres of the active run over its steps
 
 
 def pose_accuracy(snap: PipelineSnapshot, cache: Optional[dict] = None) -> Optional[dict]:
@@ -188,6 +189,7 @@ def build_view(
         boundary_count=int(boundary[2]),
         seed=snap.seed,
         loss_warmup=snap.loss_warmup,
+        camera_tracks=snap.camera_tracks,
     )
 
 

@@ -39,6 +39,7 @@ from sparseags.scoring import score_views
 from sparseags.snapshots import ArbitrationSnapshot, EvidenceSnapshot, PipelineSnapshot
 
 PHASES = ("reconstruct", "loo", "search", "arbitration", "done")
+TRACK_POINTS = 200  # camera-track points per view in a snapshot (evenly spaced steps, the last one kept)
 
 
 class PipelineError(UserError, ValueError):
@@ -994,7 +995,8 @@ class Pipeline:
 
     def snapshot(self, with_gaussians: bool = True) -> PipelineSnapshot:
         """The pipeline as a :class:`sparseags.snapshots.PipelineSnapshot` (the debugger's and the headless
-        figures' only view of it). `with_gaussians=False` leaves out the copy of the Gaussians."""
+        figures' only view of it). `with_gaussians=False` leaves out the copies of the Gaussians and of the
+        camera tracks."""
         recon = self.recon
         w2c_current, picked = self.displayed_w2c()
         searches = {}
@@ -1030,6 +1032,7 @@ class Pipeline:
             history={k: list(v) for k, v in recon.history.items()} if recon is not None else {},
             gaussians=recon.gaussians.detached("cpu").arrays() if (with_gaussians and recon is not None) else None,
             centre=gaussian_centre(recon) if recon is not None else np.zeros(3),
+            camera_tracks=recon.track_centres(TRACK_POINTS) if (with_gaussians and recon is not None) else None,
             score_key=self.score_key,
             latest_scores=None
             if self.latest_scores is None

@@ -786,6 +786,16 @@ class Reconstruction:
             "pose_error": self.pose_error_curve(),
         }
 
+    def track_centres(self, max_points: int = 200) -> np.ndarray:
+        """Camera centres over the steps, ``[T, V, 3]`` float64 (T <= max_points): the poses the run started
+        from, then :attr:`camera_tracks`, evenly subsampled with the last step kept."""
+        tracks = [self.initial_w2c.detach().cpu()] + self.camera_tracks
+        count = min(len(tracks), max(2, int(max_points)))
+        indices = np.unique(np.linspace(0, len(tracks) - 1, count).round().astype(int))
+        w2c = torch.stack([tracks[int(i)] for i in indices]).double().numpy()  # [T, V, 4, 4]
+        rotation, translation = w2c[..., :3, :3], w2c[..., :3, 3]
+        return -np.einsum("tvji,tvj->tvi", rotation, translation)  # -R^T t
+
     def pose_error_curve(self, every: int = 5) -> dict | None:
         """Per-view rotation error (deg, after the best global rotation) and Rot@5 / Rot@15 / CC@0.1 against
         ground truth every `every` steps of :attr:`camera_tracks` (None without GT)."""

@@ -147,6 +147,7 @@ class PipelineSnapshot:
     history: dict  # "step", "rgb", "mask", "prior", "total" -> [steps] unweighted losses of the active run
     gaussians: Optional[dict]  # means [N, 3], quats [N, 4], scales [N, 3], opacities [N], sh [N, K, 3], sh_degree
     centre: np.ndarray  # [3] opacity-weighted centre of the Gaussians (zeros before any)
+    camera_tracks: Optional[np.ndarray]  # [T, V, 3] camera centres of the active run over its steps (T <= 200)
     score_key: str  # the per-view score the leave-one-out test reads, e.g. "lpips_norm"
     latest_scores: Optional[dict]  # name -> [V] the latest full-resolution scores
     loo: Optional[LooSnapshot]

