@@ -18,7 +18,7 @@
     - render_mode: depth            # rgb, depth, alpha, centres, ellipsoids
     - orbit: [dx, dy]               # mouse-drag pixels (0.05 degrees per pixel)
     - zoom: 2                       # wheel steps (radius *= 1.1 ** -zoom)
-    - pan: [dx, dy]
+    - pan: [dx, dy]                 # right-drag pixels: the scene follows the pointer, as with the mouse
     - snap_to: 1                    # orbit camera to an input view
     - fit_all: true                 # orbit view: frame every frustum, the trajectories and the Gaussians
     - record_turntable: {frames: 8, out: x.mp4, elevation: -20, radius: 0, resolution: 128}
@@ -364,7 +364,7 @@ class ScriptRunner:
         yield
 
     def _do_pan(self, delta: list) -> Iterator[None]:
-        self.app.orbit.camera.pan(float(delta[0]), float(delta[1]))
+        self.app.orbit.camera.pan_pixels(float(delta[0]), float(delta[1]))
         yield
 
     def _do_zoom(self, steps: float) -> Iterator[None]:
