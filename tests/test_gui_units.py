@@ -217,6 +217,7 @@ class FakePipeline:
             history={},
             gaussians=None,
             centre=np.zeros(3),
+            camera_tracks=None,
             score_key=self.score_key,
             latest_scores=None,
             loo=None,
