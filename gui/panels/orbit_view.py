@@ -106,7 +106,7 @@ class OrbitViewPanel:
             self.toggles = {
                 "show_initial": dpg.add_checkbox(label="initial", default_value=True, callback=self._toggled),
                 "show_current": dpg.add_checkbox(label="current", default_value=True, callback=self._toggled),
-                "show_gt": dpg.add_checkbox(label="ground truth", default_value=True, callback=self._toggled),
+                "show_gt": dpg.add_checkbox(label="GT", default_value=True, callback=self._toggled),
                 "show_tracks": dpg.add_checkbox(label="tracks", default_value=True, callback=self._toggled),
             }
         with dpg.group(horizontal=True, parent=parent):
