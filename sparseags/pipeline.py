@@ -657,6 +657,7 @@ class Pipeline:
         self.recon: Optional[Reconstruction] = self.make_recon(self.initial_flags, self.initial_w2c, iters=iters0)
         self.loo: Optional[LeaveOneOut] = None
         self.base_recon: Optional[Reconstruction] = None
+        self._truth_cells: dict[int, tuple] = {}  # view -> (base reconstruction, search, cell) of _truth_cell
         self.searches: dict[int, PoseSearch] = {}
         self.search_order: list[int] = []
         self.search_index = 0
@@ -1085,13 +1086,20 @@ class Pipeline:
             return None
 
     def _truth_cell(self, view: int, search: PoseSearch) -> Optional[tuple]:
+        """The search-grid cell of the view's ground truth, aligned on the base reconstruction (which no longer
+        moves once the searches exist), so it is computed once per base reconstruction and search."""
         from sparseags import artifacts
 
+        cached = self._truth_cells.get(view)
+        if cached is not None and cached[0] is self.base_recon and cached[1] is search:
+            return cached[2]
         try:
             cell = artifacts.true_cell(self, view, search)
         except (ValueError, np.linalg.LinAlgError):
-            return None  # too few inliers to align the ground truth
-        return None if cell is None else tuple(cell)
+            cell = None  # too few inliers to align the ground truth
+        cell = None if cell is None else tuple(cell)
+        self._truth_cells[view] = (self.base_recon, search, cell)
+        return cell
 
     def evidence_key(self, with_step: bool = True) -> Optional[tuple]:
         """What an :class:`EvidenceSnapshot` depends on (None before any reconstruction): this pipeline, the

@@ -23,6 +23,7 @@ stage (the principal points of our inputs are within a few pixels of the centre)
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional
@@ -158,6 +159,7 @@ class PoseSearch:
         self.steps_done = 0
         self._targets: dict[int, Tensor] = {}
         self.manual_w2c: Optional[np.ndarray] = None  # a heatmap cell's pose chosen by hand (apply_cell)
+        self._finished_snapshot: Optional[tuple[tuple, SearchSnapshot]] = None  # (choice key, snapshot)
 
     # ---------------------------------------------------------------------------------------------
     # helpers
@@ -475,7 +477,19 @@ class PoseSearch:
 
     def snapshot(self) -> SearchSnapshot:
         """The search as a :class:`sparseags.snapshots.SearchSnapshot` (`view`, `initial_cell` and `truth_cell`
-        are left for the pipeline to fill in)."""
+        are left for the pipeline to fill in).
+
+        A finished search changes only when a candidate or a cell is applied, so its snapshot is built once
+        per choice and handed out as copies (the debugger asks for it on every publication).
+        """
+        if not self.finished:
+            return self._build_snapshot()
+        key = (self.chosen, self.manual_choice, None if self.manual_w2c is None else self.manual_w2c.tobytes())
+        if self._finished_snapshot is None or self._finished_snapshot[0] != key:
+            self._finished_snapshot = (key, self._build_snapshot())
+        return copy.deepcopy(self._finished_snapshot[1])
+
+    def _build_snapshot(self) -> SearchSnapshot:
         top = []
         if self.ranking is not None:
             for position, index in enumerate(self.ranking["order"][: self.top_k]):
@@ -602,3 +616,4 @@ class PoseSearch:
         manual_w2c = state.get("manual_w2c")
         self.manual_w2c = None if manual_w2c is None else np.asarray(manual_w2c, dtype=np.float64).copy()
         self.steps_done = state["steps_done"]
+        self._finished_snapshot = None

@@ -146,6 +146,23 @@ def test_apply_candidate_overrides_the_winner():
         search.apply_candidate(10**6)
 
 
+def test_a_finished_search_snapshot_follows_each_choice_and_is_a_copy():
+    search, _ = small_search(steps=(1, 1, 1))
+    run(search)
+    first = search.snapshot()
+    first.heat_coarse[:] = -1.0
+    first.top.clear()
+    again = search.snapshot()
+    assert not (again.heat_coarse == -1.0).any() and again.top and again.chosen == first.chosen
+    search.apply_candidate(3)
+    applied = search.snapshot()
+    assert applied.manual and applied.chosen == int(search.ranking["order"][3]) != first.chosen
+    assert applied.chosen_cell == tuple(search.cell_of(search.chosen_w2c())[:2])
+    e, a = np.argwhere(applied.cell_rank < 0)[0]
+    search.apply_cell(int(e), int(a))
+    assert search.snapshot().chosen_cell == pytest.approx((applied.elevations_deg[e], applied.azimuths_deg[a]))
+
+
 def test_checkpoint_resume_mid_search_gives_same_result():
     reference, _ = small_search(steps=(3, 3, 3))
     run(reference, budget=1)
