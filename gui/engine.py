@@ -20,49 +20,25 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
 from gui.evidence import EvidenceView, build_evidence
 from sparseags.pipeline import PHASES
-from sparseags.snapshots import ArbitrationSnapshot, LooSnapshot, PipelineSnapshot
+from sparseags.snapshots import PipelineSnapshot
 
 __all__ = ["EngineView", "EngineWorker", "build_view"]
 
 
 @dataclass(frozen=True)
-class EngineView:
-    """One published state of the pipeline (plain numpy / python data)."""
+class EngineView(PipelineSnapshot):
+    """One published state: the pipeline's snapshot (every field of
+    :class:`sparseags.snapshots.PipelineSnapshot`) and what the worker adds (plain data, never mutated)."""
 
     version: int
-    phase: str
-    phase_label: str
-    total_steps: int
-    done: bool
-    ids: list
-    flags: np.ndarray  # [V] flags of the active reconstruction (1 inlier, 0 outlier)
-    initial_flags: np.ndarray  # [V] the flags the pipeline started from (set_flag edits these)
-    recon_step: int
-    recon_iters: int
     gaussians_version: int  # changes whenever the Gaussians may have changed
-    gaussians: Optional[dict]  # means [N,3], quats [N,4], scales [N,3], opacities [N], sh [N,K,3], sh_degree
-    centre: np.ndarray  # [3] opacity-weighted centre of the Gaussians
-    w2c_current: np.ndarray  # [V, 4, 4] OpenCV
-    w2c_initial: np.ndarray  # [V, 4, 4] the input poses
-    w2c_gt: Optional[np.ndarray]  # [V, 4, 4] ground truth mapped into the estimated frame
-    K: np.ndarray  # [V, 3, 3] pixels of an image_size x image_size input
-    image_size: int
-    history: dict  # step, rgb, mask, prior, total (lists) of the active reconstruction
-    loo: Optional[LooSnapshot]
-    searches: dict  # view index -> sparseags.snapshots.SearchSnapshot
-    search_order: list  # view indices
-    active_search: Optional[int]
-    arbitration: Optional[ArbitrationSnapshot]
-    score_key: str
-    latest_scores: Optional[dict]
-    decisions: list
     busy: bool  # the worker has work (running, steps pending or a run_until target)
     running: bool
     ms_per_step: float
@@ -71,13 +47,9 @@ class EngineView:
     error: str = ""
     evidence: Optional[EvidenceView] = None  # matches and per-view pose evidence of the active reconstruction
     accuracy: Optional[dict] = None  # pose error against ground truth, now and at the start (see pose_accuracy)
-    picked_views: tuple = ()  # views whose w2c_current is their search's chosen pose, not yet arbitrated
     boundary_ms: float = 0.0  # the latest one-off phase-boundary step (scoring, new round), excluded from ms/step
     boundary_label: str = ""  # what that step was (the phase label it led to)
     boundary_count: int = 0
-    seed: int = 0  # the pipeline's seed (the controls' seed field follows it)
-    loss_warmup: bool = False  # the active reconstruction weights its RGB and mask losses by step / iters
-    camera_tracks: Optional[np.ndarray] = None  # [T, V, 3] camera centres of the active run over its steps
 
 
 def pose_accuracy(snap: PipelineSnapshot, cache: Optional[dict] = None) -> Optional[dict]:
@@ -148,33 +120,9 @@ def build_view(
     owns `pipeline`)."""
     snap = pipeline.snapshot()
     return EngineView(
+        **{f.name: getattr(snap, f.name) for f in fields(PipelineSnapshot)},
         version=version,
-        phase=snap.phase,
-        phase_label=snap.phase_label,
-        total_steps=snap.total_steps,
-        done=snap.done,
-        ids=snap.ids,
-        flags=snap.flags,
-        initial_flags=snap.initial_flags,
-        recon_step=snap.recon_step,
-        recon_iters=snap.recon_iters,
         gaussians_version=gaussians_version,
-        gaussians=snap.gaussians,
-        centre=snap.centre,
-        w2c_current=snap.w2c_current,
-        w2c_initial=snap.w2c_initial,
-        w2c_gt=snap.w2c_gt_in_frame,
-        K=snap.K,
-        image_size=snap.image_size,
-        history=snap.history,
-        loo=snap.loo,
-        searches=snap.searches,
-        search_order=snap.search_order,
-        active_search=snap.active_search,
-        arbitration=snap.arbitration,
-        score_key=snap.score_key,
-        latest_scores=snap.latest_scores,
-        decisions=snap.decisions,
         busy=busy,
         running=running,
         ms_per_step=ms_per_step,
@@ -183,13 +131,9 @@ def build_view(
         error=error,
         evidence=build_evidence(pipeline, busy, previous_evidence),
         accuracy=pose_accuracy(snap, accuracy_cache),
-        picked_views=snap.picked_views,
         boundary_ms=float(boundary[0]),
         boundary_label=str(boundary[1]),
         boundary_count=int(boundary[2]),
-        seed=snap.seed,
-        loss_warmup=snap.loss_warmup,
-        camera_tracks=snap.camera_tracks,
     )
 
 

@@ -73,7 +73,7 @@ def _drawn_frusta(app) -> list:
 def test_fit_all_frames_every_frustum_and_the_trajectories(app) -> None:
     _script(app, [{"step": 4}, {"orbit": [300, 120]}, {"zoom": 8}, {"fit_all": True}])
     panel, view = app.orbit, app.worker.view
-    assert view.w2c_gt is not None  # the demo scene has ground truth: three families are drawn
+    assert view.w2c_gt_in_frame is not None  # the demo scene has ground truth: three families are drawn
     frusta = _drawn_frusta(app)
     assert {name for name, *_ in frusta} == {"initial", "current", "gt"}
     for name, index, points, whole in frusta:
@@ -157,7 +157,7 @@ def test_ground_truth_toggle_hidden_without_ground_truth(app) -> None:
     shutil.copytree(source, copy)
     (copy / "cameras_gt.json").unlink()
     _script(app, [{"open_scene": str(copy)}, {"wait_frames": 3}])
-    assert app.worker.view.w2c_gt is None
+    assert app.worker.view.w2c_gt_in_frame is None
     assert not dpg.get_item_configuration(app.orbit.toggles["show_gt"])["show"]
     assert "gt" not in app.orbit.legend_items
     for name, index, points, whole in _drawn_frusta(app):  # fit all again on the new scene

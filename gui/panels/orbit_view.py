@@ -332,7 +332,7 @@ class OrbitViewPanel:
 
     # ------------------------------------------------------------------------------------------
     def _update_gt_toggle(self, view: EngineView) -> None:
-        has_gt = view.w2c_gt is not None
+        has_gt = view.w2c_gt_in_frame is not None
         if has_gt != self.has_gt:
             dpg.configure_item(self.toggles["show_gt"], show=has_gt)
             self.has_gt = has_gt
@@ -355,8 +355,8 @@ class OrbitViewPanel:
         count = len(view.ids)
         if ui.show_initial:
             sets.append(FrustumSet("initial", view.w2c_initial, [FRUSTUM_COLOURS["initial"]] * count))
-        if ui.show_gt and view.w2c_gt is not None:
-            sets.append(FrustumSet("gt", view.w2c_gt, [FRUSTUM_COLOURS["gt"]] * count))
+        if ui.show_gt and view.w2c_gt_in_frame is not None:
+            sets.append(FrustumSet("gt", view.w2c_gt_in_frame, [FRUSTUM_COLOURS["gt"]] * count))
         if ui.show_current:
             colours = [FRUSTUM_COLOURS["inlier" if f else "outlier"] for f in view.flags]
             sets.append(FrustumSet("current", view.w2c_current, colours))
