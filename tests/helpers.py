@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import subprocess
+import sys
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 # A tiny, fast full-pipeline configuration (outlier stage on, every candidate accepted: the official rule
 # with a negative threshold) for window tests.
@@ -37,3 +42,10 @@ class TouchOnUnpickle:
 
     def __reduce__(self):
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def run_gui_script(scene: Path, out: Path, script: Path, overrides: list[str]) -> subprocess.CompletedProcess:
+    """``main.py gui --script`` in a subprocess, single-threaded (window tests share the cores)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    command = [sys.executable, "main.py", "gui", "--scene", str(scene), "--out", str(out), "--script", str(script)]
+    return subprocess.run([*command, *overrides], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)

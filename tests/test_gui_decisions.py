@@ -12,15 +12,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.helpers import FAST_PIPELINE as FAST
-from tests.helpers import TouchOnUnpickle
+from tests.helpers import TouchOnUnpickle, run_gui_script
 
 REPO = Path(__file__).resolve().parent.parent
 needs_display = pytest.mark.skipif(not os.environ.get("DISPLAY"), reason="needs a display (run under xvfb-run -a)")
@@ -263,26 +261,7 @@ def test_run_until_a_phase_that_never_comes_is_exit_2(scenes, tmp_path) -> None:
     script.write_text("- run_until: search\n")
     # a threshold no removal can meet: the leave-one-out test keeps its only candidate, nothing is searched
     overrides = [o for o in FAST if not o.startswith("outliers.threshold")] + ["outliers.threshold=10"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "main.py",
-            "gui",
-            "--scene",
-            str(scenes["a"]),
-            "--out",
-            str(tmp_path / "out"),
-            "--script",
-            str(script),
-            *overrides,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    result = run_gui_script(scenes["a"], tmp_path / "out", script, overrides)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "phase 'search' was never reached" in errors[0], result.stderr

@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from test_import import IDS, build_capture, write_colmap, write_nerfstudio, write_sparseags_full
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import run_gui_script
+
 FAST = [
     "recon.iters=4",
     "recon.num_pts=200",
@@ -293,26 +291,7 @@ def test_a_bad_capture_is_exit_2_one_line_red_and_changes_nothing(session, captu
 def test_cli_script_on_a_bad_capture_is_exit_2_with_one_error_line(session, captures, tmp_path) -> None:
     script = tmp_path / "open.yaml"
     script.write_text(f"- open_scene: {captures['bad']}\n")
-    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "main.py",
-            "gui",
-            "--scene",
-            str(session["start"]),
-            "--out",
-            str(tmp_path / "out"),
-            "--script",
-            str(script),
-            *FAST,
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+    result = run_gui_script(session["start"], tmp_path / "out", script, FAST)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "mask is 50x40" in errors[0], result.stderr
