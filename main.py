@@ -146,6 +146,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from sparseags.bench import bench_render_main
 
         return bench_render_main(json_out=args.json, quick=args.quick)
+    if args.what == "basin":
+        from sparseags.basin import bench_basin_main
+
+        if Path(args.scene) == DEFAULT_DEMO or args.scene == "data/demo":
+            ensure_demo_scene()
+        return bench_basin_main(
+            scene=args.scene,
+            out=args.out or "outputs/bench_basin",
+            cases=args.case,
+            solvers=args.solver,
+            model=args.model,
+            json_out=args.json,
+            quick=args.quick,
+            config=args.config or str(DEFAULT_CONFIG),
+            overrides=args.overrides,
+        )
     if args.what == "prior":
         from sparseags.prior.bench import bench_prior_main
 
@@ -239,9 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--margin", type=float, default=0.8, help="object bbox / crop side (SparseAGS: 0.8)")
 
     bench = sub.add_parser("bench", help="micro-benchmarks")
-    bench.add_argument("what", choices=["render", "prior", "orbit"])
-    bench.add_argument("--json", action="store_true", help="print one JSON list of rows")
-    bench.add_argument("--quick", action="store_true", help="small sizes only (smoke test)")
+    bench.add_argument("what", choices=["render", "prior", "orbit", "basin"])
+    bench.add_argument("--json", action="store_true", help="print JSON (basin: one object with a list `cases`)")
+    bench.add_argument("--quick", action="store_true", help="small sizes only (smoke test; basin: one case, o10)")
+    bench.add_argument("--scene", default="data/demo", help="basin: a scene with cameras_gt.json")
+    bench.add_argument("--out", default=None, help="basin: folder for the cached frozen models")
+    bench.add_argument("--case", action="append", default=None, help="basin: o2 o10 o20 o10t8 o20t8f preset:NAME (repeat)")
+    bench.add_argument("--solver", action="append", default=None, help="basin: default adam_object adam_camera (repeat)")
+    bench.add_argument("--model", choices=["gt", "noisy"], default="gt", help="basin: train the frozen model at the GT or the initial poses")
+    bench.add_argument("--config", default=None, help="basin: YAML config (default configs/default.yaml)")
+    bench.add_argument("overrides", nargs="*", help="basin: section.key=value")
     return parser
 
 

@@ -83,7 +83,7 @@ class ReconConfig:
     camera_start_step: int = 0
     # Where the pose correction acts: "world" = w2c_init @ exp(xi) (official: the world is moved about
     # its origin), "camera" = exp(xi) @ w2c_init (about the camera's own centre and axes).
-    pose_delta: Literal["world", "camera"] = "camera"
+    pose_delta: Literal["world", "camera", "object"] = "camera"
     # Adam lr of a per-view log focal scale (0 = focal lengths fixed, official). Estimators' focal
     # lengths are off by 5-10 %; with them fixed no pose can satisfy the epipolar geometry.
     lr_focal: float = 0.0
@@ -230,6 +230,30 @@ class SearchConfig:
 
 
 @dataclass
+class SolverConfig:
+    """The shared pose solver (sparseags/pose_solver.py): Levenberg-Marquardt on object-centred poses."""
+
+    # Coarse-to-fine levels [size px, blur sigma px, LM iterations]; every level renders at the scene's
+    # resolution and area-averages down (no aliasing bias at coarse levels).
+    levels: list = field(default_factory=lambda: [[32, 2.0, 10], [64, 1.0, 10], [128, 1.0, 8], [256, 0.5, 6]])
+    # Weight of the alpha-vs-mask residual beside the RGB residual.
+    mask_weight: float = 1.0
+    # Focal length: a log scale bounded by +-focal_bound with a quadratic prior towards the initial value.
+    optimize_focal: bool = True
+    # Focal is solved only at levels of at least this size (coarser levels do not see perspective).
+    focal_min_size: int = 128
+    focal_bound: float = 0.25
+    focal_prior: float = 1.0e-5
+    # Marquardt damping at the start of each level and the largest step (radians-equivalent) per iteration.
+    damping_init: float = 1.0e-2
+    trust_radius: float = 0.15
+    # Silhouette-moment alignments (centroid and area of render vs mask) before the first level.
+    moment_steps: int = 3
+    # Finite-difference step of the Jacobian: this many pixels of image motion at the level's focal length.
+    fd_pixels: float = 0.5
+
+
+@dataclass
 class PipelineConfig:
     # Run the leave-one-out outlier test, pose search and arbitration.
     outliers: bool = True
@@ -286,6 +310,7 @@ class Config:
     lpips: LpipsConfig = field(default_factory=LpipsConfig)
     outliers: OutlierConfig = field(default_factory=OutlierConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     gui: GuiConfig = field(default_factory=GuiConfig)

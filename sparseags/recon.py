@@ -42,7 +42,8 @@ from torch import Tensor, nn
 
 from .cameras import apply_pose_delta
 from .config import Config
-from .gaussians import GaussianModel
+from .gaussians import GaussianModel, look_at_point
+from .pose_solver import object_centred_w2c
 from .render import RenderOutput, render_gaussians
 
 STATE_VERSION = 1
@@ -207,6 +208,8 @@ class Reconstruction:
                 raise ReconError(f"recon: {name} must have shape {list(shape)}, got {list(array.shape)}")
         self.w2c_init = torch.as_tensor(w2c, dtype=torch.float32, device=self.device)  # [V, 4, 4]
         self.initial_w2c = self.w2c_init.clone()  # [V, 4, 4] the poses this run started from (the guard's fallback)
+        # The point the object-centred pose update turns about: where the initial optical axes meet.
+        self.object_centre = look_at_point(self.initial_w2c).float().to(self.device)  # [3]
         gt = getattr(scene, "w2c_gt", None)
         self.w2c_gt = None if gt is None else np.asarray(gt, dtype=np.float64)
         self._set_flags(flags_np)
@@ -337,7 +340,13 @@ class Reconstruction:
         Differentiable w.r.t. ``xi``.
         """
         xi = self.xi * self._twist_scale  # [I, 6]
-        inlier_w2c = apply_pose_delta(self.w2c_init[self._inlier_index_t], xi, side=self.rc.pose_delta)  # [I, 4, 4]
+        start = self.w2c_init[self._inlier_index_t]  # [I, 4, 4]
+        if self.rc.pose_delta == "object":
+            # rho (units of the camera's distance to the object centre) shifts the centre in the camera
+            # frame, phi turns the camera about the object centre: an orbit is one coordinate.
+            inlier_w2c = object_centred_w2c(start, xi[:, 3:], xi[:, :3], self.object_centre)
+        else:
+            inlier_w2c = apply_pose_delta(start, xi, side=self.rc.pose_delta)  # [I, 4, 4]
         return self.w2c_init.index_copy(0, self._inlier_index_t, inlier_w2c)
 
     def set_view_pose(self, index: int, w2c: Any) -> None:
@@ -874,6 +883,7 @@ class Reconstruction:
         self.log_focal = nn.Parameter(log_focal.to(self.device).clone(), requires_grad=self._focal_trainable)
         if "initial_w2c" in state:
             self.initial_w2c = state["initial_w2c"].to(self.device, torch.float32).clone()
+            self.object_centre = look_at_point(self.initial_w2c).float().to(self.device)
             self.pose_frozen = np.asarray(state["pose_frozen"], dtype=bool).copy()
             self.guard_log = copy.deepcopy(state["guard_log"])
             self.evidence = copy.deepcopy(state["evidence"])
