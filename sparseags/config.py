@@ -115,6 +115,10 @@ class ReconConfig:
     # Scale (pixels of the scene image) and kind ("cauchy" | "clamped" | "l2") of the robust epipolar cost.
     epipolar_scale_px: float = 2.0
     epipolar_kind: Literal["cauchy", "clamped", "l2"] = "cauchy"
+    # Pose-solver passes inside the joint loop: at each listed step (completed steps), the inlier cameras are
+    # solved by the shared pose solver (sparseags/pose_solver.py, `solver.*`) against the Gaussians as they
+    # are then, while the model is still coarse, one LM iteration per engine step; [] = off.
+    solver_steps: list = field(default_factory=list)
     # Inlier views rendered per step (0 = all, as the official code).
     views_per_step: int = 0
     # Render resolution schedule: [[step_fraction, resolution], ...]; lower resolution early is cheap on CPU.

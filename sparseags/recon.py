@@ -232,9 +232,13 @@ class Reconstruction:
         self.log_focal = nn.Parameter(
             torch.zeros(self.n_inliers, device=self.device), requires_grad=self._focal_trainable
         )  # [I]
+        # Focal scales set by the pose solver (log, per view), on top of the optimised log_focal.
+        self.solved_log_focal = torch.zeros(n_views, device=self.device)  # [V]
         self.optimizer = self._build_optimizer()
 
         self.step_count = 0
+        self.pose_solver = None  # a running sparseags.pose_solver.PoseSolver pass (see recon.solver_steps)
+        self.solver_passes: list[dict] = []  # one summary per finished pass
         # Per-view pose evidence over the steps and the guard's rollbacks (see _record_evidence / _guard).
         self.pose_frozen = np.zeros(len(self.ids), dtype=bool)  # views whose pose the guard rolled back
         self.guard_log: list[dict] = []
@@ -295,7 +299,7 @@ class Reconstruction:
     def focal_scale(self) -> Tensor:
         """[V] current focal scale per view: exp(log_focal) for inliers, 1 for outliers (differentiable)."""
         ones = torch.ones(len(self.ids), device=self.device)
-        return ones.index_copy(0, self._inlier_index_t, torch.exp(self.log_focal))
+        return ones.index_copy(0, self._inlier_index_t, torch.exp(self.log_focal)) * torch.exp(self.solved_log_focal)
 
     def _focal_viewmats(self, w2c: Tensor, views: Tensor) -> Tensor:
         """w2c [C, 4, 4] of `views` [C] with rows 0 and 1 scaled by the focal scale: the renderers have no
@@ -303,7 +307,7 @@ class Reconstruction:
         scaled by s (and the EWA covariance too), so the focal scale gets its gradient through the w2c
         gradient. The SH view direction uses ``-Rᵀ t`` of the scaled matrix, which moves the centre by
         (s² - 1) of its lateral offset from the optical axis through the origin: negligible for centred objects."""
-        if not self._focal_trainable:
+        if not self._focal_trainable and not bool(self.solved_log_focal.any()):
             return w2c
         scale = self.focal_scale()[views]  # [C]
         ones = torch.ones_like(scale)
@@ -449,6 +453,13 @@ class Reconstruction:
         for _ in range(max(0, int(budget))):
             if self.done:
                 break
+            if self.pose_solver is None and self._solver_due():
+                self._start_solver_pass()
+            if self.pose_solver is not None:
+                # One LM iteration of every inlier view counts as one unit of the budget.
+                solver_event = self._solver_iteration()
+                event = {**event, **solver_event} if event else dict(solver_event)
+                continue
             start = time.perf_counter()
             event = self._one_step()
             durations.append(time.perf_counter() - start)
@@ -474,6 +485,82 @@ class Reconstruction:
             }
         )
         return event
+
+    # ------------------------------------------------------------------------------------------
+    # pose-solver passes (recon.solver_steps)
+    # ------------------------------------------------------------------------------------------
+    def _solver_due(self) -> bool:
+        steps = sorted(int(k) for k in self.rc.solver_steps)
+        done = len(self.solver_passes)
+        return self.rc.optimize_cameras and done < len(steps) and self.step_count >= steps[done]
+
+    def _solver_views(self) -> np.ndarray:
+        """Inlier view indices the solver moves (views the guard froze keep their pose)."""
+        return np.array([i for i in self.inlier_indices if not self.pose_frozen[i]], dtype=np.int64)
+
+    def _start_solver_pass(self, state: dict | None = None) -> None:
+        """Freeze the current Gaussians and set up a PoseSolver of the inlier views at the current
+        resolution (levels above it are dropped: they would ask more detail than the model has)."""
+        from .basin import solver_settings
+        from .pose_solver import Level, PoseSolver
+
+        resolution = self.current_resolution()
+        images, masks, K = self.targets_at(resolution)
+        views = torch.as_tensor(self._solver_views(), device=self.device)
+        settings = solver_settings(self.cfg)
+        levels = tuple(level for level in settings.levels if level.size < resolution) + (
+            Level(resolution, settings.levels[-1].sigma, settings.levels[-1].iters),
+        )
+        settings.levels = levels
+        frozen = self.gaussians.detached()
+        means, quats, scales, opacities, sh = frozen.render_args()
+        white = torch.ones(3, device=self.device)
+
+        def render(w2c: Tensor, K_: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
+            with torch.no_grad():
+                out = render_gaussians(
+                    means, quats, scales, opacities, sh, w2c.to(self.device), K_.to(self.device), width, height,
+                    sh_degree=frozen.sh_degree, background=white, backend=self.backend,
+                )
+            return out.rgb, out.alpha[..., 0]
+
+        with torch.no_grad():
+            w2c = self.current_w2c()[views].detach()
+            K_now = self.current_K(K)[views].detach()
+        self.pose_solver = PoseSolver(render, images[views], masks[views], w2c, K_now, self.object_centre, settings)
+        self._solver_view_index = views
+        if state is not None:
+            self.pose_solver.load_state_dict(state)
+
+    def _solver_iteration(self) -> dict:
+        solver = self.pose_solver
+        event = solver.step()
+        if solver.done:
+            self._finish_solver_pass()
+        return {"solver_level": event["level"], "solver_iteration": event["iteration"], "solver_done": event["done"]}
+
+    def _finish_solver_pass(self) -> None:
+        """Move the views to the solved poses and focals (each becomes the view's new start: twist and
+        Adam moments reset)."""
+        solver, views = self.pose_solver, self._solver_view_index
+        w2c, _ = solver.current()
+        log_scale = torch.log(solver.focal_scale()).to(self.device)
+        for row, index in enumerate(views.tolist()):
+            self.set_view_pose(index, w2c[row])
+        with torch.no_grad():
+            self.solved_log_focal[views] += log_scale
+        snap = solver.snapshot()
+        self.solver_passes.append(
+            {
+                "step": self.step_count,
+                "views": views.tolist(),
+                "cost_start": [float(v) for v in snap["initial_cost"]],
+                "cost_end": [float(v) for v in snap["cost"]],
+                "accepted": [int(v) for v in snap["accepted"]],
+                "focal_scale": [float(v) for v in snap["focal_scale"]],
+            }
+        )
+        self.pose_solver = None
 
     def _sample_views(self) -> Tensor:
         """Inlier view indices rendered this step: all, or `views_per_step` drawn by the generator."""
@@ -860,6 +947,9 @@ class Reconstruction:
             "last_densify": None if self.last_densify is None else dict(self.last_densify),
             # The prior's own state (e.g. its principal-point pool), so that a resumed run is exact.
             "prior_hook": self.prior_hook.state_dict() if hasattr(self.prior_hook, "state_dict") else None,
+            "solved_log_focal": self.solved_log_focal.detach().cpu().clone(),
+            "solver_passes": copy.deepcopy(self.solver_passes),
+            "pose_solver": None if self.pose_solver is None else self.pose_solver.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -896,5 +986,10 @@ class Reconstruction:
         self.camera_tracks = [t.clone() for t in state["camera_tracks"]]
         self._pose_error_cache = {}
         self.last_densify = state["last_densify"]
+        self.solved_log_focal = state.get("solved_log_focal", torch.zeros(len(self.ids))).to(self.device).clone()
+        self.solver_passes = copy.deepcopy(state.get("solver_passes", []))
+        self.pose_solver = None
+        if state.get("pose_solver") is not None:  # a pass in progress: same frozen Gaussians and starting poses
+            self._start_solver_pass(state["pose_solver"])
         if state.get("prior_hook") is not None and hasattr(self.prior_hook, "load_state_dict"):
             self.prior_hook.load_state_dict(state["prior_hook"])
