@@ -228,6 +228,9 @@ class SearchConfig:
     max_gaussians: int = 3000
     # Rank only the best `rank_candidates` by MSE with LPIPS (0 = all, official).
     rank_candidates: int = 32
+    # The shared pose solver (`solver.*`, focal fixed) refines the best `solver_candidates` by MSE after the
+    # Adam stages, before the ranking; the arbitration's align-to-3D refines its best copy the same way. 0 = off.
+    solver_candidates: int = 8
     # Arbitration's align-to-3D of the initial outlier pose (official: 64 jittered copies, 128 steps).
     align_copies: int = 16
     align_steps: int = 64

@@ -64,10 +64,11 @@ def most_visible(opacities: torch.Tensor, scales: torch.Tensor, count: int) -> t
     return torch.topk(opacities.detach() * footprint, count).indices.sort().values
 
 
-def frozen_render_fn(recon: Reconstruction, max_gaussians: int = 0) -> Callable:
+def frozen_render_fn(recon: Reconstruction, max_gaussians: int = 0, with_alpha: bool = False) -> Callable:
     """render_fn(w2c [C,4,4], K [C,3,3], w, h) -> rgb on white, with the Gaussians frozen (pose grads only).
 
-    With `max_gaussians` only the most visible ones are rendered (cheaper candidate renders).
+    With `max_gaussians` only the most visible ones are rendered (cheaper candidate renders); `with_alpha`
+    returns (rgb, alpha [C, H, W]), the pose solver's render function.
     """
     frozen = recon.gaussians.detached()
     frozen = frozen.subset(most_visible(frozen.opacities, frozen.scales, max_gaussians).to(frozen.means.device))
@@ -90,6 +91,8 @@ def frozen_render_fn(recon: Reconstruction, max_gaussians: int = 0) -> Callable:
             background=white,
             backend=backend,
         )
+        if with_alpha:
+            return out.rgb.cpu(), out.alpha[..., 0].cpu()
         return out.rgb.cpu()
 
     return render
@@ -617,7 +620,21 @@ class Pipeline:
             view_id=self.scene.ids[view],
             ambiguity_angle_deg=self.cfg.outliers.ambiguity_angle_deg,
             ambiguity_ratio=self.cfg.outliers.ambiguity_ratio,
+            **self._solver_fields(view, base, sc.solver_candidates),
         )
+
+    def _solver_fields(self, view: int, base: Reconstruction, candidates: int) -> dict:
+        """PoseSearch arguments of its pose-solver stage (the shared solver, against the frozen `base`)."""
+        from sparseags.basin import solver_settings
+
+        if candidates <= 0:
+            return {"solver_candidates": 0}
+        return {
+            "solver_candidates": int(candidates),
+            "solver_render_fn": frozen_render_fn(base, self.cfg.search.max_gaussians, with_alpha=True),
+            "target_mask": np.asarray(self.scene.masks[view], dtype=np.float32),
+            "solver_settings": solver_settings(self.cfg),
+        }
 
     def make_aligner(self, view: int, base_w2c: np.ndarray) -> PoseSearch:
         """Official align_to_mesh: copies of the initial pose, jittered, refined against the inlier 3D."""
@@ -644,6 +661,7 @@ class Pipeline:
             lpips_fn=None,
             seed=self.cfg.seed + 2000 + view,
             view_id=self.scene.ids[view],
+            **self._solver_fields(view, base, min(1, sc.solver_candidates)),
         )
 
     # ---------------------------------------------------------------------------------------------

@@ -139,6 +139,13 @@ class PoseSearch:
     # LPIPS are both within `ambiguity_ratio` x the winner's is a competitor (a symmetric object).
     ambiguity_angle_deg: float = 30.0
     ambiguity_ratio: float = 1.1
+    # The shared pose solver (sparseags/pose_solver.py) on the best `solver_candidates` by MSE after the Adam
+    # stages, before the ranking: object-centred Levenberg-Marquardt with anti-aliased coarse levels on RGB and
+    # silhouette. Needs solver_render_fn (-> rgb, alpha), target_mask and solver_settings; 0 = off.
+    solver_candidates: int = 0
+    solver_render_fn: Optional[Callable] = None
+    target_mask: Optional[np.ndarray] = None  # [H, W] the view's object mask at the target's resolution
+    solver_settings: Optional[object] = None  # a sparseags.pose_solver.SolverSettings
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(int(self.seed))
@@ -160,6 +167,9 @@ class PoseSearch:
         self._targets: dict[int, Tensor] = {}
         self.manual_w2c: Optional[np.ndarray] = None  # a heatmap cell's pose chosen by hand (apply_cell)
         self._finished_snapshot: Optional[tuple[tuple, SearchSnapshot]] = None  # (choice key, snapshot)
+        self.pose_solver = None  # the running solver stage (PoseSolver), if any
+        self.solver_finished = self.solver_candidates <= 0 or self.solver_render_fn is None
+        self.solver_summary: Optional[dict] = None
 
     # ---------------------------------------------------------------------------------------------
     # helpers
@@ -207,6 +217,8 @@ class PoseSearch:
         if self.finished:
             return {"phase": "search", "event": "done", "view": self.view_id}
         if self.stage >= len(self.stage_steps):
+            if not self.solver_finished:
+                return self._solver_step()
             self._rank()
             return {"phase": "search", "event": "ranked", "view": self.view_id, "chosen": self.chosen}
         if self.xi is None:
@@ -265,6 +277,66 @@ class PoseSearch:
         self.candidates = self.candidates[torch.as_tensor(best)].repeat_interleave(self.replicate, dim=0)
         self.origin = np.repeat(self.origin[best], self.replicate)
         self.final_mse = np.full(len(self.candidates), np.nan)
+
+    def _start_solver(self, state: Optional[dict] = None) -> None:
+        """Keep the best `solver_candidates` by MSE and set up their PoseSolver (focal fixed: one view
+        alone cannot tell focal from distance); ``state`` continues a checkpointed solver stage."""
+        from sparseags.pose_solver import PoseSolver
+
+        if state is None:
+            keep = min(int(self.solver_candidates), len(self.candidates))
+            best = np.sort(np.argsort(self.final_mse, kind="stable")[:keep])
+            self.candidates = self.candidates[torch.as_tensor(best)]
+            self.origin = self.origin[best]
+            self.final_mse = self.final_mse[best]
+        count = len(self.candidates)
+        image = torch.as_tensor(self.target_image, dtype=torch.float32)
+        mask = torch.as_tensor(self.target_mask, dtype=torch.float32)
+        settings = copy.copy(self.solver_settings)
+        settings.optimize_focal = False
+        size = image.shape[0]
+        settings.levels = tuple(level for level in settings.levels if level.size <= size)
+        K = torch.as_tensor(self.K, dtype=torch.float32)
+        self.pose_solver = PoseSolver(
+            self.solver_render_fn,
+            image[None].expand(count, *image.shape),
+            mask[None].expand(count, *mask.shape),
+            self.candidates.clone(),
+            K[None].expand(count, 3, 3),
+            torch.as_tensor(self.grid.target, dtype=torch.float32),
+            settings,
+        )
+        if state is not None:
+            self.pose_solver.load_state_dict(state)
+
+    def _solver_step(self) -> dict:
+        """One LM iteration of every kept candidate; at the end their poses replace the candidates."""
+        if self.pose_solver is None:
+            self._start_solver()
+        solver = self.pose_solver
+        solver.step()
+        self.steps_done += 1
+        if solver.done:
+            w2c, _ = solver.current()
+            snap = solver.snapshot()
+            self.candidates = w2c.float()
+            with torch.no_grad():
+                self.final_mse = self._per_candidate_mse(self.candidates, int(self.stage_resolution[-1])).numpy()
+            self.solver_summary = {
+                "cost_start": snap["initial_cost"].tolist(),
+                "cost_end": snap["cost"].tolist(),
+                "accepted": snap["accepted"].tolist(),
+            }
+            self.pose_solver = None
+            self.solver_finished = True
+        return {
+            "phase": "search",
+            "view": self.view_id,
+            "stage": "solver",
+            "iteration": solver.iteration,
+            "level": solver.level,
+            "best_mse": float(np.nanmin(self.final_mse)) if solver.done else None,
+        }
 
     def _rank(self) -> None:
         """Final ranking by rank(MSE) + rank(LPIPS), optionally over the best candidates by MSE only."""
@@ -567,6 +639,10 @@ class PoseSearch:
             if stage > 0:
                 n = min(max(int(math.floor(self.keep_fraction * n)), int(self.keep_min)), n) * self.replicate
             total += math.ceil(n / self.chunk) * int(steps)
+        if self.solver_candidates > 0 and self.solver_render_fn is not None and self.solver_settings is not None:
+            size = self.target_image.shape[0]
+            levels = [level for level in self.solver_settings.levels if level.size <= size]
+            total += int(self.solver_settings.moment_steps) + sum(level.iters for level in levels)
         return total
 
     # ---------------------------------------------------------------------------------------------
@@ -591,6 +667,9 @@ class PoseSearch:
             "manual_choice": self.manual_choice,
             "manual_w2c": None if self.manual_w2c is None else np.asarray(self.manual_w2c).copy(),
             "steps_done": self.steps_done,
+            "solver_finished": self.solver_finished,
+            "solver_summary": copy.deepcopy(self.solver_summary),
+            "pose_solver": None if self.pose_solver is None else self.pose_solver.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -617,3 +696,8 @@ class PoseSearch:
         self.manual_w2c = None if manual_w2c is None else np.asarray(manual_w2c, dtype=np.float64).copy()
         self.steps_done = state["steps_done"]
         self._finished_snapshot = None
+        self.solver_finished = bool(state.get("solver_finished", True))
+        self.solver_summary = copy.deepcopy(state.get("solver_summary"))
+        self.pose_solver = None
+        if state.get("pose_solver") is not None:
+            self._start_solver(state["pose_solver"])
