@@ -260,9 +260,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="small sizes only (smoke test; basin: one case, o10)")
     bench.add_argument("--scene", default="data/demo", help="basin: a scene with cameras_gt.json")
     bench.add_argument("--out", default=None, help="basin: folder for the cached frozen models")
-    bench.add_argument("--case", action="append", default=None, help="basin: o2 o10 o20 o10t8 o20t8f preset:NAME (repeat)")
-    bench.add_argument("--solver", action="append", default=None, help="basin: default adam_object adam_camera (repeat)")
-    bench.add_argument("--model", choices=["gt", "noisy"], default="gt", help="basin: train the frozen model at the GT or the initial poses")
+    bench.add_argument(
+        "--case",
+        action="append",
+        default=None,
+        help="basin: o2 o10 o20 o10t8 o20t8f preset:NAME, or search[:PRESET] (the pose search on the preset's outliers, with and without the solver stage) (repeat)",
+    )
+    bench.add_argument(
+        "--solver", action="append", default=None, help="basin: default adam_object adam_camera (repeat)"
+    )
+    bench.add_argument(
+        "--model",
+        choices=["gt", "noisy"],
+        default="gt",
+        help="basin: train the frozen model at the GT or the initial poses",
+    )
     bench.add_argument("--config", default=None, help="basin: YAML config (default configs/default.yaml)")
     bench.add_argument("overrides", nargs="*", help="basin: section.key=value")
     return parser
@@ -291,7 +303,16 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # `bench basin DIR ... k=v`: options may come before the overrides; every other stray is an error.
+        if getattr(args, "command", None) == "bench" and all(
+            "=" in item and not item.startswith("-") for item in extra
+        ):
+            args.overrides = list(args.overrides or []) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from sparseags.errors import RunInterrupted, UserError
 
     previous = signal.signal(signal.SIGTERM, _raise_terminated)

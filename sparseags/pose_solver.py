@@ -266,9 +266,7 @@ class PoseSolver:
     @torch.no_grad()
     def _residuals(self, params: Tensor, views: Tensor, level: Level) -> Tensor:
         """[M, P] residuals (per pixel and channel, / sqrt(P), so |r|² is a mean) of views [M] at params [M, 7]."""
-        w2c, K = pose_from_params(
-            self.w2c0[views], self.K0[views], params, self.centre, self.settings.focal_bound
-        )
+        w2c, K = pose_from_params(self.w2c0[views], self.K0[views], params, self.centre, self.settings.focal_bound)
         out = []
         for start in range(0, len(views), self.settings.chunk):
             part = slice(start, start + self.settings.chunk)
@@ -347,7 +345,12 @@ class PoseSolver:
 
         rx, ry, r_area = moments(rendered)
         tx, ty, t_area = moments(wanted)
-        focal = self.K0[:, 0, 0] * size / self.native * torch.exp(bounded_log_focal(self.params[:, 6], self.settings.focal_bound))
+        focal = (
+            self.K0[:, 0, 0]
+            * size
+            / self.native
+            * torch.exp(bounded_log_focal(self.params[:, 6], self.settings.focal_bound))
+        )
         centre_cam = (w2c[:, :3, :3] @ self.centre[:, None])[..., 0] + w2c[:, :3, 3]  # [N, 3]
         depth_ratio = centre_cam[:, 2] / centre_distance(self.w2c0, self.centre)  # z / d0
         trial = self.params.clone()

@@ -519,8 +519,18 @@ class Reconstruction:
         def render(w2c: Tensor, K_: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
             with torch.no_grad():
                 out = render_gaussians(
-                    means, quats, scales, opacities, sh, w2c.to(self.device), K_.to(self.device), width, height,
-                    sh_degree=frozen.sh_degree, background=white, backend=self.backend,
+                    means,
+                    quats,
+                    scales,
+                    opacities,
+                    sh,
+                    w2c.to(self.device),
+                    K_.to(self.device),
+                    width,
+                    height,
+                    sh_degree=frozen.sh_degree,
+                    background=white,
+                    backend=self.backend,
                 )
             return out.rgb, out.alpha[..., 0]
 

@@ -74,13 +74,32 @@ def test_quick_basin_recovers_a_10_degree_orbit(demo64, tmp_path):
 
 
 def test_bench_basin_cli_json_and_bad_scene(demo64, tmp_path):
-    command = [sys.executable, "main.py", "bench", "basin", "--scene", str(demo64), "--out", str(tmp_path),
-               "--quick", "--json", *QUICK, "solver.levels=[[32,1.0,3]]", "solver.focal_min_size=64", "recon.iters=40"]
+    command = [
+        sys.executable,
+        "main.py",
+        "bench",
+        "basin",
+        "--scene",
+        str(demo64),
+        "--out",
+        str(tmp_path),
+        "--quick",
+        "--json",
+        *QUICK,
+        "solver.levels=[[32,1.0,3]]",
+        "solver.focal_min_size=64",
+        "recon.iters=40",
+    ]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert set(result["cases"][0]) >= {"solver", "case", "success", "n", "median_rot_deg", "median_centre_pct"}
-    bad = subprocess.run([sys.executable, "main.py", "bench", "basin", "--scene", str(tmp_path / "missing"), "--quick"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "main.py", "bench", "basin", "--scene", str(tmp_path / "missing"), "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1

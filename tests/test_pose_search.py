@@ -239,8 +239,9 @@ def _with_solver(search, gaussians, true_w2c):
     white = torch.ones(3)
 
     def render_alpha(w2c, K, width, height):
-        out = render_gaussians(means, quats, scales, opacities, sh, w2c.float(), K.float(), width, height,
-                               background=white, backend="cpu")
+        out = render_gaussians(
+            means, quats, scales, opacities, sh, w2c.float(), K.float(), width, height, background=white, backend="cpu"
+        )
         return out.rgb, out.alpha[..., 0]
 
     with torch.no_grad():
@@ -257,7 +258,9 @@ def test_solver_stage_lands_the_winner_closer_and_resumes_exactly():
     gaussians = coloured_object()
     plain, true_w2c = small_search(steps=(2, 2, 2))
     run(plain)
-    plain_error = float(rotation_angle_deg(torch.as_tensor(plain.chosen_w2c()[:3, :3]), torch.as_tensor(true_w2c[:3, :3])))
+    plain_error = float(
+        rotation_angle_deg(torch.as_tensor(plain.chosen_w2c()[:3, :3]), torch.as_tensor(true_w2c[:3, :3]))
+    )
 
     solved, _ = small_search(steps=(2, 2, 2))
     _with_solver(solved, gaussians, true_w2c)

@@ -79,7 +79,9 @@ def test_focal_scale_is_bounded_with_unit_slope(bound):
     (grad,) = torch.autograd.grad(log_scale.sum(), u)
     assert abs(float(grad[500]) - 1.0) < 1e-6  # slope 1 at 0: small corrections are not squashed
     K = torch.eye(3).expand(3, 3, 3).clone() * 100
-    _, scaled = pose_from_params(_cameras(3), K, torch.tensor([[0, 0, 0, 0, 0, 0, 1e3]] * 3).float(), torch.zeros(3), bound)
+    _, scaled = pose_from_params(
+        _cameras(3), K, torch.tensor([[0, 0, 0, 0, 0, 0, 1e3]] * 3).float(), torch.zeros(3), bound
+    )
     assert torch.allclose(scaled[:, 0, 0], torch.full((3,), 100 * math.exp(bound)), rtol=1e-5)
 
 
@@ -106,8 +108,20 @@ def _blob_scene(native: int = 64):
 
     def render(w2c, K, width, height):
         with torch.no_grad():
-            out = render_gaussians(means, quats, scales, opacities, sh, w2c, K, width, height,
-                                   sh_degree=0, background=torch.ones(3), backend="cpu")
+            out = render_gaussians(
+                means,
+                quats,
+                scales,
+                opacities,
+                sh,
+                w2c,
+                K,
+                width,
+                height,
+                sh_degree=0,
+                background=torch.ones(3),
+                backend="cpu",
+            )
         return out.rgb, out.alpha[..., 0]
 
     w2c_gt = _cameras(4, 2.5)
@@ -181,12 +195,16 @@ def test_object_centred_pose_gradient_through_antialiased_render_matches_oracle(
         w2c = object_centred_w2c(viewmats, params[:, :3], params[:, 3:], torch.zeros(3, dtype=torch.float64))
 
         def render(w, K, width, height):
-            out = render_gaussians(*scene.tensors(), w, K, width, height, background=torch.ones(3, dtype=torch.float64), backend=which)
+            out = render_gaussians(
+                *scene.tensors(), w, K, width, height, background=torch.ones(3, dtype=torch.float64), backend=which
+            )
             return out.rgb, out.alpha[..., 0]
 
         return (render_antialiased(render, w2c, Ks, 24, 12) * weights).sum()
 
-    params = torch.tensor([[0.02, -0.01, 0.03, 0.01, 0.0, -0.02], [0.0, 0.02, 0.0, -0.01, 0.02, 0.01]], dtype=torch.float64)
+    params = torch.tensor(
+        [[0.02, -0.01, 0.03, 0.01, 0.0, -0.02], [0.0, 0.02, 0.0, -0.01, 0.02, 0.01]], dtype=torch.float64
+    )
     ours = params.clone().requires_grad_(True)
     loss(ours, backend).backward()
     oracle = params.clone().requires_grad_(True)
