@@ -14,7 +14,6 @@ from sparseags.basin import parse_case, perturb, pose_errors, run_basin
 from sparseags.config import load_config
 from sparseags.pose_solver import object_centred_w2c
 from sparseags.synth import make_demo_scene
-
 from tests.helpers import REPO
 
 QUICK = [
