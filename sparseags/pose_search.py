@@ -604,7 +604,28 @@ class PoseSearch:
             cell_lpips=cell_lpips,
             cell_rank=cell_rank,
             target=np.asarray(self.target_image, dtype=np.float32),
+            solver=self._solver_view(),
         )
+
+    def _solver_view(self) -> Optional[dict]:
+        """The solver stage for display: its live state while it runs, its summary once done."""
+        if self.pose_solver is not None:
+            snap = self.pose_solver.snapshot()
+            return {
+                "running": True,
+                "level": int(snap["level"]),
+                "n_levels": len(self.pose_solver.settings.levels),
+                "iteration": int(snap["iteration"]),
+                "cost": snap["cost"].tolist(),
+                "initial_cost": None if snap["initial_cost"] is None else snap["initial_cost"].tolist(),
+                "damping": snap["damping"].tolist(),
+                "last_step": snap["last_step"].tolist(),
+                "trust_radius": float(snap["trust_radius"]),
+                "accepted": snap["accepted"].tolist(),
+            }
+        if self.solver_summary is not None:
+            return {"running": False, **copy.deepcopy(self.solver_summary)}
+        return None
 
     def _cell_tables(self) -> tuple[dict, Optional[np.ndarray], Optional[np.ndarray]]:
         """Per (elevation, azimuth) cell: the radius of the best MSE per heat map, and the best LPIPS and rank

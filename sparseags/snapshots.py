@@ -71,6 +71,10 @@ class SearchSnapshot:
     view: int = -1  # index of the searched view
     initial_cell: Optional[tuple] = None  # (elevation, azimuth) of the view's input pose
     truth_cell: Optional[tuple] = None  # (elevation, azimuth) of the ground truth mapped into the estimated frame
+    # the pose-solver stage (sparseags/pose_solver.py) on the best candidates: None when off or not reached;
+    # {"running", "level", "n_levels", "iteration", "cost" [C], "initial_cost" [C], "damping" [C],
+    #  "last_step" [C] (radians-equivalent), "trust_radius", "accepted" [C]}
+    solver: Optional[dict] = None
 
 
 @dataclass(frozen=True)

@@ -396,6 +396,35 @@ def test_search_cell_read_out_and_rank_rule() -> None:
     assert badge.startswith("AMBIGUOUS") and "#3 at 172 deg" in badge
 
 
+def test_search_solver_line() -> None:
+    from gui.panels.search_heatmap import solver_text
+
+    assert solver_text(_search_view()) == ""
+    running = _search_view(
+        solver={
+            "running": True,
+            "level": 1,
+            "n_levels": 4,
+            "iteration": 3,
+            "cost": [0.02, 0.01],
+            "initial_cost": [0.05, 0.03],
+            "damping": [1e-3, 1e-2],
+            "last_step": [0.01, 0.12],
+            "trust_radius": 0.15,
+            "accepted": [3, 2],
+        }
+    )
+    line = solver_text(running)
+    assert "level 2/4" in line and "iteration 3" in line and "2 candidates" in line
+    assert "0.0400 -> 0.0150" in line and "largest step 0.120 of 0.15 rad" in line
+    done = solver_text(
+        _search_view(
+            solver={"running": False, "cost_start": [0.05, 0.03], "cost_end": [0.01, 0.03], "accepted": [5, 0]}
+        )
+    )
+    assert done.startswith("pose solver: done, 1/2 candidates improved")
+
+
 def _engine_view(**extra):
     base = dict(
         ids=["a", "b", "c", "d"],

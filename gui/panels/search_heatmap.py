@@ -136,6 +136,28 @@ def candidate_label(entry: dict) -> str:
     return f"{head}\nM {entry['mse']:.4f}" + ("" if lpips is None else f"\nL {lpips:.3f}")
 
 
+def solver_text(search: SearchSnapshot) -> str:
+    """One line on the search's pose-solver stage ('' when it is off or not reached): the level and
+    iteration while it runs, the candidates' median cost before -> now, the median damping and the largest
+    step against the trust radius; once done, how many candidates it improved."""
+    solver = search.solver
+    if not solver:
+        return ""
+    start = solver.get("initial_cost") or solver.get("cost_start")
+    now = solver.get("cost") or solver.get("cost_end")
+    costs = ""
+    if start and now and np.isfinite(now).any():
+        costs = f", median cost {np.nanmedian(start):.4f} -> {np.nanmedian(now):.4f}"
+    if solver.get("running"):
+        return (
+            f"pose solver: level {solver['level'] + 1}/{solver['n_levels']}, iteration {solver['iteration']}, "
+            f"{len(solver['cost'])} candidates{costs}; damping {np.median(solver['damping']):.1e}, "
+            f"largest step {max(solver['last_step'], default=0.0):.3f} of {solver['trust_radius']:.2f} rad"
+        )
+    improved = sum(1 for a, b in zip(start or [], now or []) if b < a)
+    return f"pose solver: done, {improved}/{len(now or [])} candidates improved{costs}"
+
+
 def ambiguity_text(search: SearchSnapshot) -> str:
     """The ambiguous badge's line ("" when the search is not ambiguous)."""
     if not search.ambiguous:
@@ -372,7 +394,9 @@ class SearchHeatmapPanel:
             f"pose search for view {view.ids[shown]}: {status}" + ("  (manual choice)" if search.manual else "")
         )
         evaluated = int(np.isfinite(search.heat_coarse if which == "coarse" else search.heat_refined).sum())
-        self.info.set(f"{which}: {evaluated}/{rows * cols} cells evaluated; MSE best {low:.4f}, worst {high:.4f}")
+        info = f"{which}: {evaluated}/{rows * cols} cells evaluated; MSE best {low:.4f}, worst {high:.4f}"
+        solver = solver_text(search)
+        self.info.set(info + ("\n" + solver if solver else ""))
         self.rule.set(rank_rule(search) if search.done else "candidates are ranked when the last stage ends")
         self._badge(ambiguity_text(search))
         if search.target is not None:
