@@ -331,6 +331,11 @@ def compute_metrics(pipeline: Any, lpips_metric: Any, elapsed_s: float) -> dict:
     result: dict = {}
     if scene.w2c_gt is not None:
         result["pose"] = {"init": pose_metrics(scene.w2c_init, scene.w2c_gt), "final": pose_metrics(est, scene.w2c_gt)}
+        if getattr(pipeline, "rotation_report", None) is not None:
+            # the start after the learned-match rotation averaging (pipeline.rotation_averaging)
+            result["pose"]["averaged"] = pose_metrics(pipeline.initial_w2c, scene.w2c_gt)
+    if getattr(pipeline, "rotation_report", None) is not None:
+        result["rotation_averaging"] = pipeline.rotation_report.summary()
         rot_err = per_view_rotation_error_deg(est, scene.w2c_gt).numpy()
     views = {}
     for i, view_id in enumerate(scene.ids):

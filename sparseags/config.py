@@ -270,6 +270,15 @@ class PipelineConfig:
     turntable_frames: int = 120
     turntable_resolution: int = 256
     mesh_resolution: int = 96
+    # Before the first reconstruction, average the inlier cameras' rotations over ALIKED + LightGlue matches
+    # (sparseags/learned_matches.py): pairs gated by inliers (>= rotation_min_inliers, >= rotation_min_ratio
+    # of the matches) and by agreement with the initial relative rotation (< rotation_gate_deg); each camera
+    # turns about its own centre, anchored to its initial rotation by rotation_prior.
+    rotation_averaging: bool = True
+    rotation_min_inliers: int = 15
+    rotation_min_ratio: float = 0.6
+    rotation_gate_deg: float = 25.0
+    rotation_prior: float = 0.02
 
 
 @dataclass

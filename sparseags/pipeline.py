@@ -481,6 +481,9 @@ class Pipeline:
         self.num_views = len(scene.ids)
         self.initial_flags = np.asarray(scene.flags, dtype=np.int64).copy()
         self.initial_w2c = np.asarray(scene.w2c_init, dtype=np.float64).copy()
+        self.rotation_report = None
+        if cfg.pipeline.rotation_averaging:
+            self.initial_w2c, self.rotation_report = self._average_rotations()
         self.matches = self._pair_matches(match_cache)
         self.score_key = "lpips_norm" if (cfg.outliers.score == "lpips" and lpips_metric is not None) else "mse_norm"
         self.round_iters = cfg.outliers.round_iters or cfg.recon.iters
@@ -492,6 +495,19 @@ class Pipeline:
 
     # ---------------------------------------------------------------------------------------------
     # construction helpers (also used by the phases)
+
+    def _average_rotations(self) -> tuple[np.ndarray, Any]:
+        """The starting poses with their rotations averaged over learned matches (sparseags/learned_matches.py)."""
+        from .learned_matches import RotationSettings, rotation_averaging_init
+
+        pc = self.cfg.pipeline
+        settings = RotationSettings(
+            min_inliers=pc.rotation_min_inliers,
+            min_ratio=pc.rotation_min_ratio,
+            gate_deg=pc.rotation_gate_deg,
+            prior=pc.rotation_prior,
+        )
+        return rotation_averaging_init(self.scene, self.initial_w2c, self.initial_flags, settings)
 
     def _pair_matches(self, cache: Any) -> Any:
         """Verified feature matches between every pair of views (sparseags/matches.py), read from or written
@@ -1203,6 +1219,7 @@ class Pipeline:
             "phase": self.phase,
             "total_steps": self.total_steps,
             "initial_flags": self.initial_flags.copy(),
+            "initial_w2c": np.asarray(self.initial_w2c, dtype=np.float64).copy(),
             "recon0": self.recon.state_dict() if (self.phase == "reconstruct" and self.recon is not None) else None,
             "loo": None if self.loo is None else self.loo.state_dict(),
             "search_order": list(self.search_order),
@@ -1222,6 +1239,8 @@ class Pipeline:
 
     def load_state_dict(self, state: dict) -> None:
         self.initial_flags = np.asarray(state["initial_flags"]).copy()
+        if state.get("initial_w2c") is not None:  # the averaged start this run used (exact resume)
+            self.initial_w2c = np.asarray(state["initial_w2c"], dtype=np.float64).copy()
         self._reset()
         self.phase = state["phase"]
         self.total_steps = state["total_steps"]
