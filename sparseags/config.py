@@ -279,6 +279,8 @@ class PipelineConfig:
     rotation_min_ratio: float = 0.6
     rotation_gate_deg: float = 25.0
     rotation_prior: float = 0.02
+    # The reconstructions then keep those rotations (only the centres of the linked views move).
+    rotation_lock: bool = True
 
 
 @dataclass

@@ -524,7 +524,7 @@ class Pipeline:
 
     def make_recon(self, flags: np.ndarray, w2c_init: np.ndarray, iters: Optional[int] = None) -> Reconstruction:
         hook = self.prior_hook_factory() if self.prior_hook_factory is not None else None
-        return Reconstruction(
+        recon = Reconstruction(
             self.scene,
             self.cfg,
             self.device,
@@ -534,6 +534,21 @@ class Pipeline:
             iters=iters,
             matches=self.matches,
         )
+        recon.rotation_locked = self._rotation_locked(np.asarray(w2c_init))
+        return recon
+
+    def _rotation_locked(self, w2c_init: np.ndarray) -> np.ndarray:
+        """[V] views whose rotation the learned-match averaging fixed and that start from that pose
+        (``pipeline.rotation_lock``): the reconstruction then moves only their centres."""
+        locked = np.zeros(self.num_views, dtype=bool)
+        report = self.rotation_report
+        if report is None or not self.cfg.pipeline.rotation_lock:
+            return locked
+        for pair in report.pairs:
+            if pair.gated:
+                locked[[pair.i, pair.j]] = True
+        same = np.all(np.isclose(w2c_init, self.initial_w2c, atol=1e-9), axis=(1, 2))
+        return locked & same
 
     @torch.no_grad()
     def score(self, recon: Reconstruction) -> dict:

@@ -241,6 +241,9 @@ class Reconstruction:
         self.solver_passes: list[dict] = []  # one summary per finished pass
         # Per-view pose evidence over the steps and the guard's rollbacks (see _record_evidence / _guard).
         self.pose_frozen = np.zeros(len(self.ids), dtype=bool)  # views whose pose the guard rolled back
+        # Views whose rotation an independent witness fixed (the learned-match rotation averaging): the loop
+        # moves only their centres (the twist's rotation part gets no gradient).
+        self.rotation_locked = np.zeros(len(self.ids), dtype=bool)
         self.guard_log: list[dict] = []
         self.evidence: dict[str, list] = {"step": [], "rgb": [], "mask": [], "epipolar": [], "match_inliers": []}
         self._epipolar_start = self.view_epipolar_errors()[0]  # [V] at the initial poses (nan: no matches)
@@ -788,6 +791,9 @@ class Reconstruction:
             self.xi.grad[frozen_rows] = 0.0
             if self.log_focal.grad is not None:
                 self.log_focal.grad[frozen_rows] = 0.0
+        if self.rotation_locked.any() and self.xi.grad is not None:
+            locked_rows = torch.as_tensor(self.rotation_locked[self.inlier_indices], device=self.device)
+            self.xi.grad[locked_rows, 3:] = 0.0
         in_window = rc.densify_from <= official_step <= rc.densify_until
         if in_window and out.means2d.grad is not None:
             self.gaussians.add_densification_stats(out.means2d.grad, out.visible, width, height)
@@ -958,6 +964,7 @@ class Reconstruction:
             # The prior's own state (e.g. its principal-point pool), so that a resumed run is exact.
             "prior_hook": self.prior_hook.state_dict() if hasattr(self.prior_hook, "state_dict") else None,
             "solved_log_focal": self.solved_log_focal.detach().cpu().clone(),
+            "rotation_locked": self.rotation_locked.copy(),
             "solver_passes": copy.deepcopy(self.solver_passes),
             "pose_solver": None if self.pose_solver is None else self.pose_solver.state_dict(),
         }
@@ -998,6 +1005,7 @@ class Reconstruction:
         self.last_densify = state["last_densify"]
         self.solved_log_focal = state.get("solved_log_focal", torch.zeros(len(self.ids))).to(self.device).clone()
         self.solver_passes = copy.deepcopy(state.get("solver_passes", []))
+        self.rotation_locked = np.asarray(state.get("rotation_locked", np.zeros(len(self.ids), bool)), dtype=bool).copy()
         self.pose_solver = None
         if state.get("pose_solver") is not None:  # a pass in progress: same frozen Gaussians and starting poses
             self._start_solver_pass(state["pose_solver"])
