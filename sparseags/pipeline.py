@@ -482,8 +482,12 @@ class Pipeline:
         self.initial_flags = np.asarray(scene.flags, dtype=np.int64).copy()
         self.initial_w2c = np.asarray(scene.w2c_init, dtype=np.float64).copy()
         self.rotation_report = None
+        self.rotation_linked = np.zeros(self.num_views, dtype=bool)  # views with a gated learned-match pair
         if cfg.pipeline.rotation_averaging:
             self.initial_w2c, self.rotation_report = self._average_rotations()
+            for pair in self.rotation_report.pairs:
+                if pair.gated:
+                    self.rotation_linked[[pair.i, pair.j]] = True
         self.matches = self._pair_matches(match_cache)
         self.score_key = "lpips_norm" if (cfg.outliers.score == "lpips" and lpips_metric is not None) else "mse_norm"
         self.round_iters = cfg.outliers.round_iters or cfg.recon.iters
@@ -540,15 +544,10 @@ class Pipeline:
     def _rotation_locked(self, w2c_init: np.ndarray) -> np.ndarray:
         """[V] views whose rotation the learned-match averaging fixed and that start from that pose
         (``pipeline.rotation_lock``): the reconstruction then moves only their centres."""
-        locked = np.zeros(self.num_views, dtype=bool)
-        report = self.rotation_report
-        if report is None or not self.cfg.pipeline.rotation_lock:
-            return locked
-        for pair in report.pairs:
-            if pair.gated:
-                locked[[pair.i, pair.j]] = True
+        if not (self.cfg.pipeline.rotation_averaging and self.cfg.pipeline.rotation_lock):
+            return np.zeros(self.num_views, dtype=bool)
         same = np.all(np.isclose(w2c_init, self.initial_w2c, atol=1e-9), axis=(1, 2))
-        return locked & same
+        return self.rotation_linked & same
 
     @torch.no_grad()
     def score(self, recon: Reconstruction) -> dict:
@@ -1235,6 +1234,7 @@ class Pipeline:
             "total_steps": self.total_steps,
             "initial_flags": self.initial_flags.copy(),
             "initial_w2c": np.asarray(self.initial_w2c, dtype=np.float64).copy(),
+            "rotation_linked": self.rotation_linked.copy(),
             "recon0": self.recon.state_dict() if (self.phase == "reconstruct" and self.recon is not None) else None,
             "loo": None if self.loo is None else self.loo.state_dict(),
             "search_order": list(self.search_order),
@@ -1256,6 +1256,7 @@ class Pipeline:
         self.initial_flags = np.asarray(state["initial_flags"]).copy()
         if state.get("initial_w2c") is not None:  # the averaged start this run used (exact resume)
             self.initial_w2c = np.asarray(state["initial_w2c"], dtype=np.float64).copy()
+            self.rotation_linked = np.asarray(state["rotation_linked"], dtype=bool).copy()
         self._reset()
         self.phase = state["phase"]
         self.total_steps = state["total_steps"]

@@ -1005,7 +1005,9 @@ class Reconstruction:
         self.last_densify = state["last_densify"]
         self.solved_log_focal = state.get("solved_log_focal", torch.zeros(len(self.ids))).to(self.device).clone()
         self.solver_passes = copy.deepcopy(state.get("solver_passes", []))
-        self.rotation_locked = np.asarray(state.get("rotation_locked", np.zeros(len(self.ids), bool)), dtype=bool).copy()
+        self.rotation_locked = np.asarray(
+            state.get("rotation_locked", np.zeros(len(self.ids), bool)), dtype=bool
+        ).copy()
         self.pose_solver = None
         if state.get("pose_solver") is not None:  # a pass in progress: same frozen Gaussians and starting poses
             self._start_solver_pass(state["pose_solver"])

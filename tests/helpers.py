@@ -30,6 +30,7 @@ FAST_PIPELINE = [
     "scene.resolution=32",
     "pipeline.outliers=true",
     "prior.enabled=false",
+    "pipeline.rotation_averaging=false",
     "device=cpu",
 ]
 

@@ -97,6 +97,7 @@ TINY = [
     "search.rank_candidates=4",
     "pipeline.outliers=true",
     "prior.enabled=false",
+    "pipeline.rotation_averaging=false",
     "device=cpu",
 ]
 

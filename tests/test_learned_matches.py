@@ -110,3 +110,43 @@ def test_networks_measure_demo_pairs_close_to_the_truth(demo256):
     errors = sorted(p.agree_deg for p in pairs if p.gated)  # agreement with the truth = the pair's error
     assert len(errors) >= 2, [(p.i, p.j, p.inliers, p.matches, p.agree_deg) for p in pairs]
     assert errors[0] < 2.0 and float(np.median(errors)) < 5.0, errors
+
+
+def test_pipeline_starts_from_the_averaged_rotations_locks_them_and_resumes_that_start(tmp_path, monkeypatch):
+    """The pipeline's start is the averaged poses; linked views keep their rotation in the reconstruction;
+    a checkpoint carries that start, so a resume does not depend on recomputing the matches."""
+    import sparseags.learned_matches as lm
+    from sparseags.config import load_config
+    from sparseags.pipeline import Pipeline
+    from sparseags.scene import load_scene
+    from sparseags.synth import make_demo_scene
+    from tests.helpers import FAST_PIPELINE
+
+    root = make_demo_scene(tmp_path / "demo", seed=0, n_views=5, n_novel=0, resolution=32)
+    cfg = load_config(None, [*FAST_PIPELINE, "pipeline.rotation_averaging=true", "pipeline.outliers=false"])
+    scene = load_scene(root, resolution=32)
+    turned = _turned(np.asarray(scene.w2c_init), np.array([3.0, 0.0, 0.0, 0.0, 0.0]))
+
+    def fake(scene_, w2c, flags, settings):
+        pair = PairRotation(0, 1, np.eye(3), matches=50, inliers=40, gated=True)
+        return turned, lm.RotationReport(pairs=[pair], seconds=0.1, moved_deg=[3.0, 0, 0, 0, 0])
+
+    monkeypatch.setattr(lm, "rotation_averaging_init", fake)
+    pipeline = Pipeline(scene, cfg, device="cpu")
+    np.testing.assert_allclose(pipeline.initial_w2c, turned)
+    assert pipeline.recon.rotation_locked.tolist() == [True, True, False, False, False]
+    pipeline.step(3)
+    xi = pipeline.recon.xi.detach()
+    rows = pipeline.recon.inlier_indices
+    locked_rows = [k for k, v in enumerate(rows) if v in (0, 1)]
+    assert torch.all(xi[locked_rows, 3:].abs() < 1e-5)  # no rotation update beyond the 1e-6 init noise
+    state = pipeline.state_dict()
+    np.testing.assert_allclose(state["initial_w2c"], turned)
+
+    monkeypatch.setattr(lm, "rotation_averaging_init", lambda s, w, f, st: (np.asarray(w), lm.RotationReport()))
+    resumed = Pipeline(scene, cfg, device="cpu")
+    resumed.load_state_dict(state)
+    np.testing.assert_allclose(resumed.initial_w2c, turned)
+    assert resumed.recon.rotation_locked.tolist() == [True, True, False, False, False]
+    # a reconstruction built after the resume (a later phase) locks the same views
+    assert resumed.make_recon(resumed.initial_flags, resumed.initial_w2c, iters=2).rotation_locked[:2].all()
