@@ -40,10 +40,11 @@ from .cameras import rotation_angle_deg, so3_exp
 @dataclass
 class RotationSettings:
     upsample: int = 2
-    max_keypoints: int = 1024
+    max_keypoints: int = 512
     min_inliers: int = 15
     min_ratio: float = 0.6
     gate_deg: float = 25.0
+    cycle_deg: float = 5.0
     scale_deg: float = 5.0
     prior: float = 0.02
     steps: int = 400
@@ -86,12 +87,35 @@ def relative_rotation_between(R_i: np.ndarray, R_j: np.ndarray) -> np.ndarray:
 
 
 def gate(pairs: list[PairRotation], w2c: np.ndarray, settings: RotationSettings) -> list[PairRotation]:
-    """Mark each pair gated or not (no ground truth involved); returns the list."""
+    """Mark each pair gated or not (no ground truth involved); returns the list.
+
+    A pair passes when it has enough inliers (count and fraction), agrees with the current relative rotation
+    within `gate_deg`, and (with `cycle_deg` > 0) closes at least one triplet of such pairs: ``R_ik`` within
+    `cycle_deg` of ``R_jk R_ij``. Wrong pairs that pass the first two tests (a repeated texture, a
+    near-planar object) rarely close a cycle with two other pairs; right ones do."""
     for pair in pairs:
         current = relative_rotation_between(w2c[pair.i, :3, :3], w2c[pair.j, :3, :3])
         pair.agree_deg = float(rotation_angle_deg(torch.as_tensor(pair.R), torch.as_tensor(current)))
         enough = pair.inliers >= settings.min_inliers and pair.inliers >= settings.min_ratio * max(pair.matches, 1)
         pair.gated = bool(enough and pair.agree_deg < settings.gate_deg)
+    if settings.cycle_deg > 0:
+        candidates = {(p.i, p.j): p for p in pairs if p.gated}
+        supported: set[tuple[int, int]] = set()
+        views = sorted({v for key in candidates for v in key})
+        for a_pos, a in enumerate(views):
+            for b_pos in range(a_pos + 1, len(views)):
+                b = views[b_pos]
+                if (a, b) not in candidates:
+                    continue
+                for c in views[b_pos + 1 :]:
+                    if (b, c) not in candidates or (a, c) not in candidates:
+                        continue
+                    chained = candidates[(b, c)].R @ candidates[(a, b)].R  # a -> b -> c
+                    error = float(rotation_angle_deg(torch.as_tensor(chained), torch.as_tensor(candidates[(a, c)].R)))
+                    if error < settings.cycle_deg:
+                        supported |= {(a, b), (b, c), (a, c)}
+        for pair in pairs:
+            pair.gated = pair.gated and (pair.i, pair.j) in supported
     return pairs
 
 
