@@ -75,16 +75,25 @@ def test_gate_drops_weak_and_contradicting_pairs_and_averaging_is_robust():
     pairs = _pairs(truth, wrong={(0, 1): [0.0, 1.2, 0.0], (2, 4): [0.0, 0.0, 0.3]})  # 69° and 17° off
     pairs[5].inliers, pairs[5].matches = 10, 12  # too few inliers
     pairs[6].inliers, pairs[6].matches = 40, 100  # too small a fraction
-    settings = RotationSettings()
+    settings = RotationSettings(cycle_deg=0.0)  # without the cycle test
     gate(pairs, noisy, settings)
     by_pair = {(p.i, p.j): p for p in pairs}
     assert not by_pair[(0, 1)].gated  # far from the current relative rotation
     assert not pairs[5].gated and not pairs[6].gated
-    assert by_pair[(2, 4)].gated  # a 17° error passes the gate ...
+    assert by_pair[(2, 4)].gated  # a 17° error passes the first two tests ...
     fixed = average_rotations(noisy, pairs, settings)
     rel = lambda w, i, j: relative_rotation_between(w[i, :3, :3], w[j, :3, :3])  # noqa: E731
     err = float(rotation_angle_deg(torch.as_tensor(rel(fixed, 2, 4)), torch.as_tensor(rel(truth, 2, 4))))
     assert err < 2.0  # ... but the robust averaging outvotes it
+    gate(pairs, noisy, RotationSettings())  # ... and it closes no triplet within 5°
+    assert not by_pair[(2, 4)].gated and by_pair[(2, 3)].gated and by_pair[(3, 4)].gated
+
+
+def test_cycle_gate_needs_a_closing_triplet():
+    truth = _ring(4)
+    lone = [p for p in _pairs(truth) if (p.i, p.j) in {(0, 1), (2, 3)}]  # no triplet
+    assert not any(p.gated for p in gate(lone, truth, RotationSettings()))
+    assert all(p.gated for p in gate(lone, truth, RotationSettings(cycle_deg=0.0)))
 
 
 def test_no_gated_pair_changes_nothing():
@@ -104,9 +113,10 @@ def demo256(tmp_path_factory):
 def test_networks_measure_demo_pairs_close_to_the_truth(demo256):
     """ALIKED + LightGlue (weights inside the wheel) on the textured demo object: with the true poses as the
     current ones, the gate keeps the pairs whose essential-matrix rotation agrees, and they agree well."""
-    pairs = relative_rotations(demo256, RotationSettings(), views=[1, 2, 3])
+    settings = RotationSettings(max_keypoints=1024, cycle_deg=0.0)  # three views: no cycle test
+    pairs = relative_rotations(demo256, settings, views=[1, 2, 3])
     assert all(p.R.shape == (3, 3) and 0 < p.inliers <= p.matches for p in pairs)
-    gate(pairs, np.asarray(demo256.w2c_gt), RotationSettings())
+    gate(pairs, np.asarray(demo256.w2c_gt), settings)
     errors = sorted(p.agree_deg for p in pairs if p.gated)  # agreement with the truth = the pair's error
     assert len(errors) >= 2, [(p.i, p.j, p.inliers, p.matches, p.agree_deg) for p in pairs]
     assert errors[0] < 2.0 and float(np.median(errors)) < 5.0, errors
