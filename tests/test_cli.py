@@ -99,7 +99,8 @@ def test_headless_run_writes_every_artefact_and_keeps_them_on_a_later_failure(sc
     assert len(frames) == 6 and frames[0].shape[:2] == (48, 48)
 
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics["pose"]) == {"init", "final"}
+    assert set(metrics["pose"]) == {"init", "averaged", "final"}  # averaged: after the learned-match rotations
+    assert set(metrics["rotation_averaging"]) >= {"pairs_matched", "pairs_gated", "views_linked", "seconds"}
     assert set(metrics["pose"]["final"]) == {"rot5", "rot15", "cc10", "rot_err_mean_deg"}
     assert len(metrics["views"]) == 5 and {"psnr", "flag", "rot_err_deg"} <= set(metrics["views"]["000"])
     assert {"psnr", "ssim"} <= set(metrics["novel"]) and "f1_0.01" in metrics["mesh"]
