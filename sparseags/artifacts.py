@@ -334,9 +334,9 @@ def compute_metrics(pipeline: Any, lpips_metric: Any, elapsed_s: float) -> dict:
         if getattr(pipeline, "rotation_report", None) is not None:
             # the start after the learned-match rotation averaging (pipeline.rotation_averaging)
             result["pose"]["averaged"] = pose_metrics(pipeline.initial_w2c, scene.w2c_gt)
+        rot_err = per_view_rotation_error_deg(est, scene.w2c_gt).numpy()
     if getattr(pipeline, "rotation_report", None) is not None:
         result["rotation_averaging"] = pipeline.rotation_report.summary()
-        rot_err = per_view_rotation_error_deg(est, scene.w2c_gt).numpy()
     views = {}
     for i, view_id in enumerate(scene.ids):
         entry = {
