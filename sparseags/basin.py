@@ -43,13 +43,13 @@ from .gaussians import GaussianModel
 from .pose_solver import (
     Level,
     PoseSolver,
-    SolverSettings,
     area_downsample,
     blur,
+    detached_render_fn,
     object_centred_w2c,
     render_antialiased,
+    settings_from_config,
 )
-from .render import render_gaussians
 
 CASES = ("o2", "o10", "o20", "o10t8", "o20t8f")
 SOLVERS = ("default", "adam_object", "adam_camera")
@@ -159,30 +159,7 @@ def frozen_model(
 
 def model_render_fn(model: GaussianModel, backend: str = "cpu", grad: bool = False) -> Callable:
     """render_fn(w2c, K, width, height) -> (rgb on white, alpha) of a frozen model."""
-    frozen = model.detached()
-    means, quats, scales, opacities, sh = frozen.render_args()
-    white = torch.ones(3)
-
-    def render(w2c: torch.Tensor, K: torch.Tensor, width: int, height: int):
-        context = torch.enable_grad() if grad else torch.no_grad()
-        with context:
-            out = render_gaussians(
-                means,
-                quats,
-                scales,
-                opacities,
-                sh,
-                w2c.float(),
-                K.float(),
-                width,
-                height,
-                sh_degree=frozen.sh_degree,
-                background=white,
-                backend=backend,
-            )
-        return out.rgb, out.alpha[..., 0]
-
-    return render
+    return detached_render_fn(model.detached(), backend=backend, grad=grad)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,7 +253,7 @@ def run_basin(
     masks = torch.as_tensor(scene.masks, dtype=torch.float32)
     w2c_gt = torch.as_tensor(scene.w2c_gt, dtype=torch.float32)
     K_gt_t = torch.as_tensor(K_gt, dtype=torch.float32)
-    settings = solver_settings(cfg)
+    settings = settings_from_config(cfg)
     rows = []
     for case in cases:
         if case.startswith("preset:"):
@@ -355,25 +332,7 @@ def run_search_landing(scene_dir: str, cfg: Config, out_dir: str, preset: str = 
     with torch.no_grad():
         weights = frozen.opacities.double()
         target = (frozen.means.double() * weights[:, None]).sum(0) / weights.sum()
-    means, quats, scales, opacities, sh = frozen.render_args()
-    white = torch.ones(3)
-
-    def render_alpha(w2c: torch.Tensor, K: torch.Tensor, width: int, height: int):
-        out = render_gaussians(
-            means,
-            quats,
-            scales,
-            opacities,
-            sh,
-            w2c.float(),
-            K.float(),
-            width,
-            height,
-            sh_degree=frozen.sh_degree,
-            background=white,
-            backend="cpu",
-        )
-        return out.rgb, out.alpha[..., 0]
+    render_alpha = detached_render_fn(frozen)
 
     sc = cfg.search
     w2c_gt = torch.as_tensor(scene.w2c_gt, dtype=torch.float32)
@@ -413,7 +372,7 @@ def run_search_landing(scene_dir: str, cfg: Config, out_dir: str, preset: str = 
                 solver_candidates=candidates,
                 solver_render_fn=render_alpha,
                 target_mask=np.asarray(scene.masks[view], dtype=np.float32),
-                solver_settings=solver_settings(cfg),
+                solver_settings=settings_from_config(cfg),
             )
             while not search.done:
                 search.step(8)
@@ -426,25 +385,6 @@ def run_search_landing(scene_dir: str, cfg: Config, out_dir: str, preset: str = 
             )
             rows.append(row)
     return rows
-
-
-def solver_settings(cfg: Config) -> SolverSettings:
-    """SolverSettings from ``cfg.solver``."""
-    from .pose_solver import parse_levels
-
-    sc = cfg.solver
-    return SolverSettings(
-        levels=parse_levels(sc.levels),
-        mask_weight=float(sc.mask_weight),
-        focal_bound=float(sc.focal_bound),
-        focal_prior=float(sc.focal_prior),
-        optimize_focal=bool(sc.optimize_focal),
-        focal_min_size=int(sc.focal_min_size),
-        damping_init=float(sc.damping_init),
-        trust_radius=float(sc.trust_radius),
-        fd_pixels=float(sc.fd_pixels),
-        moment_steps=int(sc.moment_steps),
-    )
 
 
 def format_table(result: dict) -> str:

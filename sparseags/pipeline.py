@@ -655,7 +655,7 @@ class Pipeline:
 
     def _solver_fields(self, view: int, base: Reconstruction, candidates: int) -> dict:
         """PoseSearch arguments of its pose-solver stage (the shared solver, against the frozen `base`)."""
-        from sparseags.basin import solver_settings
+        from sparseags.pose_solver import settings_from_config
 
         if candidates <= 0:
             return {"solver_candidates": 0}
@@ -663,7 +663,7 @@ class Pipeline:
             "solver_candidates": int(candidates),
             "solver_render_fn": frozen_render_fn(base, self.cfg.search.max_gaussians, with_alpha=True),
             "target_mask": np.asarray(self.scene.masks[view], dtype=np.float32),
-            "solver_settings": solver_settings(self.cfg),
+            "solver_settings": settings_from_config(self.cfg),
         }
 
     def make_aligner(self, view: int, base_w2c: np.ndarray) -> PoseSearch:

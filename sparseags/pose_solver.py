@@ -119,6 +119,53 @@ def pose_from_params(
 # ----------------------------------------------------------------------------------------------
 # rendering and residuals
 # ----------------------------------------------------------------------------------------------
+def detached_render_fn(frozen, backend: str = "cpu", grad: bool = False, device=None) -> RenderFn:
+    """:data:`RenderFn` of fixed Gaussians (a ``GaussianModel.detached()`` copy) on a white background;
+    `grad` keeps the pose gradient (the Adam baselines), otherwise renders run without autograd."""
+    from .render import render_gaussians
+
+    means, quats, scales, opacities, sh = frozen.render_args()
+    white = torch.ones(3, device=means.device)
+
+    def render(w2c: Tensor, K: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
+        target = means.device if device is None else device
+        with torch.enable_grad() if grad else torch.no_grad():
+            out = render_gaussians(
+                means,
+                quats,
+                scales,
+                opacities,
+                sh,
+                w2c.to(target, torch.float32),
+                K.to(target, torch.float32),
+                width,
+                height,
+                sh_degree=frozen.sh_degree,
+                background=white,
+                backend=backend,
+            )
+        return out.rgb, out.alpha[..., 0]
+
+    return render
+
+
+def settings_from_config(cfg) -> "SolverSettings":
+    """SolverSettings from ``cfg.solver`` (the one place the config becomes solver settings)."""
+    sc = cfg.solver
+    return SolverSettings(
+        levels=parse_levels(sc.levels),
+        mask_weight=float(sc.mask_weight),
+        focal_bound=float(sc.focal_bound),
+        focal_prior=float(sc.focal_prior),
+        optimize_focal=bool(sc.optimize_focal),
+        focal_min_size=int(sc.focal_min_size),
+        damping_init=float(sc.damping_init),
+        trust_radius=float(sc.trust_radius),
+        fd_pixels=float(sc.fd_pixels),
+        moment_steps=int(sc.moment_steps),
+    )
+
+
 def area_downsample(images: Tensor, size: int) -> Tensor:
     """[C, H, W, ch] -> [C, size, size * W // H, ch] by area averaging (unchanged at the same size)."""
     height, width = images.shape[1:3]

@@ -504,38 +504,17 @@ class Reconstruction:
     def _start_solver_pass(self, state: dict | None = None) -> None:
         """Freeze the current Gaussians and set up a PoseSolver of the inlier views at the current
         resolution (levels above it are dropped: they would ask more detail than the model has)."""
-        from .basin import solver_settings
-        from .pose_solver import Level, PoseSolver
+        from .pose_solver import Level, PoseSolver, detached_render_fn, settings_from_config
 
         resolution = self.current_resolution()
         images, masks, K = self.targets_at(resolution)
         views = torch.as_tensor(self._solver_views(), device=self.device)
-        settings = solver_settings(self.cfg)
+        settings = settings_from_config(self.cfg)
         levels = tuple(level for level in settings.levels if level.size < resolution) + (
             Level(resolution, settings.levels[-1].sigma, settings.levels[-1].iters),
         )
         settings.levels = levels
-        frozen = self.gaussians.detached()
-        means, quats, scales, opacities, sh = frozen.render_args()
-        white = torch.ones(3, device=self.device)
-
-        def render(w2c: Tensor, K_: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
-            with torch.no_grad():
-                out = render_gaussians(
-                    means,
-                    quats,
-                    scales,
-                    opacities,
-                    sh,
-                    w2c.to(self.device),
-                    K_.to(self.device),
-                    width,
-                    height,
-                    sh_degree=frozen.sh_degree,
-                    background=white,
-                    backend=self.backend,
-                )
-            return out.rgb, out.alpha[..., 0]
+        render = detached_render_fn(self.gaussians.detached(), backend=self.backend, device=self.device)
 
         with torch.no_grad():
             w2c = self.current_w2c()[views].detach()
