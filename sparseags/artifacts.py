@@ -16,6 +16,7 @@ import torch
 from sparseags.atomic import atomic_write_text
 from sparseags.cameras import rotation_angle_deg
 from sparseags.gaussians import DetachedGaussians
+from sparseags.pipeline import gaussian_centre, gt_in_estimated_frame
 from sparseags.recon import Reconstruction
 from sparseags.snapshots import PipelineSnapshot
 
@@ -131,8 +132,6 @@ def export_mesh(recon: Reconstruction, path: Path, resolution: int = 96) -> Path
 
 def object_centre_and_radius(recon: Reconstruction) -> tuple[np.ndarray, float]:
     """Centre of the Gaussians and the mean input-camera distance to it (for turntables and orbit views)."""
-    from sparseags.pipeline import gaussian_centre
-
     centre = gaussian_centre(recon)
     centres = np.linalg.inv(final_w2c(recon))[:, :3, 3]
     return centre, float(np.linalg.norm(centres - centre, axis=1).mean())
@@ -288,32 +287,6 @@ def write_search_heatmaps(out_dir: Path, snapshot: PipelineSnapshot) -> list[Pat
             )
         )
     return written
-
-
-def gt_in_estimated_frame(pipeline: Any, reference_recon: Reconstruction, exclude: tuple = ()) -> Optional[np.ndarray]:
-    """Ground-truth poses expressed in the estimated world frame.
-
-    The similarity is fitted robustly (:func:`sparseags.metrics.align_similarity_robust`) on the reference
-    reconstruction's inliers, minus `exclude`.
-    """
-    from sparseags.metrics import align_similarity_robust, transform_cameras_to_pred_frame
-
-    scene = pipeline.scene
-    if scene.w2c_gt is None:
-        return None
-    used = [int(i) for i in np.flatnonzero(reference_recon.flags) if int(i) not in set(exclude)]
-    if len(used) < 3:
-        return None
-    est = final_w2c(reference_recon)
-    s, R, t = align_similarity_robust(est[used], np.asarray(scene.w2c_gt)[used])
-    return transform_cameras_to_pred_frame(torch.as_tensor(scene.w2c_gt), s, R, t).numpy()
-
-
-def true_cell(pipeline: Any, view: int, search: Any) -> Optional[tuple]:
-    if pipeline.base_recon is None:
-        return None
-    gt = gt_in_estimated_frame(pipeline, pipeline.base_recon, exclude=(view,))
-    return None if gt is None else search.cell_of(gt[view])[:2]
 
 
 # -------------------------------------------------------------------------------------------------

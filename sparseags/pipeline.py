@@ -55,6 +55,33 @@ def gaussian_centre(recon: Reconstruction) -> np.ndarray:
         return (means * w[:, None]).sum(0).numpy() / max(float(w.sum()), 1e-9)
 
 
+def gt_in_estimated_frame(pipeline: Any, reference_recon: Reconstruction, exclude: tuple = ()) -> Optional[np.ndarray]:
+    """Ground-truth poses expressed in the estimated world frame.
+
+    The similarity is fitted robustly (:func:`sparseags.metrics.align_similarity_robust`) on the reference
+    reconstruction's inliers, minus `exclude`.
+    """
+    from sparseags.metrics import align_similarity_robust, transform_cameras_to_pred_frame
+
+    scene = pipeline.scene
+    if scene.w2c_gt is None:
+        return None
+    used = [int(i) for i in np.flatnonzero(reference_recon.flags) if int(i) not in set(exclude)]
+    if len(used) < 3:
+        return None
+    est = reference_recon.current_w2c().detach().double().cpu().numpy()
+    s, R, t = align_similarity_robust(est[used], np.asarray(scene.w2c_gt)[used])
+    return transform_cameras_to_pred_frame(torch.as_tensor(scene.w2c_gt), s, R, t).numpy()
+
+
+def true_cell(pipeline: Any, view: int, search: Any) -> Optional[tuple]:
+    """The search-grid cell (elevation, azimuth indices) of the view's ground truth in the base frame."""
+    if pipeline.base_recon is None:
+        return None
+    gt = gt_in_estimated_frame(pipeline, pipeline.base_recon, exclude=(view,))
+    return None if gt is None else search.cell_of(gt[view])[:2]
+
+
 def most_visible(opacities: torch.Tensor, scales: torch.Tensor, count: int) -> torch.Tensor:
     """Indices of the `count` Gaussians with the largest opacity × footprint (0 or more than N: all)."""
     n = opacities.shape[0]
@@ -1124,25 +1151,21 @@ class Pipeline:
 
     def _gt_in_frame(self) -> Optional[np.ndarray]:
         """Ground truth mapped into the active reconstruction's frame (None without GT or with < 3 inliers)."""
-        from sparseags import artifacts
-
         if self.scene.w2c_gt is None or self.recon is None or int(np.sum(self.recon.flags)) < 3:
             return None
         try:
-            return artifacts.gt_in_estimated_frame(self, self.recon)
+            return gt_in_estimated_frame(self, self.recon)
         except (ValueError, np.linalg.LinAlgError):
             return None
 
     def _truth_cell(self, view: int, search: PoseSearch) -> Optional[tuple]:
         """The search-grid cell of the view's ground truth, aligned on the base reconstruction (which no longer
         moves once the searches exist), so it is computed once per base reconstruction and search."""
-        from sparseags import artifacts
-
         cached = self._truth_cells.get(view)
         if cached is not None and cached[0] is self.base_recon and cached[1] is search:
             return cached[2]
         try:
-            cell = artifacts.true_cell(self, view, search)
+            cell = true_cell(self, view, search)
         except (ValueError, np.linalg.LinAlgError):
             cell = None  # too few inliers to align the ground truth
         cell = None if cell is None else tuple(cell)

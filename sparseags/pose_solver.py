@@ -178,7 +178,7 @@ def area_downsample(images: Tensor, size: int) -> Tensor:
 
 def blur(images: Tensor, sigma: float) -> Tensor:
     """[C, H, W, ch] blurred by a separable Gaussian of std `sigma` pixels (replicate padding)."""
-    from .recon import gaussian_blur  # the same blur as the joint loop's blur schedule
+    from .image_filters import gaussian_blur  # the same blur as the joint loop's blur schedule
 
     return gaussian_blur(images, sigma)
 

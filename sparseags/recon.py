@@ -43,6 +43,7 @@ from torch import Tensor, nn
 from .cameras import apply_pose_delta
 from .config import Config
 from .gaussians import GaussianModel, look_at_point
+from .image_filters import gaussian_blur
 from .pose_solver import object_centred_w2c
 from .render import RenderOutput, render_gaussians
 
@@ -108,21 +109,6 @@ def _scale_focal(K: Tensor, scale: Tensor) -> Tensor:
     out[:, 0, 0] = K[:, 0, 0] * scale.to(K.dtype)
     out[:, 1, 1] = K[:, 1, 1] * scale.to(K.dtype)
     return out
-
-
-def gaussian_blur(images: Tensor, sigma: float) -> Tensor:
-    """[V, H, W, C] blurred by a separable Gaussian of std `sigma` pixels (replicate padding; 0 = unchanged)."""
-    if sigma <= 0.0:
-        return images
-    radius = max(1, int(3.0 * sigma + 0.5))
-    taps = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    channels = images.shape[-1]
-    x = F.pad(images.permute(0, 3, 1, 2), (radius, radius, radius, radius), mode="replicate")  # [V, C, H', W']
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1), groups=channels)
-    x = F.conv2d(x, kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1), groups=channels)
-    return x.permute(0, 2, 3, 1).contiguous()
 
 
 def _resample(images: Tensor, height: int, width: int) -> Tensor:

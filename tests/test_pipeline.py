@@ -91,8 +91,8 @@ def test_full_flow_finds_and_replaces_the_gross_outlier(demo_dir, lpips_alex):
     assert first_round.next_candidate == bad  # the flipped view scores worst
     assert pipeline.searches[bad].done
     # the search re-places the flipped camera near its true pose (measured in the inlier 3D's frame)
-    from sparseags.artifacts import gt_in_estimated_frame
     from sparseags.cameras import rotation_angle_deg
+    from sparseags.pipeline import gt_in_estimated_frame
 
     truth = gt_in_estimated_frame(pipeline, pipeline.base_recon, exclude=(bad,))[bad]
     found = pipeline.searches[bad].chosen_w2c()
