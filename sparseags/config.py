@@ -482,6 +482,14 @@ def config_to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def config_from_dict(data: dict) -> Config:
+    """The inverse of :func:`config_to_dict` (a saved run's resolved config), with the same type checks
+    as a YAML file: an unknown key or a wrong type is a ConfigError."""
+    cfg = Config()
+    _apply_mapping(cfg, dict(data), "")
+    return cfg
+
+
 def save_config(cfg: Config, path: str | os.PathLike) -> Path:
     """Write the resolved config (with its seed) as YAML, atomically."""
     text = "# Resolved SparseAGS Studio configuration (defaults + file + overrides).\n"

@@ -263,7 +263,7 @@ def load_finished_metrics(out_dir: Path) -> Optional[dict]:
     """The metrics of a finished run in `out_dir`, or None when the run is incomplete (no valid ``run.json``
     naming ``metrics.json`` with its hash: an interrupted run, resumed from its checkpoint) or
     ``metrics.json`` is missing or unreadable."""
-    from sparseags.run_state import check_run
+    from sparseags.run_folder import check_run
 
     path = Path(out_dir) / "metrics.json"
     if check_run(Path(out_dir), files=["metrics.json"]) is not None:
@@ -447,7 +447,7 @@ def _run_ray(
 def _record_locally(result: JobResult) -> None:
     """On a cluster without a shared disk the worker's metrics.json is not here; keep a copy for resuming."""
     if result.ok and load_finished_metrics(result.job.out_dir) is None:
-        from sparseags.run_state import MANIFEST, RUN_FORMAT, sha256_file
+        from sparseags.run_folder import MANIFEST, RUN_FORMAT, sha256_file
 
         path = _write_text_atomic(result.job.out_dir / "metrics.json", json.dumps(result.metrics, indent=2))
         # a manifest of the metrics alone, so that the run counts as finished here (its other files are on the worker)
@@ -731,7 +731,7 @@ def _rescore(finished: dict, cfg: Config, log: Callable[[str], None]) -> int:
     """
     from sparseags.artifacts import RescoreError, rescore_run
     from sparseags.config import resolve_device
-    from sparseags.run_state import refresh_manifest
+    from sparseags.run_folder import refresh_manifest
     from sparseags.scene import load_scene
     from sparseags.session import load_lpips_for
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from sparseags import artifacts
 from sparseags.atomic import OutputError
 from sparseags.config import Config, read_yaml, save_config
 from sparseags.errors import UserError
@@ -155,37 +154,6 @@ def default_resume_command(out: Path) -> str:
     return f"python main.py run --out {shlex.quote(str(out))} --resume (with the same scene and config)"
 
 
-def write_outputs(pipeline: Any, out: Path, elapsed_s: float, log=print) -> dict:
-    """Every artefact of a finished pipeline into `out` (each write atomic)."""
-    cfg = pipeline.cfg
-    recon = pipeline.final_recon
-    scene = pipeline.scene
-    artifacts.export_gaussians(recon, out / "gaussians.ply")
-    artifacts.export_cameras(recon, scene, out)
-    snapshot = pipeline.snapshot(with_gaussians=False)
-    artifacts.write_overlay(out / "overlay.png", recon, scene, pipeline.latest_scores)
-    artifacts.write_lpips_bars(out / "lpips_bars.png", snapshot)
-    artifacts.write_search_heatmaps(out, snapshot)
-    artifacts.write_json(out / "decisions.json", {"decisions": pipeline.decisions})
-    if cfg.pipeline.export_mesh:
-        from sparseags.mesh import MeshError
-
-        try:
-            artifacts.export_mesh(recon, out / "mesh.glb", cfg.pipeline.mesh_resolution)
-        except MeshError as err:
-            log(f"notice: no mesh written: {err}")
-    if cfg.pipeline.export_video:
-        artifacts.export_turntable(
-            recon,
-            out / "turntable.mp4",
-            frames=cfg.pipeline.turntable_frames,
-            resolution=cfg.pipeline.turntable_resolution,
-        )
-    metrics = artifacts.compute_metrics(pipeline, pipeline.lpips, elapsed_s)
-    artifacts.write_json(out / "metrics.json", metrics)
-    return metrics
-
-
 def run_headless(
     scene_dir: Path,
     out: Path,
@@ -203,7 +171,7 @@ def run_headless(
     The artefacts are staged in ``<out>/.staging-<run id>/`` and published with ``run.json`` last
     (sparseags/run_state.py); SIGINT / SIGTERM checkpoint and raise RunInterrupted.
     """
-    from sparseags import run_state
+    from sparseags import run_folder, run_state
 
     out = Path(out)
     entries = load_decisions(decisions) if decisions else []  # check the inputs before any heavy work
@@ -215,7 +183,7 @@ def run_headless(
         except run_state.CheckpointError as err:
             if resume != "auto":
                 if not ckpt.is_file():
-                    done = run_state.read_manifest(out) is not None
+                    done = run_folder.read_manifest(out) is not None
                     raise run_state.CheckpointError(
                         f"{out}: nothing to resume: "
                         + (
@@ -232,7 +200,7 @@ def run_headless(
     except OSError as err:
         raise OutputError(f"{out}: cannot create the output folder ({err.strerror or err})") from None
     run_id = payload["run_id"] if payload else run_state.new_run_id()
-    run_state.prepare_output_folder(out, keep=run_state.staging_dir(out, run_id).name)
+    run_folder.prepare_output_folder(out, keep=run_folder.staging_dir(out, run_id).name)
     pipeline = build_pipeline(scene_dir, cfg, match_cache=out / "matches.npz")  # matches cached in the run folder
     if payload is not None:
         try:
@@ -255,12 +223,17 @@ def run_headless(
     elif entries:
         pipeline.queue_decisions(entries)
 
-    staging = run_state.staging_dir(out, run_id)
+    staging = run_folder.staging_dir(out, run_id)
     hint = resume_hint or default_resume_command(out)
     try:
         save_config(cfg, staging / "config.yaml")
         checkpointer = Checkpointer(
-            pipeline, ckpt, Path(scene_dir), run_id, float(payload["elapsed_s"]) if payload else 0.0, entries
+            pipeline,
+            ckpt,
+            run_folder.relative_scene_dir(scene_dir, out),
+            run_id,
+            float(payload["elapsed_s"]) if payload else 0.0,
+            entries,
         )
         with run_state.SignalGuard(lambda: interrupted_line(pipeline, hint, checkpointer.enabled)) as guard:
             checkpointer.guard = guard
@@ -270,15 +243,15 @@ def run_headless(
             if checkpointer.last_phase != pipeline.phase:
                 checkpointer.save()  # done: an interruption while writing the outputs resumes here
             guard.deferred = False  # from here a signal stops at once; the checkpoint is on disk
-            metrics = write_outputs(pipeline, staging, checkpointer.elapsed())
+            metrics = run_folder.write_outputs(pipeline, staging, checkpointer.elapsed(), run_id)
             guard.deferred = True  # the publish takes milliseconds: let it finish, the run is then complete
-            run_state.publish(
+            run_folder.publish(
                 staging,
                 out,
                 run_id,
                 cfg,
                 extra={
-                    "scene_dir": str(Path(scene_dir).resolve()),
+                    "scene_dir": run_folder.relative_scene_dir(scene_dir, out),
                     "scene": run_state.scene_fingerprint(pipeline.scene),
                     "resumed": payload is not None,
                     "checkpoints": {
@@ -292,7 +265,7 @@ def run_headless(
         print(summary_line(metrics, out))
         return metrics
     except BaseException:
-        run_state.discard_staging(staging)
+        run_folder.discard_staging(staging)
         raise
 
 

@@ -499,7 +499,10 @@ class Pipeline:
         lpips_metric: Any = None,
         prior_hook_factory: Optional[Callable[[], Any]] = None,
         match_cache: Any = None,
+        average_rotations: bool = True,
     ):
+        """`average_rotations=False` skips the learned-match rotation averaging even when the config asks for
+        it: for a pipeline whose state is loaded next (:meth:`load_state_dict` restores the averaged start)."""
         self.scene = scene
         self.cfg = cfg
         self.device = torch.device(device)
@@ -510,7 +513,7 @@ class Pipeline:
         self.initial_w2c = np.asarray(scene.w2c_init, dtype=np.float64).copy()
         self.rotation_report = None
         self.rotation_linked = np.zeros(self.num_views, dtype=bool)  # views with a gated learned-match pair
-        if cfg.pipeline.rotation_averaging:
+        if cfg.pipeline.rotation_averaging and average_rotations:
             self.initial_w2c, self.rotation_report = self._average_rotations()
             for pair in self.rotation_report.pairs:
                 if pair.gated:

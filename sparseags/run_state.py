@@ -8,17 +8,7 @@ tensors, numpy scalars Python numbers) and read with ``torch.load(weights_only=T
 any pickled class or function is refused before anything in it runs. The debugger's checkpoints
 (``gui/actions.py``) use the same helpers.
 
-**Publishing**: a run writes its artefacts into ``<out>/.staging-<run id>/``. When the set is complete,
-:func:`publish` writes the manifest ``run.json`` (run id, config hash, every file with its SHA-256 and
-size) into the staging folder, removes the old ``<out>/run.json``, moves every file into ``<out>`` by
-renames and moves ``run.json`` in last. So:
-
-* ``<out>/run.json`` present = a complete run, and exactly the files it lists (with those hashes) are that
-  run's; anything else in the folder (caches, leftovers of older runs) is not part of it;
-* no ``run.json`` = an interrupted (or pre-manifest) run: do not trust the folder;
-* until the new set is complete in the staging folder, the old outputs and their ``run.json`` are
-  untouched; a publish interrupted half-way is finished by the next run in that folder
-  (:func:`prepare_output_folder`), as the staging folder already holds its manifest.
+Publishing a finished run's folder (``run.json``, the final state) is :mod:`sparseags.run_folder`.
 """
 
 from __future__ import annotations
@@ -26,10 +16,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import os
 import pickle
 import secrets
-import shutil
 import signal
 import threading
 from pathlib import Path
@@ -38,16 +26,13 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from sparseags.atomic import OutputError, atomic_output, atomic_write_text
+from sparseags.atomic import OutputError, atomic_output
 from sparseags.config import Config, config_to_dict
 from sparseags.errors import RunInterrupted, UserError
 
 RUN_CHECKPOINT_FORMAT = "sparseags-run-checkpoint/1"
-RUN_FORMAT = "sparseags-run/1"
-MANIFEST = "run.json"
 CHECKPOINT_DIR = ".checkpoint"
 CHECKPOINT_FILE = "state.pt"
-STAGING_PREFIX = ".staging-"
 # Config sections that never change a result: a resume may differ there.
 NEUTRAL_SECTIONS = ("run", "gui")
 
@@ -243,160 +228,6 @@ def check_compatible(payload: dict, path: Path, scene: Any, cfg: Config, decisio
         raise CheckpointError(f"{path}: the checkpoint was made with another config: {', '.join(diffs[:2])}{more}")
     if decision_entries and list(decision_entries) != list(payload.get("decision_entries") or []):
         raise CheckpointError(f"{path}: the checkpoint was made with another --decisions log")
-
-
-# -------------------------------------------------------------------------------------------------
-# manifest and publishing
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _files_under(folder: Path) -> list[str]:
-    return sorted(
-        p.relative_to(folder).as_posix()
-        for p in folder.rglob("*")
-        if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp" + p.suffix) and not p.name.startswith(".")
-    )
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def staging_dir(out: Path, run_id: str) -> Path:
-    return Path(out) / f"{STAGING_PREFIX}{run_id}"
-
-
-def publish(staging: Path, out: Path, run_id: str, cfg: Config, extra: Optional[dict] = None) -> dict:
-    """Write the manifest of the complete set in `staging`, then move the set into `out` (see the module
-    docstring). Returns the manifest."""
-    staging, out = Path(staging), Path(out)
-    files = {}
-    for rel in _files_under(staging):
-        path = staging / rel
-        files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    manifest = {
-        "format": RUN_FORMAT,
-        "run_id": run_id,
-        "status": "complete",
-        "config_hash": config_hash(cfg),
-        "finished": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        **(extra or {}),
-        "files": files,
-    }
-    atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2))  # the staged set is complete
-    finish_publish(staging, out)
-    return manifest
-
-
-def finish_publish(staging: Path, out: Path) -> None:
-    """Move a complete staged set (its run.json written) into `out`; safe to run again after an interruption."""
-    staging, out = Path(staging), Path(out)
-    manifest = json.loads((staging / MANIFEST).read_text(encoding="utf-8"))
-    old = read_manifest(out)
-    try:
-        (out / MANIFEST).unlink(missing_ok=True)  # from here on the folder reads as incomplete
-        _fsync_dir(out)
-        for rel in manifest["files"]:
-            src, dst = staging / rel, out / rel
-            if src.is_file():
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, dst)
-        for folder in {(out / rel).parent for rel in manifest["files"]}:
-            _fsync_dir(folder)
-        os.replace(staging / MANIFEST, out / MANIFEST)  # last: the folder is the new run
-        _fsync_dir(out)
-    except OSError as err:
-        raise OutputError(f"{out}: cannot publish the run ({err.strerror or err})") from None
-    if old is not None:  # files of the previous run that the new one does not have
-        for rel in set(old.get("files", {})) - set(manifest["files"]):
-            target = out / rel
-            if target.is_file() and out in target.resolve().parents:
-                target.unlink(missing_ok=True)
-    shutil.rmtree(staging, ignore_errors=True)
-
-
-def read_manifest(out: Path) -> Optional[dict]:
-    """``<out>/run.json`` when it exists and is a run manifest, else None."""
-    try:
-        data = json.loads((Path(out) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict) or data.get("format") != RUN_FORMAT or not isinstance(data.get("files"), dict):
-        return None
-    return data
-
-
-def check_run(out: Path, files: Optional[list[str]] = None) -> Optional[str]:
-    """Why `out` is not a complete run (None when it is): run.json present, and each listed file (or each
-    of `files`) present with its recorded SHA-256."""
-    out = Path(out)
-    manifest = read_manifest(out)
-    if manifest is None:
-        return f"{out}: no valid {MANIFEST} (an interrupted run, or one made before manifests)"
-    for rel in manifest["files"] if files is None else files:
-        entry = manifest["files"].get(rel)
-        if entry is None:
-            return f"{out}: {rel} is not part of the run ({MANIFEST})"
-        path = out / rel
-        if not path.is_file():
-            return f"{out}: {rel} is missing"
-        if sha256_file(path) != entry.get("sha256"):
-            return f"{out}: {rel} differs from the run's {MANIFEST} (changed after the run)"
-    return None
-
-
-def refresh_manifest(out: Path, names: list[str]) -> None:
-    """Record the current hashes of `names` (files rewritten in place, e.g. metrics.json by a re-score)."""
-    out = Path(out)
-    manifest = read_manifest(out)
-    if manifest is None:
-        return
-    for rel in names:
-        path = out / rel
-        manifest["files"][rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=2))
-
-
-def prepare_output_folder(out: Path, keep: Optional[str] = None) -> None:
-    """Finish a publish that was interrupted half-way, and remove the staging folders of runs that never
-    completed (except `keep`, the run being resumed)."""
-    out = Path(out)
-    if not out.is_dir():
-        return
-    for staging in sorted(out.glob(f"{STAGING_PREFIX}*")):
-        if not staging.is_dir():
-            continue
-        if (staging / MANIFEST).is_file():
-            try:
-                finish_publish(staging, out)
-                continue
-            except (ValueError, KeyError, OutputError):
-                pass
-        if staging.name != keep:
-            shutil.rmtree(staging, ignore_errors=True)
-
-
-def discard_staging(staging: Path) -> None:
-    """Remove a staging folder whose publish has not started (no run.json in it)."""
-    staging = Path(staging)
-    if staging.is_dir() and not (staging / MANIFEST).exists():
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 # -------------------------------------------------------------------------------------------------

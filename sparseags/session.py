@@ -43,8 +43,12 @@ def prior_factory_for(cfg: Config, scene: Any, device: str):
     return factory
 
 
-def build_pipeline(scene_dir: Path, cfg: Config, match_cache: Path | None = None):
-    """Load the scene and build the pipeline exactly as the headless run and the debugger do."""
+def build_pipeline(scene_dir: Path, cfg: Config, match_cache: Path | None = None, restoring: bool = False):
+    """Load the scene and build the pipeline exactly as the headless run and the debugger do.
+
+    `restoring`: the caller loads a saved state next (a run folder, a checkpoint), which holds the starting
+    poses, so the learned-match rotation averaging is not run again.
+    """
     from sparseags.pipeline import Pipeline
     from sparseags.scene import load_scene
 
@@ -53,5 +57,11 @@ def build_pipeline(scene_dir: Path, cfg: Config, match_cache: Path | None = None
     lpips_metric = load_lpips_for(cfg, device)
     prior_factory = prior_factory_for(cfg, scene, device)
     return Pipeline(
-        scene, cfg, device=device, lpips_metric=lpips_metric, prior_hook_factory=prior_factory, match_cache=match_cache
+        scene,
+        cfg,
+        device=device,
+        lpips_metric=lpips_metric,
+        prior_hook_factory=prior_factory,
+        match_cache=match_cache,
+        average_rotations=not restoring,
     )

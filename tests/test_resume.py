@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparseags import atomic, run_state
+from sparseags import atomic, run_folder, run_state
 from sparseags.config import load_config
 from sparseags.errors import UserError
 from sparseags.headless import run_headless
@@ -66,8 +66,8 @@ def run(scene, out, *extra, **kwargs):
 
 def result_of(out: Path) -> dict:
     """What must be identical between an interrupted-and-resumed run and an uninterrupted one."""
-    manifest = run_state.read_manifest(out)
-    assert manifest is not None and run_state.check_run(out) is None
+    manifest = run_folder.read_manifest(out)
+    assert manifest is not None and run_folder.check_run(out) is None
     files = {rel: entry["sha256"] for rel, entry in manifest["files"].items() if rel != "metrics.json"}
     return {"files": files, "metrics": without_times(json.loads((out / "metrics.json").read_text()))}
 
@@ -83,8 +83,8 @@ def without_times(value):
 
 def folder_state(out: Path) -> dict:
     """The published run in `out`: run id and the hash of every file it lists (they must all check out)."""
-    assert run_state.check_run(out) is None, run_state.check_run(out)
-    manifest = run_state.read_manifest(out)
+    assert run_folder.check_run(out) is None, run_folder.check_run(out)
+    manifest = run_folder.read_manifest(out)
     return {"run_id": manifest["run_id"], "files": {k: v["sha256"] for k, v in manifest["files"].items()}}
 
 
@@ -206,7 +206,7 @@ def test_interrupted_publish_reads_as_incomplete_and_is_finished_by_the_next_run
         run(scene, out)
     monkeypatch.undo()
     # half of the files are the new run's: there is no run.json, so no reader takes the folder for a run
-    assert run_state.read_manifest(out) is None and "no valid run.json" in run_state.check_run(out)
+    assert run_folder.read_manifest(out) is None and "no valid run.json" in run_folder.check_run(out)
     from sparseags.evaluate import load_finished_metrics
 
     assert load_finished_metrics(out) is None
@@ -339,7 +339,7 @@ def test_sigkill_mid_reconstruction_then_resume_gives_the_same_poses(scene, slow
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert payload["phase"] == "reconstruct"
-    assert run_state.read_manifest(out) is None  # nothing published: the folder reads as incomplete
+    assert run_folder.read_manifest(out) is None  # nothing published: the folder reads as incomplete
     result = run_cli("run", "--scene", scene, "--out", out, "--quiet", "--resume", *SLOW)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "resuming reconstruction round 0 at step" in result.stderr
@@ -389,4 +389,4 @@ def test_eval_resumes_an_interrupted_scene_from_its_checkpoint(scene, reference,
     metrics = load_finished_metrics(job_dir)
     # --rescore rewrites metrics.json and records it in run.json: the run stays complete
     assert run_evaluation(data, out, cfg(), None, None, log=lambda s: None, rescore=True) == 0
-    assert run_state.check_run(job_dir) is None and load_finished_metrics(job_dir)["pose"] == metrics["pose"]
+    assert run_folder.check_run(job_dir) is None and load_finished_metrics(job_dir)["pose"] == metrics["pose"]
