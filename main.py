@@ -95,22 +95,58 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_gui(args: argparse.Namespace) -> int:
+    """The debugger on a scene, a raw capture (imported first), a run folder (``--run``, with ``--compare``)
+    or an evaluation folder (``--eval``). Folders are checked before any window opens: a refused one is one
+    line and exit 2, and nothing is written."""
     from sparseags.errors import UserError
 
     try:
         from gui.app import run_app
+        from gui.importer import find_capture, is_scene
     except ImportError as err:
         raise UserError(f"the debugger cannot start: {err}") from None
 
     cfg = load_run_config(args)
     scene = getattr(args, "scene", None)
-    scene_dir = Path(scene) if scene else ensure_demo_scene(DEFAULT_DEMO)
+    run_dir, compare_dir, eval_dir = (getattr(args, k, None) for k in ("run", "compare", "eval"))
+    if compare_dir and not run_dir:
+        raise UserError("--compare needs --run (the run to compare it with)")
+    if run_dir and eval_dir:
+        raise UserError("--run and --eval open different things: give one")
+    import_raw = False
+    if run_dir:
+        from sparseags.run_folder import inspect_run
+
+        info = inspect_run(Path(run_dir), Path(scene) if scene else None)
+        if compare_dir:
+            inspect_run(Path(compare_dir), info.scene_dir)
+        cfg = info.cfg  # the run's own config; the window's settings come from this command
+        cfg.gui = load_run_config(args).gui
+        scene_dir = info.scene_dir
+    elif eval_dir:
+        from sparseags.evaluate import read_evaluation
+
+        read_evaluation(Path(eval_dir))
+        scene_dir = Path(eval_dir)
+    elif scene:
+        scene_dir = Path(scene)
+        if not scene_dir.is_dir():
+            raise UserError(f"{scene_dir}: no such folder")
+        if not is_scene(scene_dir):
+            find_capture(scene_dir)  # a raw capture: imported in the window; not one is an error now
+            import_raw = True
+    else:
+        scene_dir = ensure_demo_scene(DEFAULT_DEMO)
     return run_app(
         scene_dir,
         cfg,
         out_dir=Path(args.out) if getattr(args, "out", None) else None,
         script=getattr(args, "script", None),
         screenshot=getattr(args, "screenshot", None),
+        run_dir=Path(run_dir) if run_dir else None,
+        compare_dir=Path(compare_dir) if compare_dir else None,
+        eval_dir=Path(eval_dir) if eval_dir else None,
+        import_raw=import_raw,
     )
 
 
@@ -205,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument("--out", default=None, help="output folder for exports and the decision log")
     gui.add_argument("--script", default=None, help="YAML list of actions to run (scripted mode)")
     gui.add_argument("--screenshot", default=None, help="save a screenshot after the script and exit")
+    gui.add_argument("--run", default=None, help="open a run folder: finished (run.json) or interrupted (checkpoint)")
+    gui.add_argument("--compare", default=None, help="with --run: compare it with this run folder of the same scene")
+    gui.add_argument("--eval", default=None, help="open an evaluation folder's table of runs")
     _add_config_args(gui)
 
     demo = sub.add_parser("demo", help="make the synthetic demo scene")

@@ -133,9 +133,13 @@ def one_line_text(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def write_decisions(pipeline: Any, out_dir: Path) -> Path:
-    """decisions.json in the run's output folder (replayable with ``main.py run --decisions``)."""
-    return artifacts.write_json(Path(out_dir) / "decisions.json", {"decisions": list(pipeline.decisions)})
+def write_decisions(pipeline: Any, out_dir: Path, source: Optional[dict] = None) -> Path:
+    """decisions.json in the run's output folder (replayable with ``main.py run --decisions``); `source` names
+    the run folder the debugger opened, when the decisions overrule a finished or interrupted run."""
+    data: dict = {"decisions": list(pipeline.decisions)}
+    if source:
+        data["source_run"] = dict(source)
+    return artifacts.write_json(Path(out_dir) / "decisions.json", data)
 
 
 def export_gaussians(pipeline: Any, out_dir: Path) -> Path:

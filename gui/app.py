@@ -23,9 +23,10 @@ import inspect
 import os
 import sys
 import threading
+import time
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import dearpygui.dearpygui as dpg
 import numpy as np
@@ -42,6 +43,7 @@ from gui.panels.lpips_bars import LpipsBarsPanel
 from gui.panels.orbit_view import OrbitViewPanel
 from gui.panels.outliers import OutliersPanel
 from gui.panels.overlays import OverlayStrip
+from gui.panels.runs import ComparePanel, EvaluationWindow
 from gui.panels.search_heatmap import SearchHeatmapPanel, searched_view_for
 from gui.readouts import bar_model
 from gui.script import ScriptError, ScriptRunner, load_script
@@ -68,6 +70,7 @@ BOTTOM_TABS = {
     "evidence": "matches & pose evidence",
     "arbitration": "arbitration",
     "accuracy": "pose accuracy",
+    "compare": "compare runs",
 }
 FONT_SIZE = 15
 SMALL_FONT_SIZE = 13
@@ -156,14 +159,21 @@ class DebuggerApp:
         self.viewport_size: tuple[int, int] = (0, 0)  # the size the layout was last made for
         self._client_size: tuple[int, int] = (0, 0)  # the viewport's client size it was made from
         self.layout: dict = {}
+        self.source: Any = None  # the RunInfo of the run folder on display (None: a scene opened fresh)
+        self.comparison: Any = None  # the RunComparison of the compare tab
+        self.eval_window: Optional[EvaluationWindow] = None
+        self.open_timer: Optional[tuple[float, str]] = None  # (perf_counter at the request, what) until drawn
+        self.open_seconds: dict[str, float] = {}  # what -> seconds from the request to its first full frame
 
     # ------------------------------------------------------------------------------------------
     # construction
-    def start_engine(self) -> None:
+    def start_engine(self, pipeline: Any = "build") -> None:
+        """Start the engine thread on `pipeline` ("build": the scene's fresh pipeline; None: nothing open yet)."""
         from sparseags.session import build_pipeline
 
-        print(f"loading {self.scene_dir} ...", file=sys.stderr)
-        pipeline = build_pipeline(self.scene_dir, self.cfg)
+        if isinstance(pipeline, str):
+            print(f"loading {self.scene_dir} ...", file=sys.stderr)
+            pipeline = build_pipeline(self.scene_dir, self.cfg)
         self.worker = EngineWorker(pipeline, frame_budget_ms=self.cfg.gui.frame_budget_ms).start()
 
     def build_window(self) -> None:
@@ -209,6 +219,7 @@ class DebuggerApp:
         self.evidence = EvidencePanel(self, self.bottom_tabs["evidence"])
         self.arbitration_panel = ArbitrationPanel(self, self.bottom_tabs["arbitration"])
         self.accuracy = PoseAccuracyPanel(self, self.bottom_tabs["accuracy"])
+        self.compare_panel = ComparePanel(self, self.bottom_tabs["compare"])
         with dpg.handler_registry():
             dpg.add_mouse_wheel_handler(callback=lambda s, a: self.orbit.on_wheel(a))
             dpg.add_key_press_handler(dpg.mvKey_Spacebar, callback=lambda: self.controls.toggle_run())
@@ -290,12 +301,12 @@ class DebuggerApp:
         if round_index is None and view is not None:
             model = bar_model(view)
             round_index = None if model is None else model.verdict_round
-        out_dir = self.out_dir
+        out_dir, source = self.out_dir, self.source_note()
 
         def apply(pipeline: Any) -> bool:
             changed = pipeline.decide_outlier(accept, round_index=round_index)
             if changed:
-                actions.write_decisions(pipeline, out_dir)
+                actions.write_decisions(pipeline, out_dir, source)
             return changed
 
         label = "accept outlier" if accept else "reject outlier"
@@ -317,11 +328,11 @@ class DebuggerApp:
             future: Future = Future()
             future.set_exception(ScriptError("apply candidate: no pose search yet"))
             return self.jobs.add(future, "apply candidate")
-        out_dir = self.out_dir
+        out_dir, source = self.out_dir, self.source_note()
 
         def apply(pipeline: Any) -> None:
             pipeline.apply_candidate(view_index, rank_position)
-            actions.write_decisions(pipeline, out_dir)
+            actions.write_decisions(pipeline, out_dir, source)
 
         return self.jobs.add(
             self.worker.call(apply),
@@ -339,12 +350,12 @@ class DebuggerApp:
             future: Future = Future()
             future.set_exception(ScriptError("apply cell: no pose search yet"))
             return self.jobs.add(future, "apply cell")
-        out_dir = self.out_dir
+        out_dir, source = self.out_dir, self.source_note()
         cell = (int(cell[0]), int(cell[1]))
 
         def apply(pipeline: Any) -> dict:
             hypothesis = pipeline.apply_cell(view_index, cell)
-            actions.write_decisions(pipeline, out_dir)
+            actions.write_decisions(pipeline, out_dir, source)
             return hypothesis
 
         def done(hypothesis: dict) -> None:
@@ -367,7 +378,7 @@ class DebuggerApp:
     def choose_arbitration(self, choice: str, view_index: Optional[int] = None) -> Future:
         """Overrule the arbitration: "recovered" or "initial" pose for view `view_index` (None: every searched
         view). An engine that arbitrates all views at once takes no view."""
-        out_dir = self.out_dir
+        out_dir, source = self.out_dir, self.source_note()
 
         def apply(pipeline: Any) -> None:
             if view_index is None:
@@ -376,7 +387,7 @@ class DebuggerApp:
                 if "view" not in inspect.signature(pipeline.choose_arbitration).parameters:
                     raise ScriptError("this engine arbitrates all searched views at once: choose without a view")
                 pipeline.choose_arbitration(choice, view=int(view_index))
-            actions.write_decisions(pipeline, out_dir)
+            actions.write_decisions(pipeline, out_dir, source)
 
         ids = [] if self.worker.view is None else self.worker.view.ids
         where = "every searched view" if view_index is None else f"view {ids[view_index] if ids else view_index}"
@@ -387,17 +398,124 @@ class DebuggerApp:
         )
 
     def set_flag(self, index: int, flag: int) -> Future:
-        out_dir = self.out_dir
+        out_dir, source = self.out_dir, self.source_note()
 
         def apply(pipeline: Any) -> None:
             pipeline.set_flag(index, flag)
-            actions.write_decisions(pipeline, out_dir)
+            actions.write_decisions(pipeline, out_dir, source)
 
         return self.jobs.add(
             self.worker.call(apply),
             f"set flag of view {index}",
             lambda _: self.report(f"view {index} flag -> {flag}; pipeline restarted", False),
         )
+
+    # ------------------------------------------------------------------------------------------
+    # finished, interrupted and evaluated runs
+    def source_note(self) -> Optional[dict]:
+        """What decisions.json records about the run folder on display (None for a scene opened fresh)."""
+        info = self.source
+        if info is None:
+            return None
+        return {"folder": str(info.folder), "run_id": info.run_id, "kind": info.kind, "ended_at": info.label}
+
+    def open_run(self, folder: Path, scene: Optional[Path] = None, then: Optional[Callable[[], Any]] = None) -> Future:
+        """Open a run folder (:func:`sparseags.run_folder.inspect_run`): a complete run as it ended, an
+        interrupted one at its checkpoint, paused. The check and the loading run on the engine thread; a
+        refused folder is a red status line and changes nothing. Decisions and exports then go to a fresh
+        folder beside the run (``<run>_rerun``), never into it. `then` runs on the main thread once it is open."""
+        from sparseags import run_folder
+
+        folder = Path(folder)
+        self.open_timer = (time.perf_counter(), f"run {folder.name}")
+
+        def load(_: Any) -> Any:
+            info = run_folder.inspect_run(folder, scene)
+            return info, run_folder.open_run(info)
+
+        holder: dict = {}
+
+        def make(old: Any) -> Any:
+            info, pipeline = load(old)
+            holder["info"] = info
+            return pipeline
+
+        def opened(_: Any) -> None:
+            info = holder["info"]
+            if self.open_timer is not None:
+                self.open_timer = (*self.open_timer[:2], "loaded")
+            self.source, self.scene_dir, self.comparison = info, info.scene_dir, None
+            if not self.explicit_out:
+                self.out_dir = run_folder.fresh_sibling(info.folder)
+            self.orbit._placed = False
+            state = "as it ended" if info.kind == "complete" else "at its checkpoint, paused: Run continues it"
+            self.report(
+                f"opened {info.kind} run {info.folder.name} ({info.label}) {state}; decisions and exports go to "
+                f"{self.out_dir}",
+                False,
+            )
+            if then is not None:
+                then()
+
+        future = self.jobs.add(self.worker.swap(make), f"open run {folder}", opened)
+        future.add_done_callback(lambda f: self._clear_timer_on_error(f))
+        return future
+
+    def _clear_timer_on_error(self, future: Future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            self.open_timer = None
+
+    def compare_runs(self, folder_a: Path, folder_b: Path) -> Future:
+        """Open run A and compare it with run B (the compare tab)."""
+        result: Future = Future()
+
+        def failed(f: Future) -> None:  # any thread; success resolves `result` through compare_with
+            if not result.done() and (f.cancelled() or f.exception() is not None):
+                result.set_exception(f.exception() or UserError("opening run A was cancelled"))
+
+        opened = self.open_run(folder_a, then=lambda: self._chain(self.compare_with(folder_b), lambda v: v, result))
+        opened.add_done_callback(failed)
+        return result
+
+    def compare_with(self, folder_b: Path, scene: Optional[Path] = None) -> Future:
+        """Compare the run on display with run folder B (same scene): B is loaded on the engine thread, the
+        comparison built there (:func:`sparseags.compare.compare_pipelines`) and shown in the compare tab."""
+        from sparseags import run_folder
+        from sparseags.compare import compare_pipelines
+
+        folder_b = Path(folder_b)
+        label_a = str(self.source.folder) if self.source is not None else str(self.scene_dir)
+
+        def build(pipeline: Any) -> Any:
+            if pipeline is None:
+                raise UserError("open a run first, then compare it with another")
+            other = run_folder.open_run(run_folder.inspect_run(folder_b, scene))
+            return compare_pipelines(pipeline, other, (label_a, str(folder_b)))
+
+        def shown(comparison: Any) -> None:
+            self.comparison = comparison
+            self.show_tab("compare")
+            self.report(f"comparing with {folder_b}: {len(comparison.decisions)} decisions differ", False)
+
+        return self.jobs.add(self.worker.call(build), f"compare with {folder_b}", shown)
+
+    def open_eval(self, folder: Path) -> EvaluationWindow:
+        """Show the evaluation table of `folder` (a floating window); an EvaluationError when it holds no run."""
+        from sparseags.evaluate import read_evaluation
+
+        runs = read_evaluation(Path(folder))
+        if self.eval_window is not None:
+            dpg.delete_item(self.eval_window.window)
+        width, height = self.viewport_size
+        self.eval_window = EvaluationWindow(
+            self,
+            Path(folder),
+            runs,
+            pos=(int(0.06 * width), int(0.08 * height)),
+            size=(int(0.8 * width), int(0.6 * height)),
+        )
+        self.report(f"evaluation {folder}: {len(runs)} runs", False)
+        return self.eval_window
 
     def open_scene(self, scene_dir: Path) -> Future:
         from sparseags.session import build_pipeline
@@ -406,6 +524,7 @@ class DebuggerApp:
 
         def opened(_: Any) -> None:
             self.scene_dir = Path(scene_dir)
+            self.source = None
             if not self.explicit_out:
                 self.out_dir = default_out_dir(self.scene_dir)
             self.orbit._placed = False
@@ -419,7 +538,19 @@ class DebuggerApp:
 
         The future resolves when the scene is open (to the opened folder) or carries the one-line error.
         """
+        from sparseags.run_folder import is_run_folder
+
         folder = Path(folder)
+        if folder.is_dir() and is_run_folder(folder):
+            return self._chain(self.open_run(folder), lambda _: folder)
+        if folder.is_dir() and not is_scene(folder) and _is_evaluation(folder):
+            done: Future = Future()
+            try:
+                self.open_eval(folder)
+                done.set_result(folder)
+            except UserError as err:
+                done.set_exception(err)
+            return done
         if not folder.is_dir() or is_scene(folder):
             return self._chain(self.open_scene(folder), lambda _: folder)
         try:
@@ -563,11 +694,26 @@ class DebuggerApp:
         self.evidence.update(view)
         self.arbitration_panel.update(view)
         self.accuracy.update(view)
+        self.compare_panel.update(self.comparison)
         self.heatmap.poll_hover()
         self.export.update()
         self.controls.update_import(self.import_progress)
         self.controls.update_timing(view)
         dpg.render_dearpygui_frame()
+        self._time_open(view)
+
+    def _time_open(self, view: Any) -> None:
+        """After an open (a run folder), the first frame with every panel on the new pipeline's state: its
+        time since the request goes to :attr:`open_seconds` and stderr."""
+        timer = self.open_timer
+        if timer is None or len(timer) < 3 or view is None:
+            return
+        if view.version != self._applied_version or self.jobs.busy() or not self.overlays.up_to_date(view):
+            return
+        seconds = time.perf_counter() - timer[0]
+        self.open_seconds[timer[1]] = seconds
+        self.open_timer = None
+        print(f"opened {timer[1]}: first full frame after {seconds:.2f} s", file=sys.stderr)
 
     def _run_callbacks(self) -> None:
         """DearPyGui's queued callbacks, each guarded: a failing button reports one line, the window lives on."""
@@ -585,11 +731,12 @@ class DebuggerApp:
         """Frames until the engine is idle and every panel shows its latest state (scripted mode)."""
         while True:
             view = self.worker.view
-            applied = view is not None and view.version == self._applied_version and not self.jobs.busy()
+            applied = (view is not None and view.version == self._applied_version) or self.worker.pipeline is None
+            applied = applied and not self.jobs.busy()
             if self.worker.running:  # a running engine never goes idle: only wait for the panels
                 ready = applied
             else:
-                ready = applied and self.worker.idle and self.overlays.up_to_date(view)
+                ready = applied and self.worker.idle and (view is None or self.overlays.up_to_date(view))
             if ready:
                 break
             yield
@@ -626,6 +773,19 @@ class DebuggerApp:
                 return 0
         return 0
 
+    def pump(self, future: Future) -> bool:
+        """Draw frames until `future` is done (an open, a comparison, an import); False when it failed (its
+        one line is on the status line and stderr)."""
+        while not future.done() and dpg.is_dearpygui_running():
+            self.frame()
+        for _ in range(2):  # let the job's on_done run (it reports)
+            self.frame()
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            error = "closed" if not future.done() else one_line(future.exception() or UserError("cancelled"))
+            print(f"error: {error}", file=sys.stderr)
+            return False
+        return True
+
     def close(self) -> None:
         if self.worker is not None:
             self.worker.stop()
@@ -633,6 +793,14 @@ class DebuggerApp:
             self.orbit.release()
             dpg.destroy_context()
             self._window_ready = False
+
+
+def _is_evaluation(folder: Path) -> bool:
+    """`folder` looks like an evaluation's output: a results.csv, or <preset>/<scene>/run.json below it."""
+    folder = Path(folder)
+    if (folder / "results.csv").is_file():
+        return True
+    return any(child.is_dir() and any(child.glob("*/run.json")) for child in folder.iterdir() if child.is_dir())
 
 
 def _save_frame_buffer(buffer: Any, width: int, height: int, path: Path) -> None:
@@ -653,11 +821,20 @@ def run_app(
     out_dir: Optional[Path] = None,
     script: Optional[str] = None,
     screenshot: Optional[str] = None,
+    *,
+    run_dir: Optional[Path] = None,
+    compare_dir: Optional[Path] = None,
+    eval_dir: Optional[Path] = None,
+    import_raw: bool = False,
 ) -> int:
-    """Open the debugger on `scene_dir`; with `script`, run its actions and exit (0, or 2 on an error).
+    """Open the debugger; with `script`, run its actions and exit (0, or 2 on an error).
 
-    With `screenshot`, the window is saved there (PNG) after the script (or after it settles) and the
-    app exits. A bad script is reported before anything is loaded.
+    What opens: `run_dir` (a finished or interrupted run folder; `scene_dir`, when given, is its scene), then
+    `compare_dir` beside it in the compare tab; else `eval_dir` (the evaluation table); else `scene_dir`, a
+    scene, or with `import_raw` a raw capture imported first as *Open scene...* does. The caller has checked
+    the folders (one-line errors before any window). With `screenshot`, the window is saved there (PNG)
+    after the script (or after it settles) and the app exits. A bad script is reported before anything
+    is loaded.
     """
     actions_list = load_script(script) if script else None
     if not os.environ.get("DISPLAY") and sys.platform.startswith("linux") and not os.environ.get("WAYLAND_DISPLAY"):
@@ -665,10 +842,22 @@ def run_app(
             "the debugger needs a display: set DISPLAY or run it under xvfb-run "
             "(or use 'python main.py run' for the headless pipeline)"
         )
-    app = DebuggerApp(Path(scene_dir), cfg, Path(out_dir) if out_dir else None)
+    shown = Path(run_dir or eval_dir or scene_dir)
+    app = DebuggerApp(shown, cfg, Path(out_dir) if out_dir else None)
     try:
-        app.start_engine()
+        opening = run_dir is not None or eval_dir is not None or import_raw
+        app.start_engine(None if opening else "build")
         app.build_window()
+        if run_dir is not None:
+            if not app.pump(app.open_run(Path(run_dir), Path(scene_dir) if scene_dir else None)):
+                return 2 if actions_list is not None or screenshot else app.run()
+            if compare_dir is not None and not app.pump(app.compare_with(Path(compare_dir))):
+                return 2 if actions_list is not None or screenshot else app.run()
+        elif eval_dir is not None:
+            app.open_eval(Path(eval_dir))
+        elif import_raw:
+            if not app.pump(app.open_path(Path(scene_dir))) and (actions_list is not None or screenshot):
+                return 2
         runner = ScriptRunner(app, actions_list) if actions_list is not None else None
         return app.run(runner, Path(screenshot) if screenshot else None)
     finally:

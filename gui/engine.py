@@ -160,7 +160,8 @@ class EngineWorker:
     """Owns a pipeline on a daemon thread (see the module docstring).
 
     Args:
-        pipeline: a :class:`sparseags.pipeline.Pipeline` (or anything with its step/phase/snapshot API).
+        pipeline: a :class:`sparseags.pipeline.Pipeline` (or anything with its step/phase/snapshot API), or
+            None while nothing is open (:meth:`swap` opens one; the view is None until then).
         frame_budget_ms: the longest slice of back-to-back steps before the worker publishes a view
             and serves requests (``cfg.gui.frame_budget_ms``).
         publish_interval_s: while stepping, publish at most this often (views copy the Gaussians).
@@ -248,7 +249,7 @@ class EngineWorker:
             for order in self._steps:
                 order.future.set_result(0)
             for order in self._until:
-                order.future.set_result(self.pipeline.phase)
+                order.future.set_result(None if self.pipeline is None else self.pipeline.phase)
             self._steps, self._until = [], []
         self._dirty = True
         self._wake.set()
@@ -299,7 +300,7 @@ class EngineWorker:
     # worker thread
 
     def _wants_steps(self) -> bool:
-        if self.pipeline.done:
+        if self.pipeline is None or self.pipeline.done:
             self._resolve_finished_orders()
             return False
         with self._lock:
@@ -310,7 +311,7 @@ class EngineWorker:
             for order in self._steps:
                 order.future.set_result(0)
             for order in self._until:
-                order.future.set_result(self.pipeline.phase)
+                order.future.set_result(None if self.pipeline is None else self.pipeline.phase)
             self._steps, self._until = [], []
             self._running = False
 
@@ -418,6 +419,11 @@ class EngineWorker:
         if not self._dirty or (not force and now - self._last_publish < self.publish_interval_s):
             return
         p = self.pipeline
+        if p is None:  # nothing open yet (an evaluation table, a capture being imported): no view to publish
+            self.view = None
+            self._dirty = False
+            self._last_publish = now
+            return
         key = (id(p), id(p.recon), p.recon.step_count if p.recon is not None else -1, p.total_steps, p.phase)
         if key != self._gaussian_key:
             self._gaussian_key = key
@@ -455,7 +461,7 @@ class EngineWorker:
             and not self._serving
             and self._requests.empty()
             and not self._dirty
-            and self.view is not None
+            and (self.view is not None or self.pipeline is None)
         )
 
     def wait_idle(self, timeout: float = 600.0) -> bool:

@@ -29,6 +29,10 @@ PORT_METHODS = (
     "select_pair",
     "show_tab",
     "open_path",
+    "open_run",
+    "compare_runs",
+    "compare_with",
+    "open_eval",
     "decide_outlier",
     "set_flag",
     "apply_candidate",
@@ -71,6 +75,15 @@ class WindowPort(Protocol):
     def show_tab(self, name: str) -> None: ...
 
     def open_path(self, folder: Path) -> Future: ...
+
+    # finished, interrupted and evaluated runs
+    def open_run(self, folder: Path, scene: Optional[Path] = None, then: Any = None) -> Future: ...
+
+    def compare_runs(self, folder_a: Path, folder_b: Path) -> Future: ...
+
+    def compare_with(self, folder_b: Path, scene: Optional[Path] = None) -> Future: ...
+
+    def open_eval(self, folder: Path) -> Any: ...
 
     # decisions (each returns the engine future)
     def decide_outlier(self, accept: bool, round_index: Optional[int] = None) -> Future: ...

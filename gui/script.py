@@ -31,6 +31,12 @@
     - export: gaussians             # gaussians, mesh, cameras (a failure is an error)
     - save_checkpoint: ck.pt / load_checkpoint: ck.pt
     - open_scene: DIR               # "Open scene...": a scene, or a raw capture imported first (gui/importer.py)
+    - open_run: DIR                 # a run folder: finished (as it ended) or interrupted (at its checkpoint)
+    - compare: DIR                  # compare the run on display with this run folder (compare tab)
+    - open_eval: DIR                # the evaluation table of an eval folder
+    - eval_sort: final_rot15 / {column: rot15, ascending: false}
+    - eval_open: 0                  # open a table row (position after sorting, or "scene/preset")
+    - eval_compare: [0, 1]          # tick two rows of one scene and compare them
     - seed: 3                       # reset with this seed
     - wait_frames: 10
     - benchmark_orbit: {frames: 120, out: bench.json}   # orbit every frame, measure the frame rate
@@ -169,8 +175,20 @@ ACTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
         "[view, view] (indices or ids)",
     ),
     "tab": (
-        lambda v: v in ("overlays", "evidence", "arbitration", "accuracy"),
-        "overlays, evidence, arbitration or accuracy",
+        lambda v: v in ("overlays", "evidence", "arbitration", "accuracy", "compare"),
+        "overlays, evidence, arbitration, accuracy or compare",
+    ),
+    "open_run": (lambda v: isinstance(v, str) and v != "", "a run folder (finished or interrupted)"),
+    "compare": (lambda v: isinstance(v, str) and v != "", "a run folder of the same scene"),
+    "open_eval": (lambda v: isinstance(v, str) and v != "", "an evaluation folder"),
+    "eval_sort": (
+        lambda v: isinstance(v, str) or (isinstance(v, dict) and set(v) <= {"column", "ascending"} and "column" in v),
+        "a column key or {column: KEY, ascending: true|false}",
+    ),
+    "eval_open": (lambda v: _is_int(v) or isinstance(v, str), "a row position or scene/preset"),
+    "eval_compare": (
+        lambda v: isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) or isinstance(x, str) for x in v),
+        "[row, row] (positions or scene/preset)",
     ),
     "select_round": (lambda v: v == "latest" or (_is_int(v) and v >= 1), "a round index >= 1 or latest"),
     "wait_frames": (lambda v: _is_int(v) and v >= 0, "a number of frames"),
@@ -427,6 +445,49 @@ class ScriptRunner:
     def _do_open_scene(self, path: str) -> Iterator[None]:
         opened = yield from self._wait(self.app.open_path(Path(path)))
         self.results.setdefault("open_scene", []).append(str(opened))
+
+    def _do_open_run(self, path: str) -> Iterator[None]:
+        yield from self._wait(self.app.open_run(Path(path)))
+
+    def _do_compare(self, path: str) -> Iterator[None]:
+        yield from self._wait(self.app.compare_with(Path(path)))
+
+    def _do_open_eval(self, path: str) -> Iterator[None]:
+        self.app.open_eval(Path(path))
+        yield
+
+    def _eval_window(self) -> Any:
+        window = getattr(self.app, "eval_window", None)
+        if window is None:
+            raise ScriptError("no evaluation table open (open_eval first, or gui --eval DIR)")
+        return window
+
+    def _do_eval_sort(self, arg: Any) -> Iterator[None]:
+        column, ascending = (arg, None) if isinstance(arg, str) else (arg["column"], arg.get("ascending"))
+        try:
+            self._eval_window().sort(column, ascending)
+        except ValueError as err:
+            raise ScriptError(str(err)) from None
+        yield
+
+    def _do_eval_open(self, ref: Any) -> Iterator[None]:
+        try:
+            future = self._eval_window().open(ref)
+        except ValueError as err:
+            raise ScriptError(str(err)) from None
+        yield from self._wait(future)
+
+    def _do_eval_compare(self, refs: list) -> Iterator[None]:
+        window = self._eval_window()
+        try:
+            for name in list(window.model.ticked):
+                window.tick(name, False)
+            for ref in refs:
+                window.tick(ref, True)
+            future = window.compare_ticked()
+        except ValueError as err:
+            raise ScriptError(str(err)) from None
+        yield from self._wait(future)
 
     def _do_select_round(self, arg: Any) -> Iterator[None]:
         view = self.app.worker.view

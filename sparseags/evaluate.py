@@ -824,3 +824,91 @@ def run_evaluation(
     if rescore_failures:
         log(f"{rescore_failures} finished run(s) could not be re-scored (see the FAILED lines above)")
     return 1 if failed or rescore_failures else 0
+
+
+# -------------------------------------------------------------------------------------------------
+# reading an evaluation folder back (the debugger's evaluation table)
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """One scene x preset of an evaluation folder, as the debugger's table shows it.
+
+    status: "complete" (run.json and metrics.json check out), "interrupted" (a checkpoint, no run.json),
+    "failed" (error.txt) or "incomplete" (neither). ``metrics`` maps "init_rot5" ... "final_cc10", "psnr" and
+    "time_s" to numbers (NaN when unknown); ``worse`` is true when a final pose accuracy is below its start.
+    """
+
+    scene: str
+    preset: str
+    folder: Path
+    status: str
+    metrics: dict
+    worse: bool
+    message: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.scene}/{self.preset}"
+
+
+EVAL_TABLE_KEYS = ("init_rot5", "final_rot5", "init_rot15", "final_rot15", "init_cc10", "final_cc10", "psnr", "time_s")
+
+
+def _run_numbers(metrics: Optional[dict]) -> dict:
+    numbers = {key: float("nan") for key in EVAL_TABLE_KEYS}
+    if not metrics:
+        return numbers
+    pose = metrics.get("pose") or {}
+    for stage in ("init", "final"):
+        for key in ("rot5", "rot15", "cc10"):
+            value = (pose.get(stage) or {}).get(key)
+            numbers[f"{stage}_{key}"] = float(value) if value is not None else float("nan")
+    novel = metrics.get("novel") or {}
+    numbers["psnr"] = float(novel.get("psnr", float("nan")))
+    numbers["time_s"] = float(metrics.get("time_s", float("nan")))
+    return numbers
+
+
+def read_evaluation(eval_dir: Path) -> list[EvalRun]:
+    """Every run of an evaluation folder (``<eval>/<preset>/<scene>/``), sorted by scene then preset.
+
+    A run is any folder there with ``run.json``, a checkpoint or ``error.txt``; nothing is written. An
+    EvaluationError when the folder holds no run.
+    """
+    from sparseags.run_state import checkpoint_path
+
+    eval_dir = Path(eval_dir)
+    if not eval_dir.is_dir():
+        raise EvaluationError(f"{eval_dir}: no such folder")
+    runs = []
+    for preset_dir in sorted(p for p in eval_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for folder in sorted(preset_dir.rglob("*")):
+            if not folder.is_dir() or any(part.startswith(".") for part in folder.relative_to(eval_dir).parts):
+                continue
+            has_run = (folder / "run.json").is_file()
+            has_ckpt = checkpoint_path(folder).is_file()
+            has_error = (folder / "error.txt").is_file()
+            if not (has_run or has_ckpt or has_error):
+                continue
+            metrics = load_finished_metrics(folder) if has_run else None
+            if metrics is not None:
+                status, message = "complete", ""
+            elif has_ckpt:
+                status, message = "interrupted", "no run.json; a checkpoint"
+            elif has_error:
+                status = "failed"
+                message = (folder / "error.txt").read_text(encoding="utf-8", errors="replace").strip()
+            else:
+                status, message = "incomplete", "run.json does not check out"
+            numbers = _run_numbers(metrics)
+            worse = any(
+                numbers[f"final_{k}"] < numbers[f"init_{k}"] - 1e-9
+                for k in ("rot5", "rot15", "cc10")
+                if math.isfinite(numbers[f"final_{k}"]) and math.isfinite(numbers[f"init_{k}"])
+            )
+            scene = folder.relative_to(preset_dir).as_posix()
+            runs.append(EvalRun(scene, preset_dir.name, folder, status, numbers, worse, message))
+    if not runs:
+        raise EvaluationError(f"{eval_dir}: no runs of an evaluation here (expected <preset>/<scene>/run.json)")
+    return sorted(runs, key=lambda r: (r.scene, r.preset))

@@ -535,7 +535,7 @@ def _model_from_features(net: str, features: dict[str, Tensor], source: Path) ->
     # The lpips package would otherwise fetch the ImageNet backbone through torchvision (a download);
     # we ask for a randomly initialised trunk and overwrite every backbone tensor below.
     want_torchvision_download = False
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _no_random_init():
         # lpips still passes torchvision's deprecated `pretrained=` argument.
         warnings.simplefilter("ignore", UserWarning)
         model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=not want_torchvision_download, verbose=False)
@@ -543,6 +543,28 @@ def _model_from_features(net: str, features: dict[str, Tensor], source: Path) ->
     model.eval()
     model.requires_grad_(False)
     return model
+
+
+_INITIALISERS = ("uniform_", "normal_", "constant_", "zeros_", "ones_", "kaiming_uniform_", "kaiming_normal_")
+
+
+@contextlib.contextmanager
+def _no_random_init():
+    """``torch.nn.init``'s initialisers as no-ops while the LPIPS model is built.
+
+    Every tensor the model keeps is loaded from a file right after (the trunk strictly, by
+    :func:`_load_backbone`; the linear heads by the lpips package), so its random values are never used. The
+    torchvision VGG16 that lpips builds and drops has a 120M-parameter classifier whose initialisation alone
+    costs about 2 s on two cores. Called with ``_MODEL_CACHE_LOCK`` held.
+    """
+    saved = {name: getattr(torch.nn.init, name) for name in _INITIALISERS}
+    try:
+        for name in _INITIALISERS:
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(torch.nn.init, name, function)
 
 
 def _read_feature_state_dict(source: Path) -> dict[str, Tensor]:

@@ -82,6 +82,13 @@ def true_cell(pipeline: Any, view: int, search: Any) -> Optional[tuple]:
     return None if gt is None else search.cell_of(gt[view])[:2]
 
 
+def _placeholder_gaussians() -> Any:
+    """One Gaussian: what a reconstruction holds until :meth:`Reconstruction.load_state_dict` replaces it."""
+    from sparseags.gaussians import GaussianModel
+
+    return GaussianModel.from_points(np.zeros((1, 3)), np.full((1, 3), 0.5), sh_degree=0)
+
+
 def most_visible(opacities: torch.Tensor, scales: torch.Tensor, count: int) -> torch.Tensor:
     """Indices of the `count` Gaussians with the largest opacity × footprint (0 or more than N: all)."""
     n = opacities.shape[0]
@@ -499,11 +506,13 @@ class Pipeline:
         lpips_metric: Any = None,
         prior_hook_factory: Optional[Callable[[], Any]] = None,
         match_cache: Any = None,
-        average_rotations: bool = True,
+        restoring: bool = False,
     ):
-        """`average_rotations=False` skips the learned-match rotation averaging even when the config asks for
-        it: for a pipeline whose state is loaded next (:meth:`load_state_dict` restores the averaged start)."""
+        """`restoring`: a state is loaded next (:meth:`load_state_dict`: a run folder, a checkpoint). It holds
+        the averaged start and every reconstruction, so the learned-match rotation averaging is skipped, and
+        no Gaussians are initialised until then (opening a finished run takes a fraction of a second)."""
         self.scene = scene
+        self._restoring = bool(restoring)
         self.cfg = cfg
         self.device = torch.device(device)
         self.lpips = lpips_metric
@@ -513,7 +522,7 @@ class Pipeline:
         self.initial_w2c = np.asarray(scene.w2c_init, dtype=np.float64).copy()
         self.rotation_report = None
         self.rotation_linked = np.zeros(self.num_views, dtype=bool)  # views with a gated learned-match pair
-        if cfg.pipeline.rotation_averaging and average_rotations:
+        if cfg.pipeline.rotation_averaging and not restoring:
             self.initial_w2c, self.rotation_report = self._average_rotations()
             for pair in self.rotation_report.pairs:
                 if pair.gated:
@@ -564,6 +573,8 @@ class Pipeline:
             self.device,
             flags=np.asarray(flags),
             w2c_init=np.asarray(w2c_init),
+            # while a state is being loaded, its Gaussians replace these at once: skip the visual-hull carving
+            gaussians=_placeholder_gaussians() if self._restoring else None,
             prior_hook=hook,
             iters=iters,
             matches=self.matches,
@@ -1279,6 +1290,17 @@ class Pipeline:
         return {"flags": np.asarray(self.final_recon.flags).copy(), "recon": self.final_recon.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        self._restoring = True  # every reconstruction below gets its saved Gaussians at once
+        try:
+            self._load_state(state)
+        finally:
+            self._restoring = False
+        if state["recon0"] is None and self.recon is not None and self.recon.gaussians.num_gaussians <= 1:
+            # a state without the running round 0 (none of the kind is written): give it real Gaussians
+            iters0 = self.round_iters if self.cfg.pipeline.outliers else None
+            self.recon = self.make_recon(self.initial_flags, self.initial_w2c, iters=iters0)
+
+    def _load_state(self, state: dict) -> None:
         self.initial_flags = np.asarray(state["initial_flags"]).copy()
         if state.get("initial_w2c") is not None:  # the averaged start this run used (exact resume)
             self.initial_w2c = np.asarray(state["initial_w2c"], dtype=np.float64).copy()

@@ -63,5 +63,5 @@ def build_pipeline(scene_dir: Path, cfg: Config, match_cache: Path | None = None
         lpips_metric=lpips_metric,
         prior_hook_factory=prior_factory,
         match_cache=match_cache,
-        average_rotations=not restoring,
+        restoring=restoring,
     )

@@ -101,6 +101,7 @@ class ControlsPanel:
             dpg.add_button(label="Reset with seed", callback=lambda: self.reset(dpg.get_value(self.seed)))
         with dpg.group(horizontal=True, parent=parent):
             dpg.add_button(label="Open scene...", callback=lambda: dpg.show_item(self.scene_dialog))
+            dpg.add_button(label="Open run...", callback=lambda: dpg.show_item(self.run_dialog))
             dpg.add_button(label="Save checkpoint", callback=self.save_checkpoint)
             dpg.add_button(label="Load checkpoint...", callback=lambda: dpg.show_item(self.checkpoint_dialog))
         self.scene_label = Text(f"scene: {app.scene_dir}", parent=parent, wrap=width - 20)
@@ -116,6 +117,15 @@ class ControlsPanel:
             height=420,
             callback=self._scene_chosen,
             default_path=str(app.scene_dir),
+        )
+        # a run folder (finished or interrupted) or an evaluation folder (its table of runs)
+        self.run_dialog = dpg.add_file_dialog(
+            directory_selector=True,
+            show=False,
+            width=700,
+            height=420,
+            callback=self._scene_chosen,
+            default_path=str(app.out_dir.parent),
         )
         with dpg.file_dialog(
             show=False, width=700, height=420, callback=self._checkpoint_chosen, default_path=str(app.out_dir)
