@@ -484,13 +484,17 @@ class DebuggerApp:
         from sparseags.compare import compare_pipelines
 
         folder_b = Path(folder_b)
-        label_a = str(self.source.folder) if self.source is not None else str(self.scene_dir)
+        source = self.source
+        label_a = str(source.folder) if source is not None else str(self.scene_dir)
 
         def build(pipeline: Any) -> Any:
             if pipeline is None:
                 raise UserError("open a run first, then compare it with another")
             other = run_folder.open_run(run_folder.inspect_run(folder_b, scene))
-            return compare_pipelines(pipeline, other, (label_a, str(folder_b)))
+            label = label_a
+            if source is not None and len(pipeline.decisions) != len(source.state.get("decisions") or []):
+                label += f" + {len(pipeline.decisions) - len(source.state.get('decisions') or [])} of your decisions"
+            return compare_pipelines(pipeline, other, (label, str(folder_b)))
 
         def shown(comparison: Any) -> None:
             self.comparison = comparison

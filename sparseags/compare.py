@@ -17,6 +17,9 @@ from sparseags.config import config_to_dict
 from sparseags.errors import UserError
 from sparseags.run_state import fingerprint_mismatch, scene_fingerprint
 
+# keys Pipeline._log adds to every decision: when it was taken, not what it decided
+DECISION_CONTEXT = ("phase", "total_steps", "elapsed_s")
+
 
 class CompareError(UserError, ValueError):
     """Two runs that cannot be compared (another scene), in one line."""
@@ -111,8 +114,8 @@ def decision_rows(a: Any, b: Any) -> list[tuple[str, str, str]]:
             if value_a != value_b:
                 out.append((f"view {view_id}: {what}", value_a, value_b))
 
-    def describe(entry: dict) -> str:
-        return ", ".join(f"{k}={v}" for k, v in entry.items())
+    def describe(entry: dict) -> str:  # what was decided, without when (Pipeline._log adds the context)
+        return ", ".join(f"{k}={v}" for k, v in entry.items() if k not in DECISION_CONTEXT)
 
     manual_a = [describe(d) for d in a.decisions]
     manual_b = [describe(d) for d in b.decisions]

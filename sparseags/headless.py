@@ -243,7 +243,7 @@ def run_headless(
             if checkpointer.last_phase != pipeline.phase:
                 checkpointer.save()  # done: an interruption while writing the outputs resumes here
             guard.deferred = False  # from here a signal stops at once; the checkpoint is on disk
-            metrics = run_folder.write_outputs(pipeline, staging, checkpointer.elapsed(), run_id)
+            metrics = run_folder.write_outputs(pipeline, staging, checkpointer.elapsed())
             guard.deferred = True  # the publish takes milliseconds: let it finish, the run is then complete
             run_folder.publish(
                 staging,

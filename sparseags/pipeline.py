@@ -1285,9 +1285,17 @@ class Pipeline:
         }
 
     def _final_state(self) -> Optional[dict]:
+        """The final reconstruction's state, or the name of the reconstruction it is (an arbitration result,
+        the base round) so that it is stored once."""
         if self.final_recon is None:
             return None
-        return {"flags": np.asarray(self.final_recon.flags).copy(), "recon": self.final_recon.state_dict()}
+        flags = np.asarray(self.final_recon.flags).copy()
+        for name in ("recon_recovered", "recon_initial", "recon_mixed"):
+            if self.arbitration is not None and getattr(self.arbitration, name, None) is self.final_recon:
+                return {"flags": flags, "recon": None, "same_as": name}
+        if self.base_recon is not None and self.final_recon is self.base_recon:
+            return {"flags": flags, "recon": None, "same_as": "base"}
+        return {"flags": flags, "recon": self.final_recon.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self._restoring = True  # every reconstruction below gets its saved Gaussians at once
@@ -1331,6 +1339,15 @@ class Pipeline:
             self.searches[view] = search
         if state["arbitration"] is not None:
             self.arbitration = Arbitration.from_state(self, state["arbitration"])
-        if state["final"] is not None:
-            self.final_recon = self._restore_recon(state["final"]["flags"], state["final"]["recon"])
+        final = state["final"]
+        if final is not None:
+            same_as = final.get("same_as")
+            if same_as == "base":
+                self.final_recon = self.base_recon
+            elif same_as is not None:
+                self.final_recon = getattr(self.arbitration, same_as)
+            else:
+                self.final_recon = self._restore_recon(final["flags"], final["recon"])
+            if self.final_recon is None:
+                raise ValueError(f"the final reconstruction names {same_as!r}, which the state does not hold")
             self.recon = self.final_recon

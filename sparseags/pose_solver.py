@@ -514,6 +514,8 @@ class PoseSolver:
             "damping": self.damping.clone(),
             "accepted": self.accepted.clone(),
             "trajectory": [t.clone() for t in self.trajectory],
+            # the cost where solving began (the snapshot's "before"): rebuilding it at a later level would differ
+            "initial_cost": None if self.initial_cost is None else self.initial_cost.clone(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -524,6 +526,8 @@ class PoseSolver:
         self.damping = state["damping"].clone()
         self.accepted = state["accepted"].clone()
         self.trajectory = [t.clone() for t in state["trajectory"]]
+        initial = state.get("initial_cost")
+        self.initial_cost = None if initial is None else initial.clone()
         self._residual = None
         self._jacobian = None
         self._stale.fill_(True)

@@ -961,7 +961,8 @@ class Reconstruction:
             self.evidence = copy.deepcopy(state["evidence"])
             self._epipolar_start = np.asarray(state["epipolar_start"], dtype=np.float64).copy()
         self.optimizer = self._build_optimizer()
-        self.optimizer.load_state_dict(state["optimizer"])
+        if state["optimizer"] is not None:  # None: a finished run's compact final state (no more steps)
+            self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         self.history = {key: list(values) for key, values in state["history"].items()}
         self.history.setdefault("epipolar", [0.0] * len(self.history["step"]))  # states from before the term

@@ -9,7 +9,8 @@ A headless run (``main.py run``, every job of ``main.py eval``) leaves a folder 
   like the checkpoints). It is the pipeline's ``state_dict``, so it holds every reconstruction the panels
   show (leave-one-out rounds, searches, arbitration, final) with their series: loss curves, camera tracks,
   per-view evidence. The debugger opens a run from it (:func:`open_run`);
-* ``matches.npz``: the verified SIFT matches of the scene's views (the evidence panel's pairs);
+* ``matches.npz``: a cache of the verified SIFT matches of the scene's views (the evidence panel's pairs),
+  checked against the images when read, not part of the run (its extraction time differs between runs);
 * ``run.json``, the manifest, written last: format, run id, config hash, the scene (its folder *relative to
   the run folder* and a fingerprint of its images) and every file with its SHA-256 and size.
 
@@ -239,20 +240,35 @@ def relative_scene_dir(scene_dir: Path, out: Path) -> str:
     return Path(os.path.relpath(Path(scene_dir).resolve(), Path(out).resolve())).as_posix()
 
 
-def write_final_state(pipeline: Any, path: Path, run_id: str) -> Path:
-    """``final_state.pt``: the finished pipeline's state (plain data) with its config and scene fingerprint."""
+def write_final_state(pipeline: Any, path: Path) -> Path:
+    """``final_state.pt``: the finished pipeline's state (plain data) with its config and scene fingerprint.
+
+    Nothing in it depends on the run id or the clock, so a resumed run's final state holds what an
+    uninterrupted one's does (:func:`plain_digest` of both is equal); run.json's hash ties it to its run."""
     payload = {
         "format": FINAL_STATE_FORMAT,
-        "run_id": run_id,
         "config": config_to_dict(pipeline.cfg),
         "scene": scene_fingerprint(pipeline.scene),
         "phase_label": pipeline.phase_label(),
-        "pipeline": pipeline.state_dict(),
+        "pipeline": compact_state(pipeline.state_dict()),
     }
     return save_plain(payload, path)
 
 
-def write_outputs(pipeline: Any, out: Path, elapsed_s: float, run_id: str = "", log=print) -> dict:
+def compact_state(state: Any) -> Any:
+    """A finished pipeline's state without the Adam moments of its finished reconstructions (two thirds of
+    each one's bytes): nothing steps them again, and a decision that re-runs a phase builds new ones."""
+    if isinstance(state, dict):
+        finished = (
+            "optimizer" in state and "version" in state and int(state.get("step", 0)) >= int(state.get("iters", 1))
+        )
+        return {k: (None if finished and k == "optimizer" else compact_state(v)) for k, v in state.items()}
+    if isinstance(state, list):
+        return [compact_state(v) for v in state]
+    return state
+
+
+def write_outputs(pipeline: Any, out: Path, elapsed_s: float, log=print) -> dict:
     """Every file of a finished pipeline into `out` (each write atomic); returns the metrics."""
     cfg = pipeline.cfg
     recon = pipeline.final_recon
@@ -265,9 +281,7 @@ def write_outputs(pipeline: Any, out: Path, elapsed_s: float, run_id: str = "", 
     artifacts.write_lpips_bars(out / "lpips_bars.png", snapshot)
     artifacts.write_search_heatmaps(out, snapshot)
     artifacts.write_json(out / "decisions.json", {"decisions": pipeline.decisions})
-    write_final_state(pipeline, out / FINAL_STATE, run_id)
-    if pipeline.matches is not None:
-        pipeline.matches.save(out / MATCHES)
+    write_final_state(pipeline, out / FINAL_STATE)
     if cfg.pipeline.export_mesh:
         from sparseags.mesh import MeshError
 
@@ -285,6 +299,43 @@ def write_outputs(pipeline: Any, out: Path, elapsed_s: float, run_id: str = "", 
     metrics = artifacts.compute_metrics(pipeline, pipeline.lpips, elapsed_s)
     artifacts.write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def plain_digest(value: Any) -> str:
+    """SHA-256 of plain data's content (tensors by dtype, shape and values; NaN equals NaN), independent of
+    how a file holding it was pickled: what "the same final state" means."""
+    import torch
+
+    digest = hashlib.sha256()
+
+    def feed(item: Any) -> None:
+        if isinstance(item, dict):
+            digest.update(b"{")
+            for key in sorted(item, key=repr):
+                feed(key)
+                feed(item[key])
+            digest.update(b"}")
+        elif isinstance(item, (list, tuple)):
+            digest.update(b"[" if isinstance(item, list) else b"(")
+            for element in item:
+                feed(element)
+            digest.update(b"]")
+        elif isinstance(item, torch.Tensor):
+            data = item.detach().cpu().contiguous()
+            if data.dtype == torch.bfloat16:
+                data = data.float()
+            if data.is_floating_point():  # NaN payload bits may differ: hash where the NaNs are, then zeros
+                digest.update(torch.isnan(data).numpy().tobytes())
+                data = torch.nan_to_num(data, nan=0.0)
+            digest.update(f"T{data.dtype}{tuple(data.shape)}".encode())
+            digest.update(data.numpy().tobytes())
+        elif isinstance(item, float) and item != item:
+            digest.update(b"nan")
+        else:
+            digest.update(repr(item).encode())
+
+    feed(value)
+    return digest.hexdigest()
 
 
 # -------------------------------------------------------------------------------------------------
@@ -359,8 +410,6 @@ def _inspect_complete(folder: Path, scene: Optional[Path]) -> RunInfo:
     cfg = _config_of(payload.get("config"), folder / FINAL_STATE)
     if config_hash(cfg) != manifest.get("config_hash"):
         raise RunFolderError(f"{folder / FINAL_STATE}: its config is not the one run.json names (config hash differs)")
-    if payload.get("run_id") != manifest.get("run_id"):
-        raise RunFolderError(f"{folder / FINAL_STATE}: belongs to run {payload.get('run_id')!r}, not this folder's")
     scene_dir = _find_scene(folder, manifest.get("scene_dir"), scene, manifest.get("scene"), MANIFEST)
     return RunInfo(
         folder=folder,
@@ -455,16 +504,14 @@ def open_run(info: RunInfo | Path, scene: Optional[Path] = None) -> Any:
     """The pipeline of a run folder as it ended (complete) or at its checkpoint (interrupted), ready to step.
 
     Built like every pipeline (:func:`sparseags.session.build_pipeline`), without redoing what the state
-    already holds (the learned-match rotation averaging); the matches come from the run's ``matches.npz``
-    when it is listed and intact, else they are recomputed in memory (nothing is written into the folder).
+    already holds (the learned-match rotation averaging, the initial Gaussians); the matches come from the
+    folder's ``matches.npz`` cache when it fits the images, else they are extracted again (into that cache).
     """
     from sparseags.session import build_pipeline
 
     if not isinstance(info, RunInfo):
         info = inspect_run(Path(info), scene)
-    cache = info.folder / MATCHES
-    listed = info.manifest is not None and MATCHES in info.manifest["files"]
-    pipeline = build_pipeline(info.scene_dir, info.cfg, match_cache=cache if listed else None, restoring=True)
+    pipeline = build_pipeline(info.scene_dir, info.cfg, match_cache=info.folder / MATCHES, restoring=True)
     try:
         pipeline.load_state_dict(info.state)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:

@@ -110,12 +110,16 @@ def from_plain(value: Any) -> Any:
 
 
 def save_plain(payload: dict, path: Path, error: type[Exception] = CheckpointError) -> Path:
-    """``torch.save`` of `payload` (converted by :func:`to_plain`) to `path`, atomically."""
+    """``torch.save`` of `payload` (converted by :func:`to_plain`) to `path`, atomically.
+
+    Saved through a file handle, so the archive's inner folder is torch's fixed "archive" rather than the
+    temporary file's random name. (The bytes still vary between saves of equal payloads: torch writes a
+    random serialization id and pickle shares repeated strings by identity; compare contents, not bytes.)"""
     path = Path(path)
     payload = to_plain(payload)
     try:
-        with atomic_output(path) as tmp:
-            torch.save(payload, tmp)
+        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+            torch.save(payload, handle)
     except OutputError as err:  # already names the file
         raise error(f"cannot write the checkpoint: {one_line(err)}") from None
     except OSError as err:

@@ -296,3 +296,32 @@ def test_cli_script_on_a_bad_capture_is_exit_2_with_one_error_line(session, capt
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "mask is 50x40" in errors[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+@needs_display
+def test_gui_scene_on_a_raw_capture_imports_it_in_the_window(captures, tmp_path) -> None:
+    """``gui --scene RAW`` imports as *Open scene...* does (into ``--out``), then opens the imported scene."""
+    script = tmp_path / "look.yaml"
+    script.write_text("- step: 1\n")
+    out = tmp_path / "out"
+    result = run_gui_script(captures["nerf"], out, script, FAST)
+    assert result.returncode == 0, result.stderr[-2000:]
+    imported = out / "nerf_scene"
+    assert (imported / "cameras.json").is_file(), sorted(p.name for p in out.iterdir())
+    assert "Traceback" not in result.stderr
+
+
+@needs_display
+def test_gui_scene_on_a_bad_capture_is_exit_2_with_one_error_line_and_nothing_written(captures, tmp_path) -> None:
+    script = tmp_path / "look.yaml"
+    script.write_text("- step: 1\n")
+    out = tmp_path / "out"
+    result = run_gui_script(captures["bad"], out, script, FAST)
+    assert result.returncode == 2, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "mask is 50x40" in errors[0], result.stderr
+    assert not out.exists() or not any(p.name.startswith(("bad_scene", ".bad_scene")) for p in out.iterdir())
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_gui_script(empty, out, script, FAST)
+    assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -45,6 +45,9 @@ TINY = [
 ]
 
 
+VARYING_BYTES = ("metrics.json", "final_state.pt")
+
+
 class InjectedFault(RuntimeError):
     pass
 
@@ -68,8 +71,14 @@ def result_of(out: Path) -> dict:
     """What must be identical between an interrupted-and-resumed run and an uninterrupted one."""
     manifest = run_folder.read_manifest(out)
     assert manifest is not None and run_folder.check_run(out) is None
-    files = {rel: entry["sha256"] for rel, entry in manifest["files"].items() if rel != "metrics.json"}
-    return {"files": files, "metrics": without_times(json.loads((out / "metrics.json").read_text()))}
+    # metrics.json holds times; final_state.pt's bytes vary with pickling (its content must not)
+    files = {rel: entry["sha256"] for rel, entry in manifest["files"].items() if rel not in VARYING_BYTES}
+    final_state = run_folder.plain_digest(torch.load(out / run_folder.FINAL_STATE, weights_only=True))
+    return {
+        "files": files,
+        "final_state": final_state,
+        "metrics": without_times(json.loads((out / "metrics.json").read_text())),
+    }
 
 
 def without_times(value):

@@ -52,6 +52,7 @@ class EvaluationWindow:
                     f"{len(runs)} runs, {complete} complete, {worse} end worse than their start (red). "
                     "Click a header to sort, a scene to open its run; tick two runs of one scene to compare."
                 )
+            self.sorted_by = Text("", colour=(150, 210, 255))
             self.message = Text("", colour=WORSE_COLOUR)
             with dpg.table(
                 header_row=True,
@@ -80,6 +81,8 @@ class EvaluationWindow:
 
     def rebuild(self) -> None:
         """Rows in the model's order (after a sort)."""
+        header = dict(EVAL_COLUMNS).get(self.model.sort_key, self.model.sort_key)
+        self.sorted_by.set(f"sorted by {header}, {'ascending' if self.model.ascending else 'descending'}")
         for row in dpg.get_item_children(self.table, 1) or []:
             dpg.delete_item(row)
         self._ticks = {}
