@@ -29,6 +29,7 @@ from pathlib import Path
 # costs up to 10x on small tensor operations. Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+PROCESS_STARTED = time.perf_counter()  # before torch and the window are imported (`gui --run` reports from here)
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
 DEFAULT_DEMO = REPO_ROOT / "data" / "demo"
@@ -147,6 +148,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
         compare_dir=Path(compare_dir) if compare_dir else None,
         eval_dir=Path(eval_dir) if eval_dir else None,
         import_raw=import_raw,
+        started_at=PROCESS_STARTED,
     )
 
 
