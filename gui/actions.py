@@ -192,7 +192,13 @@ def overlay_data(pipeline: Any, size: int, rescore: bool, cache: dict) -> Option
     scores, scores_step = cache.get("scores"), cache.get("scores_step")
     if cache.get("scores_key") != (id(pipeline), id(recon)):
         scores, scores_step = None, None
-    if rescore or scores is None:
+    if rescore and _final_scores_apply(pipeline, recon, shown):
+        # a finished pipeline scored its final reconstruction as it ended (LPIPS of every view, seconds on a
+        # CPU): those are the scores of what is shown, so a finished run opens without scoring again
+        scores = {k: np.asarray(v, float) for k, v in pipeline.latest_scores.items()}
+        scores_step = recon.step_count
+        cache.update(scores=scores, scores_step=scores_step, scores_key=(id(pipeline), id(recon)))
+    elif rescore or scores is None:
         if rescore:
             scores = {k: np.asarray(v, float) for k, v in pipeline.score(recon).items()}
             scores_step = recon.step_count
@@ -201,6 +207,14 @@ def overlay_data(pipeline: Any, size: int, rescore: bool, cache: dict) -> Option
             scores_step = None
         cache.update(scores=scores, scores_step=scores_step, scores_key=(id(pipeline), id(recon)))
     return OverlayData(key, targets, renders, mse, scores, scores_step)
+
+
+def _final_scores_apply(pipeline: Any, recon: Any, shown: np.ndarray) -> bool:
+    """The pipeline is done, `recon` is its final reconstruction shown at its own poses, and it has scores."""
+    if not pipeline.done or recon is not pipeline.final_recon or pipeline.latest_scores is None:
+        return False
+    own = recon.current_w2c().detach().double().cpu().numpy()
+    return bool(np.allclose(np.asarray(shown, dtype=np.float64), own, atol=1e-9))
 
 
 @dataclass

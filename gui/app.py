@@ -787,6 +787,9 @@ class DebuggerApp:
         one line is on the status line and stderr)."""
         while not future.done() and dpg.is_dearpygui_running():
             self.frame()
+            # a frame holds the GIL while DearPyGui draws it (tens of ms in software GL): fewer frames while
+            # waiting leave the engine thread the interpreter (the status line still updates)
+            time.sleep(0.1)
         for _ in range(2):  # let the job's on_done run (it reports)
             self.frame()
         if not future.done() or future.cancelled() or future.exception() is not None:

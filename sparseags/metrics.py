@@ -35,16 +35,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import trimesh
-from scipy.spatial import cKDTree
-from skimage.metrics import structural_similarity
 from torch import Tensor
 
 from sparseags.cameras import camera_centers, rotation_angle_deg, umeyama
+
+if TYPE_CHECKING:  # imported where used: trimesh, scipy and skimage cost ~1 s to import, poses need none
+    import trimesh
 
 __all__ = [
     "MetricError",
@@ -183,13 +183,21 @@ def mean_rotation_error_deg(w2c_pred: Any, w2c_gt: Any) -> float:
     return float(per_view_rotation_error_deg(w2c_pred, w2c_gt).mean())
 
 
-def pose_metrics(w2c_pred: Any, w2c_gt: Any) -> dict[str, float]:
-    """``{"rot5", "rot15", "cc10"}`` in % and ``"rot_err_mean_deg"`` for OpenCV w2c poses [V, 4, 4]."""
+def pose_metrics(w2c_pred: Any, w2c_gt: Any, per_view_errors: Any = None) -> dict[str, float]:
+    """``{"rot5", "rot15", "cc10"}`` in % and ``"rot_err_mean_deg"`` for OpenCV w2c poses [V, 4, 4].
+
+    `per_view_errors`: :func:`per_view_rotation_error_deg` of the same poses when the caller has it (its
+    global alignment is the costly part), else it is computed here.
+    """
+    if per_view_errors is None:
+        mean_error = mean_rotation_error_deg(w2c_pred, w2c_gt)
+    else:
+        mean_error = float(torch.as_tensor(per_view_errors, dtype=torch.float64).mean())
     return {
         "rot5": rotation_accuracy(w2c_pred, w2c_gt, 5.0),
         "rot15": rotation_accuracy(w2c_pred, w2c_gt, 15.0),
         "cc10": camera_center_accuracy(w2c_pred, w2c_gt, 0.1),
-        "rot_err_mean_deg": mean_rotation_error_deg(w2c_pred, w2c_gt),
+        "rot_err_mean_deg": mean_error,
     }
 
 
@@ -291,6 +299,8 @@ def ssim(img: Any, ref: Any, mask: Any | None = None, data_range: float = 1.0) -
     the SSIM map (averaged over channels), over the same region skimage averages (the map without a
     3-pixel border, where the window is incomplete).
     """
+    from skimage.metrics import structural_similarity
+
     img, ref, mask = _image_pair(img, ref, mask)
     channel_axis = -1 if img.ndim == 3 else None
     mean_ssim, ssim_map = structural_similarity(img, ref, data_range=data_range, channel_axis=channel_axis, full=True)
@@ -310,6 +320,8 @@ def ssim(img: Any, ref: Any, mask: Any | None = None, data_range: float = 1.0) -
 # Mesh metrics
 # ----------------------------------------------------------------------------------------------
 def _load_mesh(mesh: trimesh.Trimesh | str | Path) -> trimesh.Trimesh:
+    import trimesh
+
     if isinstance(mesh, trimesh.Trimesh):
         loaded = mesh
     else:
@@ -327,6 +339,8 @@ def _load_mesh(mesh: trimesh.Trimesh | str | Path) -> trimesh.Trimesh:
 
 def sample_surface_points(mesh: trimesh.Trimesh | str | Path, count: int, seed: int = 0) -> np.ndarray:
     """``count`` points [count, 3] sampled uniformly by area on the mesh surface (reproducible by seed)."""
+    import trimesh
+
     points, _ = trimesh.sample.sample_surface(_load_mesh(mesh), count, seed=seed)
     return np.asarray(points, dtype=np.float64)
 
@@ -359,6 +373,8 @@ def mesh_metrics(
     tau = tau_ratio * float(np.linalg.norm(gt_mesh.bounds[1] - gt_mesh.bounds[0]))
     gt_points = sample_surface_points(gt_mesh, num_points, seed)
     pred_points = sample_surface_points(pred, num_points, seed)
+    from scipy.spatial import cKDTree
+
     pred_to_gt, _ = cKDTree(gt_points).query(pred_points)
     gt_to_pred, _ = cKDTree(pred_points).query(gt_points)
     precision = float((pred_to_gt < tau).mean() * 100.0)

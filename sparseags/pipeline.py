@@ -1213,7 +1213,7 @@ class Pipeline:
         if matches is None:
             found = self.matches_snapshot()
             matches = ([], None) if found is None else (list(found["pairs"]), found["summary"])
-        snap = recon.snapshot(resolution=min(int(resolution), int(recon.width)))
+        snap = recon.snapshot(resolution=min(int(resolution), int(recon.width)), with_renders=False)
         ev = snap["evidence"]
         n_views = len(snap["ids"])
 

@@ -817,19 +817,21 @@ class Reconstruction:
     # display
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def snapshot(self, resolution: int | None = None) -> dict:
+    def snapshot(self, resolution: int | None = None, with_renders: bool = True) -> dict:
         """Plain numpy / python data for display.
 
         `resolution` defaults to the current training resolution (cheap while the run is live). Per-view
         lists cover every view (outliers included): ``mse`` = MSE of the white-background render against
         the white-background target, ``mse_mask`` = MSE(alpha, mask), and the weighted ``loss_rgb`` /
-        ``loss_mask`` terms as the current step would weight them.
+        ``loss_mask`` terms as the current step would weight them. Without `with_renders` (the evidence
+        panel needs none) nothing is rendered and those five entries are None.
         """
         resolution = self.current_resolution() if resolution is None else int(resolution)
         images, masks, _ = self.targets_at(resolution)
-        rgb, alpha = self.render_views(resolution)
-        mse = ((rgb - images) ** 2).mean(dim=(1, 2, 3))
-        mse_mask = ((alpha - masks) ** 2).mean(dim=(1, 2))
+        if with_renders:
+            rgb, alpha = self.render_views(resolution)
+            mse = ((rgb - images) ** 2).mean(dim=(1, 2, 3))
+            mse_mask = ((alpha - masks) ** 2).mean(dim=(1, 2))
         weight = self.step_ratio if self.rc.loss_warmup else 1.0
         tracks = torch.stack(self.camera_tracks).numpy() if self.camera_tracks else None
         return {
@@ -841,12 +843,12 @@ class Reconstruction:
             "resolution": resolution,
             "targets": images.cpu().numpy(),
             "masks": masks.cpu().numpy(),
-            "renders": rgb.clamp(0.0, 1.0).cpu().numpy(),
-            "alphas": alpha.cpu().numpy(),
-            "mse": mse.cpu().tolist(),
-            "mse_mask": mse_mask.cpu().tolist(),
-            "loss_rgb": (self.rc.lambda_rgb * weight * mse).cpu().tolist(),
-            "loss_mask": (self.rc.lambda_mask * weight * mse_mask).cpu().tolist(),
+            "renders": rgb.clamp(0.0, 1.0).cpu().numpy() if with_renders else None,
+            "alphas": alpha.cpu().numpy() if with_renders else None,
+            "mse": mse.cpu().tolist() if with_renders else None,
+            "mse_mask": mse_mask.cpu().tolist() if with_renders else None,
+            "loss_rgb": (self.rc.lambda_rgb * weight * mse).cpu().tolist() if with_renders else None,
+            "loss_mask": (self.rc.lambda_mask * weight * mse_mask).cpu().tolist() if with_renders else None,
             "w2c": self.current_w2c().double().cpu().numpy(),
             "w2c_init": self.w2c_init.double().cpu().numpy(),
             "w2c_gt": None if self.w2c_gt is None else self.w2c_gt.copy(),
@@ -873,15 +875,18 @@ class Reconstruction:
         rotation, translation = w2c[..., :3, :3], w2c[..., :3, 3]
         return -np.einsum("tvji,tvj->tvi", rotation, translation)  # -R^T t
 
-    def pose_error_curve(self, every: int = 5) -> dict | None:
+    def pose_error_curve(self, every: int = 5, max_points: int = 30) -> dict | None:
         """Per-view rotation error (deg, after the best global rotation) and Rot@5 / Rot@15 / CC@0.1 against
-        ground truth every `every` steps of :attr:`camera_tracks` (None without GT)."""
+        ground truth every `every` steps of :attr:`camera_tracks`, or sparser so that at most about
+        `max_points` steps are measured (None without GT). Each point costs ~30 ms (global alignments), and a
+        finished 500-step reconstruction opened in the debugger would otherwise wait seconds for its curve."""
         from .metrics import per_view_rotation_error_deg, pose_metrics
 
         if self.w2c_gt is None:
             return None
         tracks = [self.initial_w2c.detach().cpu()] + self.camera_tracks
-        steps = list(range(0, len(tracks), max(1, every)))
+        every = max(1, int(every), math.ceil(len(tracks) / max(1, int(max_points))))
+        steps = list(range(0, len(tracks), every))
         if steps[-1] != len(tracks) - 1:
             steps.append(len(tracks) - 1)
         per_view, summary = [], []
@@ -889,7 +894,8 @@ class Reconstruction:
         for k in steps:
             if k not in cache:  # a recorded track never changes: compute each step once (snapshots are frequent)
                 w2c = tracks[k].double()
-                cache[k] = (per_view_rotation_error_deg(w2c, self.w2c_gt).tolist(), pose_metrics(w2c, self.w2c_gt))
+                errors = per_view_rotation_error_deg(w2c, self.w2c_gt)
+                cache[k] = (errors.tolist(), pose_metrics(w2c, self.w2c_gt, per_view_errors=errors))
             per_view.append(cache[k][0])
             summary.append(cache[k][1])
         return {
