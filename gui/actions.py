@@ -128,6 +128,39 @@ def load_checkpoint(pipeline: Any, path: Path) -> Any:
     return fresh
 
 
+@torch.no_grad()
+def warm_renderer(backend: str) -> None:
+    """One tiny CPU render on the calling thread, so that numba and the renderer's compiled kernels are
+    loaded there.
+
+    The window's thread must call this before the window exists: numba (llvmlite) and Mesa's software
+    OpenGL (llvmpipe) each drive an LLVM, and the engine thread loading numba's kernels while the window
+    compiles its shaders crashed the process (a segmentation fault, reproduced by opening a run in a fresh
+    process: its first render is the engine thread's)."""
+    from sparseags.render import render_gaussians
+    from sparseags.render.api import resolve_backend
+
+    if resolve_backend(backend, torch.device("cpu")) != "cpu":
+        return
+    means = torch.tensor([[0.0, 0.0, 3.0]])
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    K = torch.tensor([[[8.0, 0.0, 4.0], [0.0, 8.0, 4.0], [0.0, 0.0, 1.0]]])
+    render_gaussians(
+        means,
+        quats,
+        torch.full((1, 3), 0.1),
+        torch.full((1,), 0.5),
+        torch.full((1, 1, 3), 0.5),
+        torch.eye(4)[None],
+        K,
+        8,
+        8,
+        sh_degree=0,
+        background=torch.ones(3),
+        backend=backend,
+    )
+
+
 def one_line_text(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__

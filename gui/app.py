@@ -175,6 +175,8 @@ class DebuggerApp:
         if isinstance(pipeline, str):
             print(f"loading {self.scene_dir} ...", file=sys.stderr)
             pipeline = build_pipeline(self.scene_dir, self.cfg)
+        if not self._window_ready:  # numba's LLVM on this thread, before the window's (see warm_renderer)
+            actions.warm_renderer(self.cfg.render.backend)
         self.worker = EngineWorker(pipeline, frame_budget_ms=self.cfg.gui.frame_budget_ms).start()
 
     def build_window(self) -> None:

@@ -1,8 +1,10 @@
 """Finished, interrupted and evaluated runs in the real window (issue 23), under ``xvfb-run``.
 
-One window for the module, opened with nothing in it (as ``gui --eval`` does), driven by one script: it opens
-a finished run, overrules a decision, compares two runs, opens an evaluation table, sorts it, opens a row,
-compares two rows and opens an interrupted run. The tests then check what the window showed and wrote.
+One window for the module, opened on the runs' scene, driven by scripts: they open a finished run, overrule a
+decision, compare two runs, open an evaluation table, sort it, open a row, compare two rows and open an
+interrupted run. The tests then check what the window showed and wrote. The command-line entry points
+(``gui --run``, ``gui --eval``, which start with nothing open) run in subprocesses: a window whose orbit view
+never drew, closed and followed by a second window in the same process, crashed DearPyGui here.
 """
 
 from __future__ import annotations
@@ -71,8 +73,8 @@ def session(folders):
 
     root = folders["root"]
     before = {name: hashes(folders[name]) for name in ("a", "b")}
-    app = DebuggerApp(folders["eval"], cfg())
-    app.start_engine(None)
+    app = DebuggerApp(folders["scene"], cfg())
+    app.start_engine()
     app.build_window()
     shots = {name: root / f"{name}.png" for name in ("run", "compare", "eval")}
     facts: dict = {"shots": shots, "before": before}
@@ -207,3 +209,24 @@ def test_a_copied_run_opens_through_the_command_line_with_its_scene_given(folder
     )
     assert opened.returncode == 0, opened.stderr[-2000:]
     assert "first full frame after" in opened.stderr
+
+
+def test_gui_eval_opens_the_table_and_a_row_through_the_command_line(folders, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "s.yaml"
+    script.write_text("- eval_sort: {column: rot15, ascending: false}\n- eval_open: scene/seed3\n- tab: accuracy\n")
+    command = [sys.executable, "main.py", "gui", "--eval", str(folders["eval"]), "--script", str(script)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    result = subprocess.run(
+        [*command, "--screenshot", str(tmp_path / "eval.png")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "opened run scene: first full frame after" in result.stderr
+    assert (tmp_path / "eval.png").is_file()
