@@ -104,9 +104,12 @@ def cmd_gui(args: argparse.Namespace) -> int:
     try:
         from gui.app import run_app
         from gui.importer import find_capture, is_scene
+        from gui.script import load_script
     except ImportError as err:
         raise UserError(f"the debugger cannot start: {err}") from None
 
+    if getattr(args, "script", None):
+        load_script(args.script)  # a bad script is reported before anything else is looked at
     cfg = load_run_config(args)
     scene = getattr(args, "scene", None)
     run_dir, compare_dir, eval_dir = (getattr(args, k, None) for k in ("run", "compare", "eval"))

@@ -82,5 +82,6 @@ WINDOW_TEST_MODULES = [
     "test_gui_import.py",
     "test_gui_orbit.py",
     "test_gui_panels.py",
+    "test_gui_runs.py",
 ]
 collect_ignore = [] if os.environ.get("SPARSEAGS_WINDOW_TESTS") else list(WINDOW_TEST_MODULES)

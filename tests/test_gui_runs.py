@@ -133,6 +133,10 @@ def session(folders):
         facts["exit_not_a_run"] = app.run(runner)
         facts["error_not_a_run"] = runner.error
         facts["source_after_refusal"] = app.source
+        # "Open scene..." / "Open run..." on a run folder opens the run (the dialogs' shared route)
+        runner = ScriptRunner(app, parse_script([{"open_scene": str(folders["b"])}]))
+        facts["exit_dialog_route"] = app.run(runner)
+        facts["source_after_dialog"] = app.source
         facts["after"] = {name: hashes(folders[name]) for name in ("a", "b")}
         yield facts
     finally:
@@ -190,6 +194,11 @@ def test_an_interrupted_run_opens_paused_at_its_checkpoint_and_steps_on(session,
 def test_a_folder_that_is_not_a_run_is_refused_and_the_shown_run_stays(session, folders) -> None:
     assert session["exit_not_a_run"] == 2 and "not a run folder" in str(session["error_not_a_run"])
     assert session["source_after_refusal"].kind == "interrupted"
+
+
+def test_the_open_dialog_route_opens_a_run_folder_as_a_run(session, folders) -> None:
+    assert session["exit_dialog_route"] == 0
+    assert session["source_after_dialog"].folder == folders["b"] and session["source_after_dialog"].kind == "complete"
 
 
 def test_a_copied_run_opens_through_the_command_line_with_its_scene_given(folders, tmp_path) -> None:
