@@ -122,8 +122,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
         from sparseags.run_folder import inspect_run
 
         info = inspect_run(Path(run_dir), Path(scene) if scene else None)
-        if compare_dir:
-            inspect_run(Path(compare_dir), info.scene_dir)
+        other = inspect_run(Path(compare_dir), info.scene_dir) if compare_dir else None
         cfg = info.cfg  # the run's own config; the window's settings come from this command
         cfg.gui = load_run_config(args).gui
         scene_dir = info.scene_dir
@@ -147,8 +146,8 @@ def cmd_gui(args: argparse.Namespace) -> int:
         out_dir=Path(args.out) if getattr(args, "out", None) else None,
         script=getattr(args, "script", None),
         screenshot=getattr(args, "screenshot", None),
-        run_dir=Path(run_dir) if run_dir else None,
-        compare_dir=Path(compare_dir) if compare_dir else None,
+        run_dir=info if run_dir else None,  # checked once, here: the window opens what was checked
+        compare_dir=other if compare_dir else None,
         eval_dir=Path(eval_dir) if eval_dir else None,
         import_raw=import_raw,
         started_at=PROCESS_STARTED,

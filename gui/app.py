@@ -422,18 +422,20 @@ class DebuggerApp:
             return None
         return {"folder": str(info.folder), "run_id": info.run_id, "kind": info.kind, "ended_at": info.label}
 
-    def open_run(self, folder: Path, scene: Optional[Path] = None, then: Optional[Callable[[], Any]] = None) -> Future:
-        """Open a run folder (:func:`sparseags.run_folder.inspect_run`): a complete run as it ended, an
+    def open_run(self, folder: Any, scene: Optional[Path] = None, then: Optional[Callable[[], Any]] = None) -> Future:
+        """Open a run folder (a path, checked by :func:`sparseags.run_folder.inspect_run` here, or the RunInfo
+        the caller got from it): a complete run as it ended, an
         interrupted one at its checkpoint, paused. The check and the loading run on the engine thread; a
         refused folder is a red status line and changes nothing. Decisions and exports then go to a fresh
         folder beside the run (``<run>_rerun``), never into it. `then` runs on the main thread once it is open."""
         from sparseags import run_folder
 
-        folder = Path(folder)
+        checked = folder if isinstance(folder, run_folder.RunInfo) else None  # already inspected by the caller
+        folder = checked.folder if checked is not None else Path(folder)
         self.open_timer = (time.perf_counter(), f"run {folder.name}")
 
         def load(_: Any) -> Any:
-            info = run_folder.inspect_run(folder, scene)
+            info = checked if checked is not None else run_folder.inspect_run(folder, scene)
             return info, run_folder.open_run(info)
 
         holder: dict = {}
@@ -480,20 +482,21 @@ class DebuggerApp:
         opened.add_done_callback(failed)
         return result
 
-    def compare_with(self, folder_b: Path, scene: Optional[Path] = None) -> Future:
+    def compare_with(self, folder_b: Any, scene: Optional[Path] = None) -> Future:
         """Compare the run on display with run folder B (same scene): B is loaded on the engine thread, the
         comparison built there (:func:`sparseags.compare.compare_pipelines`) and shown in the compare tab."""
         from sparseags import run_folder
         from sparseags.compare import compare_pipelines
 
-        folder_b = Path(folder_b)
+        checked = folder_b if isinstance(folder_b, run_folder.RunInfo) else None  # already inspected
+        folder_b = checked.folder if checked is not None else Path(folder_b)
         source = self.source
         label_a = str(source.folder) if source is not None else str(self.scene_dir)
 
         def build(pipeline: Any) -> Any:
             if pipeline is None:
                 raise UserError("open a run first, then compare it with another")
-            other = run_folder.open_run(run_folder.inspect_run(folder_b, scene))
+            other = run_folder.open_run(checked if checked is not None else run_folder.inspect_run(folder_b, scene))
             label = label_a
             if source is not None and len(pipeline.decisions) != len(source.state.get("decisions") or []):
                 label += f" + {len(pipeline.decisions) - len(source.state.get('decisions') or [])} of your decisions"
@@ -836,16 +839,16 @@ def run_app(
     script: Optional[str] = None,
     screenshot: Optional[str] = None,
     *,
-    run_dir: Optional[Path] = None,
-    compare_dir: Optional[Path] = None,
+    run_dir: Any = None,
+    compare_dir: Any = None,
     eval_dir: Optional[Path] = None,
     import_raw: bool = False,
     started_at: Optional[float] = None,
 ) -> int:
     """Open the debugger; with `script`, run its actions and exit (0, or 2 on an error).
 
-    What opens: `run_dir` (a finished or interrupted run folder; `scene_dir`, when given, is its scene), then
-    `compare_dir` beside it in the compare tab; else `eval_dir` (the evaluation table); else `scene_dir`, a
+    What opens: `run_dir` (a finished or interrupted run folder, or its RunInfo; `scene_dir`, when given, is
+    its scene), then `compare_dir` (likewise) beside it in the compare tab; else `eval_dir` (the evaluation table); else `scene_dir`, a
     scene, or with `import_raw` a raw capture imported first as *Open scene...* does. The caller has checked
     the folders (one-line errors before any window). With `screenshot`, the window is saved there (PNG)
     after the script (or after it settles) and the app exits. A bad script is reported before anything
@@ -857,7 +860,7 @@ def run_app(
             "the debugger needs a display: set DISPLAY or run it under xvfb-run "
             "(or use 'python main.py run' for the headless pipeline)"
         )
-    shown = Path(run_dir or eval_dir or scene_dir)
+    shown = Path(getattr(run_dir, "folder", run_dir) or eval_dir or scene_dir)
     app = DebuggerApp(shown, cfg, Path(out_dir) if out_dir else None)
     app.process_started = started_at
     try:
@@ -865,9 +868,9 @@ def run_app(
         app.start_engine(None if opening else "build")
         app.build_window()
         if run_dir is not None:
-            if not app.pump(app.open_run(Path(run_dir), Path(scene_dir) if scene_dir else None)):
+            if not app.pump(app.open_run(run_dir, Path(scene_dir) if scene_dir else None)):
                 return 2 if actions_list is not None or screenshot else app.run()
-            if compare_dir is not None and not app.pump(app.compare_with(Path(compare_dir))):
+            if compare_dir is not None and not app.pump(app.compare_with(compare_dir)):
                 return 2 if actions_list is not None or screenshot else app.run()
         elif eval_dir is not None:
             app.open_eval(Path(eval_dir))

@@ -61,7 +61,7 @@ def pose_accuracy(snap: PipelineSnapshot, cache: Optional[dict] = None) -> Optio
     {"rot5", "rot15", "cc10", "rot_err_mean_deg"}}``, from the snapshot's ground truth, input and shown poses;
     `cache` keeps the last results (the start changes only with the input poses).
     """
-    from sparseags.metrics import MetricError, camera_center_errors, per_view_rotation_error_deg, pose_metrics
+    from sparseags.metrics import MetricError, pose_errors
 
     gt = snap.w2c_gt
     if gt is None or len(gt) < 2:
@@ -71,11 +71,7 @@ def pose_accuracy(snap: PipelineSnapshot, cache: Optional[dict] = None) -> Optio
     def measure(w2c: np.ndarray) -> tuple:
         w2c = np.asarray(w2c, dtype=np.float64)
         try:
-            return (
-                np.asarray(per_view_rotation_error_deg(w2c, gt), float),
-                np.asarray(camera_center_errors(w2c, gt), float),
-                pose_metrics(w2c, gt),
-            )
+            return pose_errors(w2c, gt)
         except (MetricError, ValueError, RuntimeError, np.linalg.LinAlgError):
             nan = np.full(len(gt), np.nan)
             return (

@@ -67,15 +67,10 @@ def _result_recon(pipeline: Any) -> Any:
 
 def _pose_numbers(w2c: np.ndarray, start: np.ndarray, gt: Any) -> tuple[np.ndarray, np.ndarray, dict]:
     from sparseags.cameras import rotation_angle_deg
-    from sparseags.metrics import camera_center_errors, per_view_rotation_error_deg, pose_metrics
+    from sparseags.metrics import pose_errors
 
     if gt is not None:
-        gt = np.asarray(gt, dtype=np.float64)
-        return (
-            np.asarray(per_view_rotation_error_deg(w2c, gt), float),
-            np.asarray(camera_center_errors(w2c, gt), float),
-            dict(pose_metrics(w2c, gt)),
-        )
+        return pose_errors(w2c, np.asarray(gt, dtype=np.float64))
     rot = np.array(
         [float(rotation_angle_deg(torch.as_tensor(a[:3, :3]), torch.as_tensor(b[:3, :3]))) for a, b in zip(w2c, start)]
     )

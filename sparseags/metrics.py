@@ -201,6 +201,18 @@ def pose_metrics(w2c_pred: Any, w2c_gt: Any, per_view_errors: Any = None) -> dic
     }
 
 
+def pose_errors(w2c_pred: Any, w2c_gt: Any) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """Per-view rotation errors [V] (deg, :func:`per_view_rotation_error_deg`), per-view centre errors [V]
+    (:func:`camera_center_errors`) and :func:`pose_metrics`, with one global rotation alignment: what a
+    display of pose accuracy needs (the debugger's accuracy panel, the compare tab)."""
+    rotation = per_view_rotation_error_deg(w2c_pred, w2c_gt)
+    return (
+        np.asarray(rotation, dtype=float),
+        np.asarray(camera_center_errors(w2c_pred, w2c_gt), dtype=float),
+        pose_metrics(w2c_pred, w2c_gt, per_view_errors=rotation),
+    )
+
+
 def align_similarity_plain(w2c_pred: Any, w2c_gt: Any) -> tuple[Tensor, Tensor, Tensor]:
     """Similarity ``(s, R [3, 3], t [3])`` from the predicted world frame to the GT frame:
     ``X_gt ~ s R X_pred + t``, by Umeyama on all camera centres (float64).

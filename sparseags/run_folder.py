@@ -244,7 +244,8 @@ def write_final_state(pipeline: Any, path: Path) -> Path:
     """``final_state.pt``: the finished pipeline's state (plain data) with its config and scene fingerprint.
 
     Nothing in it depends on the run id or the clock, so a resumed run's final state holds what an
-    uninterrupted one's does (:func:`plain_digest` of both is equal); run.json's hash ties it to its run."""
+    uninterrupted one's does (tests/test_resume.py compares them by content); run.json's hash ties it to
+    its run."""
     payload = {
         "format": FINAL_STATE_FORMAT,
         "config": config_to_dict(pipeline.cfg),
@@ -299,43 +300,6 @@ def write_outputs(pipeline: Any, out: Path, elapsed_s: float, log=print) -> dict
     metrics = artifacts.compute_metrics(pipeline, pipeline.lpips, elapsed_s)
     artifacts.write_json(out / "metrics.json", metrics)
     return metrics
-
-
-def plain_digest(value: Any) -> str:
-    """SHA-256 of plain data's content (tensors by dtype, shape and values; NaN equals NaN), independent of
-    how a file holding it was pickled: what "the same final state" means."""
-    import torch
-
-    digest = hashlib.sha256()
-
-    def feed(item: Any) -> None:
-        if isinstance(item, dict):
-            digest.update(b"{")
-            for key in sorted(item, key=repr):
-                feed(key)
-                feed(item[key])
-            digest.update(b"}")
-        elif isinstance(item, (list, tuple)):
-            digest.update(b"[" if isinstance(item, list) else b"(")
-            for element in item:
-                feed(element)
-            digest.update(b"]")
-        elif isinstance(item, torch.Tensor):
-            data = item.detach().cpu().contiguous()
-            if data.dtype == torch.bfloat16:
-                data = data.float()
-            if data.is_floating_point():  # NaN payload bits may differ: hash where the NaNs are, then zeros
-                digest.update(torch.isnan(data).numpy().tobytes())
-                data = torch.nan_to_num(data, nan=0.0)
-            digest.update(f"T{data.dtype}{tuple(data.shape)}".encode())
-            digest.update(data.numpy().tobytes())
-        elif isinstance(item, float) and item != item:
-            digest.update(b"nan")
-        else:
-            digest.update(repr(item).encode())
-
-    feed(value)
-    return digest.hexdigest()
 
 
 # -------------------------------------------------------------------------------------------------

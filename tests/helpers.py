@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,3 +54,38 @@ def run_gui_script(scene: Path, out: Path, script: Path, overrides: list[str]) -
     env = dict(os.environ, OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
     command = [sys.executable, "main.py", "gui", "--scene", str(scene), "--out", str(out), "--script", str(script)]
     return subprocess.run([*command, *overrides], cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+
+
+def plain_digest(value: Any) -> str:
+    """SHA-256 of plain data's content (tensors by dtype, shape and values; NaN equals NaN), independent of
+    how a file holding it was pickled: what "the same final state" means."""
+    digest = hashlib.sha256()
+
+    def feed(item: Any) -> None:
+        if isinstance(item, dict):
+            digest.update(b"{")
+            for key in sorted(item, key=repr):
+                feed(key)
+                feed(item[key])
+            digest.update(b"}")
+        elif isinstance(item, (list, tuple)):
+            digest.update(b"[" if isinstance(item, list) else b"(")
+            for element in item:
+                feed(element)
+            digest.update(b"]")
+        elif isinstance(item, torch.Tensor):
+            data = item.detach().cpu().contiguous()
+            if data.dtype == torch.bfloat16:
+                data = data.float()
+            if data.is_floating_point():  # NaN payload bits may differ: hash where the NaNs are, then zeros
+                digest.update(torch.isnan(data).numpy().tobytes())
+                data = torch.nan_to_num(data, nan=0.0)
+            digest.update(f"T{data.dtype}{tuple(data.shape)}".encode())
+            digest.update(data.numpy().tobytes())
+        elif isinstance(item, float) and item != item:
+            digest.update(b"nan")
+        else:
+            digest.update(repr(item).encode())
+
+    feed(value)
+    return digest.hexdigest()

@@ -28,7 +28,7 @@ from sparseags.config import load_config
 from sparseags.errors import UserError
 from sparseags.headless import run_headless
 from sparseags.pipeline import Pipeline
-from tests.helpers import FAST_PIPELINE, TouchOnUnpickle
+from tests.helpers import FAST_PIPELINE, TouchOnUnpickle, plain_digest
 
 REPO = Path(__file__).resolve().parent.parent
 # The whole procedure (reconstruction, leave-one-out with a forced removal, pose search, arbitration) on a
@@ -75,7 +75,7 @@ def result_of(out: Path) -> dict:
     files = {rel: entry["sha256"] for rel, entry in manifest["files"].items() if rel not in VARYING_BYTES}
     # (its config is config.yaml's, compared through that file's hash)
     state = torch.load(out / run_folder.FINAL_STATE, weights_only=True)
-    final_state = run_folder.plain_digest({k: v for k, v in state.items() if k != "config"})
+    final_state = plain_digest({k: v for k, v in state.items() if k != "config"})
     return {
         "files": files,
         "final_state": final_state,

@@ -110,29 +110,26 @@ class ControlsPanel:
             default_value=0.0, width=width - 20, overlay="", show=False, parent=parent
         )
         self._import_shown: tuple = ()
-        self.scene_dialog = dpg.add_file_dialog(
-            directory_selector=True,
-            show=False,
-            width=700,
-            height=420,
-            callback=self._scene_chosen,
-            default_path=str(app.scene_dir),
-        )
-        # a run folder (finished or interrupted) or an evaluation folder (its table of runs)
-        self.run_dialog = dpg.add_file_dialog(
-            directory_selector=True,
-            show=False,
-            width=700,
-            height=420,
-            callback=self._scene_chosen,
-            default_path=str(app.out_dir.parent),
-        )
+        # both dialogs pick a folder and open it by what it is (a scene, a raw capture, a run, an evaluation):
+        # they differ only in where they start
+        self.scene_dialog = self._folder_dialog(app.scene_dir)
+        self.run_dialog = self._folder_dialog(app.out_dir.parent)
         with dpg.file_dialog(
             show=False, width=700, height=420, callback=self._checkpoint_chosen, default_path=str(app.out_dir)
         ) as dialog:
             dpg.add_file_extension(".pt")
             dpg.add_file_extension(".*")
         self.checkpoint_dialog = dialog
+
+    def _folder_dialog(self, start: Path) -> int:
+        return dpg.add_file_dialog(
+            directory_selector=True,
+            show=False,
+            width=700,
+            height=420,
+            callback=self._scene_chosen,
+            default_path=str(start),
+        )
 
     # ------------------------------------------------------------------------------------------
     def step(self, count: int) -> None:
