@@ -178,7 +178,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
         presets=args.init,
         ray_address=args.ray,
         rescore=bool(getattr(args, "rescore", False)),
+        jobs=parse_jobs(getattr(args, "jobs", "auto")),
     )
+
+
+def parse_jobs(text: str) -> int | None:
+    """``--jobs``: "auto" (None: one per CPU) or a positive whole number; anything else is a one-line error."""
+    from sparseags.evaluate import EvaluationError
+
+    if str(text).strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise EvaluationError(f"--jobs {text!r}: expected 'auto' or a positive number of runs side by side")
+    return value
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -276,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument(
         "--rescore", action="store_true", help="recompute novel-view and mesh metrics of finished runs from their files"
+    )
+    evaluate.add_argument(
+        "--jobs",
+        default="auto",
+        help="runs side by side on this machine without Ray (default auto: one per CPU, one thread each)",
     )
     _add_config_args(evaluate)
 

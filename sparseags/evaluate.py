@@ -73,6 +73,8 @@ __all__ = [
     "summary_markdown",
     "pose_plot_png",
     "run_evaluation",
+    "plan_workers",
+    "WorkerPlan",
 ]
 
 RESULT_COLUMNS = (
@@ -339,6 +341,101 @@ def _run_sequential(pending: list[tuple[EvalJob, Config]], report: Callable[[Job
         report(run_job(job, job_cfg))
 
 
+@dataclass(frozen=True)
+class WorkerPlan:
+    """How a local evaluation spreads over this machine: `jobs` runs side by side, `threads` each."""
+
+    jobs: int
+    threads: int
+
+    def describe(self) -> str:
+        if self.jobs == 1:
+            return f"1 job at a time, {self.threads} thread(s)"
+        return f"{self.jobs} jobs side by side, {self.threads} thread(s) each"
+
+
+def plan_workers(n_pending: int, cfg: Config, jobs: Optional[int] = None, cpus: Optional[int] = None) -> WorkerPlan:
+    """Jobs side by side and threads per job for `n_pending` runs on this machine.
+
+    jobs=None (``--jobs auto``): one job per CPU with one thread each. The engine's parallel parts (the
+    rasteriser's tiles, torch's ops) keep two threads busy only part of the time, so separate jobs
+    use the cores better than threads inside one job. A config that runs on CUDA gets one job at a
+    time: the jobs would share one GPU. Never more jobs than runs, and at least one thread each.
+    """
+    cpus = cpus or _machine_cpus()
+    if gpus_per_task(cfg):
+        return WorkerPlan(1, cpus)
+    wanted = cpus if jobs is None else jobs
+    if wanted < 1:
+        raise EvaluationError(f"--jobs {wanted}: expected a positive number of jobs side by side")
+    side_by_side = max(1, min(wanted, n_pending))
+    return WorkerPlan(side_by_side, max(1, cpus // side_by_side))
+
+
+def _pin_threads(threads: int) -> None:
+    """Start-up of a local worker process: torch and numba use `threads` threads."""
+    import numba
+    import torch
+
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+class _thread_env:
+    """Environment for worker processes spawned inside the block: OpenMP and numba pools of `threads`."""
+
+    NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.saved: dict[str, Optional[str]] = {}
+
+    def __enter__(self) -> None:
+        for name in self.NAMES:
+            self.saved[name] = os.environ.get(name)
+            os.environ[name] = str(self.threads)
+
+    def __exit__(self, *exc) -> None:
+        for name, value in self.saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _crashed(job: EvalJob, err: BaseException, started: float) -> JobResult:
+    """A job whose worker raised something other than a UserError, or died: failed, the others go on."""
+    message = f"worker crashed: {_one_line(err)}"
+    _write_text_atomic(job.out_dir / "error.txt", message + "\n")
+    return JobResult(job, "failed", error=message, wall_s=time.perf_counter() - started)
+
+
+def _run_local_pool(
+    pending: list[tuple[EvalJob, Config]], plan: WorkerPlan, report: Callable[[JobResult], None]
+) -> None:
+    """`plan.jobs` worker processes (spawned, so no thread pool is inherited), each pinned to `plan.threads`.
+
+    Results are reported as they finish. A worker that raises a bug or dies (out of memory) fails its
+    job with the reason; the other jobs go on, and the finished ones stay for resuming.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    started = time.perf_counter()
+    with _thread_env(plan.threads):
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(
+            plan.jobs, mp_context=context, initializer=_pin_threads, initargs=(plan.threads,)
+        ) as pool:
+            futures = {pool.submit(run_job, job, job_cfg): job for job, job_cfg in pending}
+            for future in as_completed(futures):
+                try:
+                    result = future.result()
+                except Exception as err:  # a bug or a dead worker in one job must not lose the others
+                    result = _crashed(futures[future], err, started)
+                report(result)
+
+
 def cpus_per_task() -> float:
     """CPUs each Ray task requests: ``$SPARSEAGS_EVAL_CPUS_PER_TASK`` (default 1; fractions allowed)."""
     raw = os.environ.get(CPUS_PER_TASK_ENV, "").strip()
@@ -366,9 +463,7 @@ def gpus_per_task(cfg: Config) -> int:
 
 def _ray_task(job: EvalJob, cfg: Config, threads: int) -> JobResult:
     """Body of the Ray task: pin the thread pools to the CPUs Ray granted, then run the job."""
-    import torch
-
-    torch.set_num_threads(threads)
+    _pin_threads(threads)
     return run_job(job, cfg)
 
 
@@ -620,8 +715,28 @@ def _outlier_table(presets: list[str], rows: list[dict[str, str]]) -> list[str]:
     return lines
 
 
-def summary_markdown(results: list[JobResult], presets: list[str], cfg: Config, data_dir: Path) -> str:
-    """summary.md: the paper-style table, outlier precision / recall and the failed runs."""
+def _time_section(results: list[JobResult], timing: Optional[dict]) -> list[str]:
+    """summary.md's time section: this invocation's wall time and every run's own time, slowest first."""
+    timed = [(r.metrics.get("time_s"), r) for r in results if r.ok and r.metrics]
+    timed = sorted(((float(t), r) for t, r in timed if isinstance(t, (int, float))), key=lambda x: -x[0])
+    lines = ["## Time", ""]
+    if timing is not None:
+        lines.append(
+            f"This invocation: {timing['wall_s']:.0f} s wall for {timing['ran']} run(s) ({timing['how']}); "
+            f"{len(results) - timing['ran']} run(s) were already finished."
+        )
+    if timed:
+        total = sum(t for t, _ in timed)
+        lines.append(f"Sum of the runs' pipeline times: {total:.0f} s over {len(timed)} run(s).")
+        lines += ["", "| preset | scene | pipeline s |", "|---|---|---|"]
+        lines += [f"| {r.job.preset} | {r.job.scene} | {t:.0f} |" for t, r in timed]
+    return lines + [""]
+
+
+def summary_markdown(
+    results: list[JobResult], presets: list[str], cfg: Config, data_dir: Path, timing: Optional[dict] = None
+) -> str:
+    """summary.md: the paper-style table, outlier precision / recall, time, and the failed runs."""
     rows = [result_row(r) for r in results]
     outlier_rows = [outlier_row(r) for r in results]
     failed = [r for r in results if not r.ok]
@@ -653,6 +768,7 @@ def summary_markdown(results: list[JobResult], presets: list[str], cfg: Config, 
     if not cfg.pipeline.outliers:
         lines.append("Outlier detection was off (`pipeline.outliers=false`), so nothing was flagged.")
     lines += ["", *_outlier_table(presets, outlier_rows), ""]
+    lines += _time_section(results, timing)
     lines += ["## Failed runs", ""]
     if failed:
         lines += ["| preset | scene | error |", "|---|---|---|"]
@@ -696,15 +812,23 @@ def _write_text_atomic(path: Path, text: str) -> Path:
 
 
 def write_reports(
-    out_dir: Path, results: list[JobResult], presets: list[str], cfg: Config, data_dir: Path
+    out_dir: Path,
+    results: list[JobResult],
+    presets: list[str],
+    cfg: Config,
+    data_dir: Path,
+    timing: Optional[dict] = None,
 ) -> list[Path]:
-    """results.csv, outliers.csv, summary.md and pose_accuracy.png into `out_dir` (each atomic)."""
+    """results.csv, outliers.csv, summary.md and pose_accuracy.png into `out_dir` (each atomic).
+
+    timing: this invocation's wall time (``wall_s``), how many runs it ran (``ran``) and how (``how``).
+    """
     out_dir = Path(out_dir)
     rows = [result_row(r) for r in results]
     return [
         _write_text_atomic(out_dir / RESULTS_CSV, _csv_text(RESULT_COLUMNS, rows)),
         _write_text_atomic(out_dir / OUTLIERS_CSV, _csv_text(OUTLIER_COLUMNS, [outlier_row(r) for r in results])),
-        _write_text_atomic(out_dir / SUMMARY_MD, summary_markdown(results, presets, cfg, data_dir)),
+        _write_text_atomic(out_dir / SUMMARY_MD, summary_markdown(results, presets, cfg, data_dir, timing)),
         atomic_write_bytes(out_dir / POSE_PLOT_PNG, pose_plot_png(rows, presets)),
     ]
 
@@ -771,6 +895,7 @@ def run_evaluation(
     ray_address: Optional[str] = None,
     log: Callable[[str], None] = print,
     rescore: bool = False,
+    jobs: Optional[int] = 1,
 ) -> int:
     """Evaluate every scene under `data_dir` for each preset; returns 0 when every run succeeded, else 1.
 
@@ -779,25 +904,27 @@ def run_evaluation(
     and the scenes at the same absolute paths).
     rescore: recompute the novel-view and mesh metrics of already finished runs from their saved files
     with the current metric code and ``cfg.metrics`` (poses, outliers and times are kept), here, in sequence.
+    jobs: runs side by side on this machine without Ray (:func:`plan_workers`; None = one per CPU, each
+    pinned to its share of the threads). 1 runs them one after another in this process.
     """
     names = normalise_presets(presets, cfg)
     if ray_address is not None:
         check_ray_address(ray_address)
-    jobs = plan_jobs(Path(data_dir), Path(out_dir), names)
+    plan_list = plan_jobs(Path(data_dir), Path(out_dir), names)
     out_dir = Path(out_dir).resolve()
     start = time.perf_counter()
     log(
-        f"evaluating {len({j.scene for j in jobs})} scene(s) x {len(names)} preset(s) "
+        f"evaluating {len({j.scene for j in plan_list})} scene(s) x {len(names)} preset(s) "
         f"({', '.join(names)}) into {out_dir}" + (f" with Ray ({ray_address})" if ray_address else "")
     )
 
     finished: dict[EvalJob, JobResult] = {}
     pending: list[tuple[EvalJob, Config]] = []
-    for job in jobs:
+    for job in plan_list:
         metrics = load_finished_metrics(job.out_dir)
         if metrics is not None:
             finished[job] = JobResult(job, "resumed", metrics=metrics)
-            log(_progress_line(finished[job], len(finished), len(jobs)))
+            log(_progress_line(finished[job], len(finished), len(plan_list)))
         else:
             pending.append((job, job_config(cfg, job)))
 
@@ -806,19 +933,28 @@ def run_evaluation(
     def report(result: JobResult) -> None:
         finished[result.job] = result
         _record_locally(result)
-        log(_progress_line(result, len(finished), len(jobs)))
+        log(_progress_line(result, len(finished), len(plan_list)))
         sys.stdout.flush()
 
+    how = f"Ray ({ray_address})"
     if pending and ray_address:
         _run_ray(pending, cfg, ray_address, report)
     elif pending:
-        _run_sequential(pending, report)
+        plan = plan_workers(len(pending), cfg, jobs)
+        how = plan.describe()
+        log(f"running {len(pending)} job(s): {how}")
+        if plan.jobs == 1:
+            _run_sequential(pending, report)
+        else:
+            _run_local_pool(pending, plan, report)
 
-    results = [_attach_truth(finished[job]) for job in jobs]
-    written = write_reports(out_dir, results, names, cfg, Path(data_dir).resolve())
+    results = [_attach_truth(finished[job]) for job in plan_list]
+    wall_s = time.perf_counter() - start
+    timing = {"wall_s": wall_s, "ran": len(pending), "how": how if pending else "nothing to run"}
+    written = write_reports(out_dir, results, names, cfg, Path(data_dir).resolve(), timing=timing)
     failed = sum(not r.ok for r in results)
     log(
-        f"evaluation finished in {time.perf_counter() - start:.1f} s: {len(results) - failed} ok, {failed} failed; "
+        f"evaluation finished in {wall_s:.1f} s: {len(results) - failed} ok, {failed} failed; "
         f"{', '.join(p.name for p in written)} in {out_dir}"
     )
     if rescore_failures:

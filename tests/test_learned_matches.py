@@ -122,6 +122,39 @@ def test_networks_measure_demo_pairs_close_to_the_truth(demo256):
     assert errors[0] < 2.0 and float(np.median(errors)) < 5.0, errors
 
 
+def test_pairs_are_measured_once_per_scene_and_settings(demo256, tmp_path, monkeypatch):
+    """The second call reads the cache (the networks are not run), bit for bit; other matcher settings,
+    other views, a corrupt cache file or SPARSEAGS_CACHE_DIR=off measure again."""
+    import sparseags.learned_matches as lm
+
+    monkeypatch.setenv(lm.CACHE_ENV, str(tmp_path / "cache"))
+    settings = RotationSettings(max_keypoints=256)
+    first = relative_rotations(demo256, settings, views=[0, 1, 2])
+    (cached,) = (tmp_path / "cache" / "pairs").glob("*.npz")
+    measured = []
+    real = lm._measure_pairs
+
+    def counting(*args):
+        measured.append(args[3])
+        return real(*args)
+
+    monkeypatch.setattr(lm, "_measure_pairs", counting)
+    again = relative_rotations(demo256, settings, views=[0, 1, 2])
+    assert measured == [] and len(again) == len(first) > 0
+    for a, b in zip(first, again):
+        assert (a.i, a.j, a.matches, a.inliers) == (b.i, b.j, b.matches, b.inliers) and np.array_equal(a.R, b.R)
+    relative_rotations(demo256, RotationSettings(max_keypoints=128), views=[0, 1, 2])
+    relative_rotations(demo256, settings, views=[0, 1])
+    assert measured == [[0, 1, 2], [0, 1]]
+    cached.write_bytes(b"not an npz")
+    relative_rotations(demo256, settings, views=[0, 1, 2])
+    assert len(measured) == 3 and lm._pairs_from_file(cached) is not None  # rewritten
+    monkeypatch.setenv(lm.CACHE_ENV, "off")
+    assert lm.cache_dir() is None
+    relative_rotations(demo256, settings, views=[0, 1, 2])
+    assert len(measured) == 4
+
+
 def test_pipeline_starts_from_the_averaged_rotations_locks_them_and_resumes_that_start(tmp_path, monkeypatch):
     """The pipeline's start is the averaged poses; linked views keep their rotation in the reconstruction;
     a checkpoint carries that start, so a resume does not depend on recomputing the matches."""
