@@ -21,6 +21,10 @@ A run that fails with a :class:`~sparseags.errors.UserError` (a bad scene, a mis
 as failed with its one-line message (in ``summary.md`` and ``<out>/<preset>/<scene>/error.txt``) and the
 others go on; any other exception is a bug and stops the evaluation (finished runs are kept for resuming).
 
+Without Ray the runs go side by side on this machine (``jobs``, :func:`plan_workers`): spawned worker
+processes, each pinned to its share of the CPUs (torch and numba threads), report as they finish; with
+``jobs=1`` they run one after another in this process. Either way the numbers are the same.
+
 With Ray (``ray_address`` not None) every scene x preset is one Ray task that calls
 :func:`sparseags.headless.run_headless` in the worker with the same :class:`~sparseags.config.Config` the
 sequential run would use, so the metrics are the same (the engine draws all randomness from ``cfg.seed``).
