@@ -7,6 +7,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Under pytest-xdist (the README's `-n 2`) the workers run side by side, one per core: each gets one torch /
+# numba thread (inherited by its subprocesses), as `main.py eval --jobs` does, instead of two pools of two
+# threads that would wait on each other at every barrier.
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if XDIST_WORKER:
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[_name] = "1"
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Tests never reach outside the clone for LPIPS backbones: only lpips.weights_dir (checkpoints/lpips) and
 # torchvision's cache, never ../shared, torchvision's download or the package index (tests of those fake them).
@@ -18,6 +25,23 @@ if "SPARSEAGS_CACHE_DIR" not in os.environ:
     import tempfile
 
     os.environ["SPARSEAGS_CACHE_DIR"] = tempfile.mkdtemp(prefix="sparseags-test-cache-")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """With ``--dist loadgroup`` (README): one xdist group per test file, so a worker builds a module's
+    fixtures once, and one per window module run by tests/test_gui_windows.py, so those subprocesses
+    spread over the workers. The slowest groups (the window modules, listed first) start first."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        group = item.nodeid.split("::")[0]
+        module = getattr(getattr(item, "callspec", None), "params", {}).get("module")
+        if group.endswith("test_gui_windows.py") and module:
+            group = f"window-{module}"
+        item.add_marker(pytest.mark.xdist_group(group))
+    if XDIST_WORKER is not None or config.pluginmanager.hasplugin("xdist"):
+        items.sort(key=lambda item: 0 if "test_gui_windows.py" in item.nodeid else 1)
 
 
 def pytest_configure(config):

@@ -25,6 +25,10 @@ NUM_FEATURES = 5  # composited features: rgb, 1 (alpha), depth
 # Rect margin in pixels: the 3σ extent is computed from the inverse of the conic, so rounding can
 # differ from the per-pixel test by ~1e-7 px; a tiny margin keeps every touched pixel in the rect.
 RECT_MARGIN = 1e-3
+# LLVM fast-math flags for the raster kernels: fused multiply-adds, reciprocals and approximate libm calls
+# are allowed, but not reassociation (the sums keep their order, so results stay deterministic) and not
+# the no-NaN / no-inf assumptions (a degenerate Gaussian must not turn into undefined behaviour).
+SAFE_FASTMATH = {"contract", "arcp", "afn", "nsz"}
 
 
 @njit(cache=True, nogil=True)
@@ -104,7 +108,7 @@ def bin_tiles(rects, depth_order, tiles_x, tiles_y):
     return tile_offsets, isect_ids
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=SAFE_FASTMATH)
 def _sigma_limit(opacity):
     """Largest ½dᵀΣ⁻¹d a composited fragment can have: the 3σ ellipse, or where o·e^-σ hits 1/255.
 
@@ -115,7 +119,7 @@ def _sigma_limit(opacity):
     return min(MAX_MAHALANOBIS_HALF, math.log(opacity * 255.0) + 1e-5)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=SAFE_FASTMATH)
 def _row_span(dy, mx, a, b, c, sigma_limit, x0, x1):
     """Pixel columns [lo, hi] of row offset dy (= row centre - mean y) where ½dᵀΣ⁻¹d ≤ sigma_limit.
 
@@ -132,7 +136,7 @@ def _row_span(dy, mx, a, b, c, sigma_limit, x0, x1):
     return lo, hi
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=SAFE_FASTMATH)
 def _row_start(lo, dy, mx, a, b, c):
     """Incremental evaluation of g = exp(-σ) along a row, σ(dx) = ½(a dx² + c dy²) + b dx dy.
 
@@ -147,7 +151,7 @@ def _row_start(lo, dy, mx, a, b, c):
     return sigma, step, math.exp(-sigma), math.exp(-step)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", fastmath=SAFE_FASTMATH)
 def _alpha(sigma, gauss, opacity):
     """Alpha of one fragment, or -1 when skipped (outside the 3σ ellipse or below 1/255)."""
     if sigma > MAX_MAHALANOBIS_HALF:
@@ -158,7 +162,7 @@ def _alpha(sigma, gauss, opacity):
     return alpha
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True, fastmath=SAFE_FASTMATH)
 def rasterize_forward(
     means2d, conics, colors, opacities, depths, backgrounds, rects, tile_offsets, isect_ids, width, height, tiles_x
 ):
@@ -191,6 +195,10 @@ def rasterize_forward(
         acc_z = np.zeros(TILE_PIXELS, dtype=np.float64)
         used = np.zeros(TILE_PIXELS, dtype=np.int32)
         done = np.zeros(TILE_PIXELS, dtype=np.bool_)
+        # Pixels still compositing, per tile row and in all: a row whose pixels have all stopped is
+        # skipped before its span and exps are computed (on an opaque object most rows stop long
+        # before the tile's list ends), and the tile stops when none is left.
+        row_alive = np.full(TILE_SIZE, px1 - px0 + 1, dtype=np.int64)
         alive = (px1 - px0 + 1) * (py1 - py0 + 1)
         start = tile_offsets[job]
         for e in range(start, tile_offsets[job + 1]):
@@ -212,6 +220,8 @@ def rasterize_forward(
             sigma_limit = _sigma_limit(opacity)
             step_growth = math.exp(-a)
             for py in range(y0, y1 + 1):
+                if row_alive[py - py0] == 0:
+                    continue
                 dy = py + 0.5 - my
                 row = (py - py0) * TILE_SIZE - px0
                 lo, hi = _row_span(dy, mx, a, b, c, sigma_limit, x0, x1)
@@ -235,6 +245,7 @@ def rasterize_forward(
                     if next_t < MIN_TRANSMITTANCE:
                         done[p] = True
                         alive -= 1
+                        row_alive[py - py0] -= 1
                         continue
                     weight = alpha * trans[p]
                     acc_r[p] += weight * red
@@ -259,7 +270,7 @@ def rasterize_forward(
     return out_rgb, out_alpha, out_depth, out_t, out_used
 
 
-@njit(parallel=True, cache=True, nogil=True)
+@njit(parallel=True, cache=True, nogil=True, fastmath=SAFE_FASTMATH)
 def rasterize_backward(
     means2d,
     conics,
@@ -302,12 +313,16 @@ def rasterize_backward(
         suffix_dot = np.empty(TILE_PIXELS, dtype=np.float64)
         grad_out = np.zeros((TILE_PIXELS, NUM_FEATURES), dtype=np.float64)
         used = np.zeros(TILE_PIXELS, dtype=np.int32)
+        # The longest list prefix any pixel of a tile row composited: a fragment at or beyond it
+        # touches nothing in that row, so the row is skipped before its span and exps.
+        row_used = np.zeros(TILE_SIZE, dtype=np.int32)
         max_used = 0
         for py in range(py0, py1 + 1):
             for px in range(px0, px1 + 1):
                 p = (py - py0) * TILE_SIZE + px - px0
                 trans[p] = final_t[cam, py, px]
                 used[p] = n_used[cam, py, px]
+                row_used[py - py0] = max(row_used[py - py0], used[p])
                 max_used = max(max_used, used[p])
                 dot_bg = 0.0
                 for ch in range(3):
@@ -347,6 +362,8 @@ def rasterize_backward(
             g_o = 0.0
             g_z = 0.0
             for py in range(y0, y1 + 1):
+                if rank >= row_used[py - py0]:
+                    continue
                 dy = py + 0.5 - my
                 row = (py - py0) * TILE_SIZE - px0
                 lo, hi = _row_span(dy, mx, a, b, c, sigma_limit, x0, x1)
