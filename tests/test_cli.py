@@ -22,6 +22,17 @@ TINY = [
     "pipeline.turntable_resolution=48",
     "pipeline.mesh_resolution=40",
     "lpips.net=alex",
+    # every phase runs, each as small as the artefacts allow: a short leave-one-out round, a coarse
+    # search, a short novel-view pose refinement (these tests check files and exits, not accuracy)
+    "outliers.round_iters=6",
+    "search.stage_steps=[2,2,2]",
+    "search.stage_resolution=[32,32,32]",
+    "search.keep_min=4",
+    "search.n_azimuth=8",
+    "search.align_copies=4",
+    "search.align_steps=2",
+    "metrics.novel_pose_steps=10",
+    "metrics.mesh_points=5000",
 ]
 
 

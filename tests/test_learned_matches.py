@@ -122,33 +122,41 @@ def test_networks_measure_demo_pairs_close_to_the_truth(demo256):
     assert errors[0] < 2.0 and float(np.median(errors)) < 5.0, errors
 
 
-def test_pairs_are_measured_once_per_scene_and_settings(demo256, tmp_path, monkeypatch):
-    """The second call reads the cache (the networks are not run), bit for bit; other matcher settings,
-    other views, a corrupt cache file or SPARSEAGS_CACHE_DIR=off measure again."""
+def test_matches_are_measured_once_per_scene_and_settings(demo256, tmp_path, monkeypatch):
+    """The networks run once per photos x extractor settings x views: the second call reads the cache and
+    gives the same pairs bit for bit; other intrinsics (another preset of the scene) reuse the matches and
+    refit; other settings, other views, a corrupt cache file or SPARSEAGS_CACHE_DIR=off run them again."""
+    import copy
+
     import sparseags.learned_matches as lm
 
     monkeypatch.setenv(lm.CACHE_ENV, str(tmp_path / "cache"))
     settings = RotationSettings(max_keypoints=256)
     first = relative_rotations(demo256, settings, views=[0, 1, 2])
-    (cached,) = (tmp_path / "cache" / "pairs").glob("*.npz")
+    (cached,) = (tmp_path / "cache" / "matches").glob("*.npz")
     measured = []
-    real = lm._measure_pairs
+    real = lm._measure_matches
 
-    def counting(*args):
-        measured.append(args[3])
-        return real(*args)
+    def counting(images, settings_, views):
+        measured.append(views)
+        return real(images, settings_, views)
 
-    monkeypatch.setattr(lm, "_measure_pairs", counting)
+    monkeypatch.setattr(lm, "_measure_matches", counting)
     again = relative_rotations(demo256, settings, views=[0, 1, 2])
     assert measured == [] and len(again) == len(first) > 0
     for a, b in zip(first, again):
         assert (a.i, a.j, a.matches, a.inliers) == (b.i, b.j, b.matches, b.inliers) and np.array_equal(a.R, b.R)
+    other_focal = copy.copy(demo256)
+    other_focal.K = np.asarray(demo256.K) * np.array([1.1, 1.1, 1.0])[:, None]
+    refit = relative_rotations(other_focal, settings, views=[0, 1, 2])
+    assert measured == [] and [(p.i, p.j) for p in refit] == [(p.i, p.j) for p in first]
+    assert all(p.R.shape == (3, 3) for p in refit)
     relative_rotations(demo256, RotationSettings(max_keypoints=128), views=[0, 1, 2])
     relative_rotations(demo256, settings, views=[0, 1])
     assert measured == [[0, 1, 2], [0, 1]]
     cached.write_bytes(b"not an npz")
     relative_rotations(demo256, settings, views=[0, 1, 2])
-    assert len(measured) == 3 and lm._pairs_from_file(cached) is not None  # rewritten
+    assert len(measured) == 3 and lm._matches_from_file(cached) is not None  # rewritten
     monkeypatch.setenv(lm.CACHE_ENV, "off")
     assert lm.cache_dir() is None
     relative_rotations(demo256, settings, views=[0, 1, 2])

@@ -75,9 +75,10 @@ def test_without_outlier_test_the_pipeline_stops_after_one_reconstruction(demo_d
     assert len(snap.latest_scores["lpips_norm"]) == 6
 
 
-def test_full_flow_finds_and_replaces_the_gross_outlier(demo_dir, lpips_alex):
+@pytest.fixture(scope="module")
+def finished(demo_dir, lpips_alex):
+    """The FAST pipeline run to the end, with the phases it went through (tests only read it)."""
     pipeline = make_pipeline(demo_dir, lpips_alex)
-    bad = pipeline.scene.ids.index(outlier_view(demo_dir))
     phases = []
     for _ in range(100000):
         if pipeline.done:
@@ -85,6 +86,24 @@ def test_full_flow_finds_and_replaces_the_gross_outlier(demo_dir, lpips_alex):
         if not phases or phases[-1] != pipeline.phase:
             phases.append(pipeline.phase)
         pipeline.step(10)
+    return pipeline, phases
+
+
+@pytest.fixture(scope="module")
+def rejected(demo_dir, lpips_alex):
+    """The FAST pipeline whose outlier verdict was rejected by hand, run to the end (tests only read it)."""
+    pipeline = make_pipeline(demo_dir, lpips_alex)
+    run_to(pipeline, "search")
+    assert pipeline.loo.outliers
+    pipeline.decide_outlier(accept=False)
+    assert pipeline.phase == "loo"
+    run_to(pipeline)
+    return pipeline
+
+
+def test_full_flow_finds_and_replaces_the_gross_outlier(demo_dir, finished):
+    pipeline, phases = finished
+    bad = pipeline.scene.ids.index(outlier_view(demo_dir))
     assert phases == ["reconstruct", "loo", "search", "arbitration"]
     assert pipeline.loo.outliers == [bad]
     first_round = pipeline.loo.rounds[0]
@@ -120,13 +139,8 @@ def test_real_lpips_ranks_the_flipped_view_worst(demo_dir, real_alex):
     assert pipeline.loo.rounds[0].next_candidate == bad and np.argmax(scores) == bad, scores
 
 
-def test_rejecting_the_verdict_skips_the_search(demo_dir, lpips_alex):
-    pipeline = make_pipeline(demo_dir, lpips_alex)
-    run_to(pipeline, "search")
-    assert pipeline.loo.outliers
-    pipeline.decide_outlier(accept=False)
-    assert pipeline.phase == "loo"
-    run_to(pipeline)
+def test_rejecting_the_verdict_skips_the_search(rejected):
+    pipeline = rejected
     assert pipeline.loo.outliers == [] and pipeline.searches == {} and pipeline.arbitration is None
     assert pipeline.decisions[-1]["action"] == "reject_outlier"
     assert pipeline.final_recon.flags.tolist() == [1] * 6
@@ -150,12 +164,8 @@ def test_apply_candidate_and_arbitration_override(demo_dir, lpips_alex):
     assert [d["action"] for d in pipeline.decisions] == ["apply_candidate", "choose_arbitration"]
 
 
-def test_logged_decisions_replay_to_the_same_result(demo_dir, lpips_alex):
-    interactive = make_pipeline(demo_dir, lpips_alex)
-    run_to(interactive, "search")
-    interactive.decide_outlier(accept=False)
-    run_to(interactive)
-
+def test_logged_decisions_replay_to_the_same_result(demo_dir, lpips_alex, rejected):
+    interactive = rejected
     replayed = make_pipeline(demo_dir, lpips_alex)
     replayed.queue_decisions(interactive.decisions)
     run_to(replayed)
@@ -175,10 +185,8 @@ def test_set_flag_restarts_with_the_view_excluded(demo_dir, lpips_alex):
         pipeline.set_flag(99, 0)
 
 
-def test_checkpoint_resume_mid_search_gives_the_same_result(demo_dir, lpips_alex, tmp_path):
-    reference = make_pipeline(demo_dir, lpips_alex)
-    run_to(reference)
-
+def test_checkpoint_resume_mid_search_gives_the_same_result(demo_dir, lpips_alex, finished, tmp_path):
+    reference, _ = finished
     first = make_pipeline(demo_dir, lpips_alex)
     run_to(first, "search")
     first.step(3)
