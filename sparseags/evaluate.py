@@ -23,7 +23,8 @@ others go on; any other exception is a bug and stops the evaluation (finished ru
 
 Without Ray the runs go side by side on this machine (``jobs``, :func:`plan_workers`): spawned worker
 processes, each pinned to its share of the CPUs (torch and numba threads), report as they finish; with
-``jobs=1`` they run one after another in this process. Either way the numbers are the same.
+``jobs=1`` they run one after another in this process. The results match up to the rounding that a different
+thread count changes in torch's parallel sums.
 
 With Ray (``ray_address`` not None) every scene x preset is one Ray task that calls
 :func:`sparseags.headless.run_headless` in the worker with the same :class:`~sparseags.config.Config` the
