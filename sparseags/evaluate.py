@@ -175,7 +175,8 @@ class EvalJob:
 
 @dataclass
 class JobResult:
-    """What one job produced: ``status`` is "done" (ran now), "resumed" (metrics.json already there) or "failed"."""
+    """What one job produced: ``status`` is "done" (ran now), "resumed" (metrics.json already there), "failed", or
+    "interrupted" (a pool worker stopped by Ctrl-C / SIGTERM after its checkpoint; never reported)."""
 
     job: EvalJob
     status: str
@@ -408,6 +409,18 @@ class _thread_env:
                 os.environ[name] = value
 
 
+def _run_job_in_worker(job: EvalJob, cfg: Config) -> JobResult:
+    """A pool worker's job: :func:`run_job`, with a stop by Ctrl-C / SIGTERM (the run wrote its checkpoint)
+    returned as an "interrupted" result, since RunInterrupted itself does not cross the process boundary."""
+    from sparseags.errors import RunInterrupted
+
+    start = time.perf_counter()
+    try:
+        return run_job(job, cfg)
+    except RunInterrupted as err:
+        return JobResult(job, "interrupted", error=str(err), wall_s=time.perf_counter() - start)
+
+
 def _crashed(job: EvalJob, err: BaseException, started: float) -> JobResult:
     """A job whose worker raised something other than a UserError, or died: failed, the others go on."""
     message = f"worker crashed: {_one_line(err)}"
@@ -421,10 +434,15 @@ def _run_local_pool(
     """`plan.jobs` worker processes (spawned, so no thread pool is inherited), each pinned to `plan.threads`.
 
     Results are reported as they finish. A worker that raises a bug or dies (out of memory) fails its
-    job with the reason; the other jobs go on, and the finished ones stay for resuming.
+    job with the reason; the other jobs go on, and the finished ones stay for resuming. Ctrl-C (or a
+    worker stopped by a signal) cancels the jobs not started, lets the running ones write their
+    checkpoints, and ends the evaluation as :class:`~sparseags.errors.RunInterrupted` (exit 130); a job the
+    pool had already queued may still run to its end first.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from sparseags.errors import RunInterrupted
 
     started = time.perf_counter()
     with _thread_env(plan.threads):
@@ -432,13 +450,22 @@ def _run_local_pool(
         with ProcessPoolExecutor(
             plan.jobs, mp_context=context, initializer=_pin_threads, initargs=(plan.threads,)
         ) as pool:
-            futures = {pool.submit(run_job, job, job_cfg): job for job, job_cfg in pending}
-            for future in as_completed(futures):
-                try:
-                    result = future.result()
-                except Exception as err:  # a bug or a dead worker in one job must not lose the others
-                    result = _crashed(futures[future], err, started)
-                report(result)
+            futures = {pool.submit(_run_job_in_worker, job, job_cfg): job for job, job_cfg in pending}
+            try:
+                for future in as_completed(futures):
+                    try:
+                        result = future.result()
+                    except Exception as err:  # a bug or a dead worker in one job must not lose the others
+                        result = _crashed(futures[future], err, started)
+                    if result.status == "interrupted":  # Ctrl-C / SIGTERM reached the workers
+                        raise RunInterrupted(result.error or "interrupted", 130)
+                    report(result)
+            except (KeyboardInterrupt, RunInterrupted):
+                for future in futures:
+                    # Jobs not started stay pending. One the pool had already handed to a worker when the
+                    # signal came runs to its end before the pool closes (its results are kept).
+                    future.cancel()
+                raise RunInterrupted(f"evaluation interrupted; resume with: {_eval_resume_hint()}", 130) from None
 
 
 def cpus_per_task() -> float:
