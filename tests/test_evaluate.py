@@ -72,6 +72,17 @@ TINY_OUTLIERS = [
 NUMERIC_COLUMNS = [c for c in RESULT_COLUMNS if c not in ("scene", "preset")]
 
 
+def assert_same_numbers(seq_rows: list[dict[str, str]], other_rows: list[dict[str, str]]) -> None:
+    """Every numeric cell but time_s equal (to 1e-9) in two results.csv row lists, empty where the other is."""
+    for seq, par in zip(seq_rows, other_rows):
+        for col in NUMERIC_COLUMNS:
+            if col == "time_s":
+                continue
+            assert (seq[col] == "") == (par[col] == ""), col
+            if seq[col]:
+                assert float(par[col]) == pytest.approx(float(seq[col]), abs=1e-9), (seq["scene"], col)
+
+
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
@@ -428,13 +439,7 @@ def test_local_ray_matches_sequential(
     header, ray_rows = read_csv(tmp_path / "results.csv")
     assert header == list(RESULT_COLUMNS)
     assert [(r["scene"], r["preset"]) for r in ray_rows] == [(r["scene"], r["preset"]) for r in seq_rows]
-    for seq, par in zip(seq_rows, ray_rows):
-        for col in NUMERIC_COLUMNS:
-            if col == "time_s":
-                continue
-            assert (seq[col] == "") == (par[col] == ""), col
-            if seq[col]:
-                assert float(par[col]) == pytest.approx(float(seq[col]), abs=1e-9), (seq["scene"], col)
+    assert_same_numbers(seq_rows, ray_rows)
     assert (tmp_path / "outliers.csv").read_text() == (out_seq / "outliers.csv").read_text()
 
 
@@ -451,13 +456,7 @@ def test_side_by_side_jobs_match_sequential(
     _, seq_rows = read_csv(out_seq / "results.csv")
     _, par_rows = read_csv(tmp_path / "results.csv")
     assert [(r["scene"], r["preset"]) for r in par_rows] == [(r["scene"], r["preset"]) for r in seq_rows]
-    for seq, par in zip(seq_rows, par_rows):
-        for col in NUMERIC_COLUMNS:
-            if col == "time_s":
-                continue
-            assert (seq[col] == "") == (par[col] == ""), col
-            if seq[col]:
-                assert float(par[col]) == pytest.approx(float(seq[col]), abs=1e-9), (seq["scene"], col)
+    assert_same_numbers(seq_rows, par_rows)
     summary = (tmp_path / "summary.md").read_text()
     assert "## Time" in summary and "2 jobs side by side" in summary
     assert "| cameras | scene_a |" in summary and "| cameras | scene_b |" in summary
