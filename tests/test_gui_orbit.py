@@ -141,9 +141,11 @@ def test_moving_camera_draws_quick_frames_then_the_full_one(app) -> None:
     assert not panel.last_frame_full and panel.shown_texture != panel.texture.tag
     quick = panel.progressive.last_frame.image
     assert quick.shape[0] < panel.size and quick.shape[1] < panel.size
-    start = time.perf_counter()
+    policy = panel.progressive.policy
     assert _frames_until(app, lambda: panel.refined, timeout=10.0)
-    assert time.perf_counter() - start >= panel.progressive.policy.settle_s * 0.9
+    # The full frame waits settle_s from the camera's last motion (not from the first quick frame, whose
+    # own drawing time already counts towards the wait on a loaded machine).
+    assert policy.clock() - policy.last_motion >= policy.settle_s
     assert panel.shown_texture == panel.texture.tag
     assert panel.progressive.last_frame.image.shape[:2] == (panel.size, panel.size)
 
