@@ -328,10 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--case",
         action="append",
         default=None,
-        help="basin: o2 o10 o20 o10t8 o20t8f preset:NAME, or search[:PRESET] (the pose search on the preset's outliers, with and without the solver stage) (repeat)",
+        help="basin: o2 o10 o20 o10t8 o20t8f preset:NAME, or search[:PRESET] (the pose search on the preset's outliers: the Adam stages + solver stage, and the solver mode) (repeat)",
     )
     bench.add_argument(
-        "--solver", action="append", default=None, help="basin: default adam_object adam_camera (repeat)"
+        "--solver",
+        action="append",
+        default=None,
+        help="basin: default adam_object adam_camera; for search cases adam or solver (the search's refinement) (repeat)",
     )
     bench.add_argument(
         "--model",

@@ -325,6 +325,14 @@ def compute_metrics(pipeline: Any, lpips_metric: Any, elapsed_s: float) -> dict:
         views[view_id] = entry
     result["views"] = views
     result["outliers"] = outlier_report(pipeline)
+    symmetric = list(result["outliers"].get("gt_symmetric", {}))
+    if scene.w2c_gt is not None and symmetric:
+        # ambiguous views of a symmetric object have no single true pose: the figures without them
+        keep = [i for i, view_id in enumerate(scene.ids) if view_id not in symmetric]
+        if len(keep) >= 2:
+            result["pose"]["final_x"] = pose_metrics(est[keep], np.asarray(scene.w2c_gt)[keep])
+            result["pose"]["init_x"] = pose_metrics(np.asarray(scene.w2c_init)[keep], np.asarray(scene.w2c_gt)[keep])
+            result["pose"]["excluded"] = symmetric
     result["pose_evidence"] = pose_evidence_report(pipeline)
     if scene.w2c_gt is not None:
         # a config pickled before the metrics section existed (an old checkpoint) gets its defaults
@@ -408,8 +416,16 @@ def outlier_report(pipeline: Any) -> dict:
     searched = list(pipeline.search_order)
     report["searched"] = [scene.ids[v] for v in searched]
     report["ambiguous"] = {}
+    report["corrected_locally"] = {}
     for v in searched:
         search = pipeline.searches.get(v)
+        if search is not None and getattr(search, "corrected_locally", False):
+            # a few degrees off: solved in place (cost within search.local_accept_ratio of the inliers'), not searched
+            report["corrected_locally"][scene.ids[v]] = {
+                "cost": search.local["cost"],
+                "accept_cost": search.local_accept_cost,
+                "moved_deg": search.local["moved_deg"],
+            }
         if search is not None and search.done and search.ambiguous:
             report["ambiguous"][scene.ids[v]] = [
                 {k: c[k] for k in ("rank", "angle_deg", "mse", "lpips")} for c in search.competitors_of(search.choice)
@@ -436,18 +452,44 @@ def outlier_report(pipeline: Any) -> dict:
         return report
     before = per_view_rotation_error_deg(scene.w2c_init, scene.w2c_gt).numpy()
     after = per_view_rotation_error_deg(final_w2c(pipeline.final_recon), scene.w2c_gt).numpy()
+    report["gt_symmetric"] = {}
     for v in flagged:
         entry = {"rot_err_before_deg": float(before[v]), "rot_err_after_deg": float(after[v])}
         search = pipeline.searches.get(v)
         if search is not None and search.done and pipeline.base_recon is not None:
             # error of the searched pose alone, measured in the frame of the inlier reconstruction
             gt = gt_in_estimated_frame(pipeline, pipeline.base_recon, exclude=(v,))
+            R_true = torch.as_tensor(gt[v][:3, :3])
             R_found = search.chosen_w2c()[:3, :3]
-            entry["rot_err_search_deg"] = float(
-                rotation_angle_deg(torch.as_tensor(R_found), torch.as_tensor(gt[v][:3, :3]))
-            )
+            entry["rot_err_search_deg"] = float(rotation_angle_deg(torch.as_tensor(R_found), R_true))
+            if scene.ids[v] in report["ambiguous"]:
+                symmetric, why = gt_symmetry_verdict(search, R_true.numpy())
+                entry["gt_symmetric"] = symmetric
+                if symmetric:
+                    report["gt_symmetric"][scene.ids[v]] = why
         report["views"][scene.ids[v]] = entry
     return report
+
+
+GT_SYMMETRY_DEG = 15.0
+
+
+def gt_symmetry_verdict(search: Any, R_true: np.ndarray) -> tuple[bool, str]:
+    """Whether an ambiguous view's ground truth is itself symmetric: the true rotation lies within
+    GT_SYMMETRY_DEG of the winner or of one of the alternatives that score alike, so the photo is explained
+    equally well from the truth and from a pose far from it (the object looks the same from both). Otherwise the
+    ambiguity is the search's failure, not the object's, and the view stays in the accuracy figures."""
+    poses = [("winner", search.chosen_w2c())] + [
+        (f"alternative {c['angle_deg']:.0f}° from the winner", search.competitor_w2c(c))
+        for c in search.competitors_of(search.choice)
+    ]
+    errors = [
+        (float(rotation_angle_deg(torch.as_tensor(w2c[:3, :3]), torch.as_tensor(R_true))), name) for name, w2c in poses
+    ]
+    error, name = min(errors)
+    if error < GT_SYMMETRY_DEG:
+        return True, f"the truth is {error:.1f}° from the {name}; the poses {len(poses)} score alike"
+    return False, f"the truth is {error:.1f}° from the nearest of the {len(poses)} poses that score alike"
 
 
 def _finite_or_none(value: Any) -> Optional[float]:

@@ -308,7 +308,12 @@ def _outlier_views(scene_dir: str, preset: str, scene: Any) -> list[int]:
     return [int(np.argmax(rot))]
 
 
-def run_search_landing(scene_dir: str, cfg: Config, out_dir: str, preset: str = "one_outlier", log=print) -> list[dict]:
+SEARCH_MODES = ("adam", "solver")
+
+
+def run_search_landing(
+    scene_dir: str, cfg: Config, out_dir: str, preset: str = "one_outlier", log=print, modes: tuple = SEARCH_MODES
+) -> list[dict]:
     """Where the pose search lands an outlier view, with and without its pose-solver stage.
 
     Gaussians are trained at the GT poses **without** the outlier views (a clean leave-out model, the
@@ -318,7 +323,7 @@ def run_search_landing(scene_dir: str, cfg: Config, out_dir: str, preset: str = 
     absolute rotation and centre errors.
     """
     from .pipeline import most_visible
-    from .pose_search import PoseSearch, build_search_grid, white_background_target
+    from .pose_search import PoseSearch, build_search_grid, reference_costs, white_background_target
     from .scene import load_scene
 
     scene = load_scene(scene_dir, resolution=int(cfg.scene.resolution), init=preset)
@@ -333,6 +338,7 @@ def run_search_landing(scene_dir: str, cfg: Config, out_dir: str, preset: str = 
         weights = frozen.opacities.double()
         target = (frozen.means.double() * weights[:, None]).sum(0) / weights.sum()
     render_alpha = detached_render_fn(frozen)
+    render_grad = detached_render_fn(frozen, grad=True)  # the Adam stages need the pose gradient
 
     sc = cfg.search
     w2c_gt = torch.as_tensor(scene.w2c_gt, dtype=torch.float32)
@@ -351,10 +357,26 @@ def run_search_landing(scene_dir: str, cfg: Config, out_dir: str, preset: str = 
         start_rot, _ = pose_errors(
             torch.as_tensor(scene.w2c_init[view : view + 1]), w2c_gt[view : view + 1], target.float()
         )
-        for name, candidates in (("search", 0), ("search+solver", int(sc.solver_candidates))):
+        inlier_images = np.stack([white_background_target(scene.images[v], scene.masks[v]) for v in inliers])
+        costs = reference_costs(
+            render_alpha,
+            inlier_images,
+            np.asarray(scene.masks, dtype=np.float32)[inliers],
+            np.asarray(scene.w2c_gt)[inliers],
+            np.asarray(K_gt, dtype=np.float32)[inliers],
+            target.numpy(),
+            settings_from_config(cfg),
+        )
+        accept = float(sc.local_accept_ratio * np.median(costs)) if sc.local_accept_ratio > 0 else None
+        for name, refine in [(n, r) for n, r in (("adam+solver", "adam"), ("solver", "solver")) if r in modes]:
             started = time.perf_counter()
+            local = {
+                "start_w2c": np.asarray(scene.w2c_init[view]),
+                "local_accept_cost": accept,
+                "local_max_move_deg": sc.local_max_move_deg,
+            }
             search = PoseSearch(
-                render_fn=lambda w, K, width, height: render_alpha(w, K, width, height)[0],
+                render_fn=lambda w, K, width, height: render_grad(w, K, width, height)[0],
                 target_image=white_background_target(scene.images[view], scene.masks[view]),
                 K=np.asarray(scene.K[view]),
                 grid=grid,
@@ -369,10 +391,15 @@ def run_search_landing(scene_dir: str, cfg: Config, out_dir: str, preset: str = 
                 chunk=sc.chunk,
                 seed=int(cfg.seed) + 1000 + view,
                 view_id=scene.ids[view],
-                solver_candidates=candidates,
+                solver_candidates=int(sc.solver_candidates),
                 solver_render_fn=render_alpha,
                 target_mask=np.asarray(scene.masks[view], dtype=np.float32),
                 solver_settings=settings_from_config(cfg),
+                refine=refine,
+                coarse_candidates=sc.coarse_candidates,
+                coarse_max_size=sc.coarse_max_size,
+                distinct_deg=sc.distinct_deg,
+                **(local if refine == "solver" else {}),
             )
             while not search.done:
                 search.step(8)
@@ -380,8 +407,29 @@ def run_search_landing(scene_dir: str, cfg: Config, out_dir: str, preset: str = 
             rot, pct = pose_errors(chosen, w2c_gt[view : view + 1], target.float())
             row = _summary(name, f"search:{scene.ids[view]}", rot, pct, time.perf_counter() - started, start_rot)
             row["success"] = int(rot[0] < 5.0)  # the outlier issue's bar: the search lands within 5°
+            # Could the search have found the truth? The truth, solved in place, against the winner (finest level):
+            # a winner that costs less than the solved truth is a failure of the model or the cost, not the search.
+            truth_solver = search._make_solver(w2c_gt[view : view + 1], search._levels("local"), 0)
+            row["truth_solved_cost"] = float(truth_solver.run().level_cost(-1)[0])
+            truth_rot, _ = pose_errors(truth_solver.current()[0], w2c_gt[view : view + 1], target.float())
+            row["truth_solved_rot_deg"] = float(truth_rot[0])
+            winner_solver = search._make_solver(chosen, search._levels("local"), 0)
+            row["winner_cost"] = float(winner_solver.level_cost(-1)[0])
+            row["ambiguous"] = bool(search.ambiguous)
+            row["competitors"] = [
+                {k: c[k] for k in ("angle_deg", "mse", "lpips")} for c in search.competitors_of(search.chosen)
+            ]
+            if search.local is not None:
+                row["local_cost"], row["local_accept_cost"] = search.local["cost"], accept
+                row["local_accepted"] = search.local["accepted"]
+            truth = search.candidates.new_tensor(np.asarray(scene.w2c_gt[view]))[None]
+            cand_rot, _ = pose_errors(search.candidates, truth.expand_as(search.candidates), target.float())
+            row["candidates_rot_deg"] = [round(float(x), 1) for x in cand_rot]
             log(
-                f"search {scene.ids[view]} {name:>14}: {rot[0]:.2f} deg, {pct[0]:.1f} % (start {start_rot[0]:.0f} deg), {row['seconds']:.0f} s"
+                f"search {scene.ids[view]} {name:>14}: {rot[0]:.2f} deg, {pct[0]:.1f} % (start {start_rot[0]:.0f} deg), "
+                f"{row['seconds']:.0f} s, ambiguous {row['ambiguous']}, candidates {row['candidates_rot_deg']}, "
+                f"local {row.get('local_cost')} vs {accept}; winner cost {row['winner_cost']:.5f}, truth solved "
+                f"{row['truth_solved_cost']:.5f} ({row['truth_solved_rot_deg']:.1f} deg)"
             )
             rows.append(row)
     return rows
@@ -425,6 +473,9 @@ def bench_basin_main(
             solvers = solvers or ["default"]
         cases = cases or list(CASES) + ["preset:raydiff_like"]
         solvers = solvers or list(SOLVERS)
+        # search rows: `--solver adam` / `--solver solver` pick the search's refinement (both by default)
+        modes = tuple(m for m in SEARCH_MODES if m in (solvers or [])) or SEARCH_MODES
+        solvers = [s for s in solvers if s not in SEARCH_MODES] or list(SOLVERS)
         for case in cases:
             if not case.startswith(("preset:", "search")):
                 parse_case(case)
@@ -436,7 +487,7 @@ def bench_basin_main(
             result = run_basin(scene, cfg, out, cases, solvers, model=model, seed=int(cfg.seed), log=log)
         for case in search_cases:
             preset = case.split(":", 1)[1] if ":" in case else "one_outlier"
-            result["cases"] += run_search_landing(scene, cfg, out, preset=preset, log=log)
+            result["cases"] += run_search_landing(scene, cfg, out, preset=preset, log=log, modes=modes)
     except (UserError, ValueError, OSError) as error:
         print(f"error: bench basin: {str(error).splitlines()[0]}", file=sys.stderr)
         return 2

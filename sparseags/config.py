@@ -231,6 +231,18 @@ class SearchConfig:
     # The shared pose solver (`solver.*`, focal fixed) refines the best `solver_candidates` by MSE after the
     # Adam stages, before the ranking; the arbitration's align-to-3D refines its best copy the same way. 0 = off.
     solver_candidates: int = 8
+    # "solver": hypotheses refined by the shared pose solver (scored once, the best cells solved coarse, the
+    # best distinct ones fine; see PoseSearch); "adam": the official camera-frame Adam stages above.
+    refine: str = "solver"
+    coarse_candidates: int = 32
+    coarse_max_size: int = 64
+    distinct_deg: float = 10.0
+    # Solver mode: the view's own pose is solved first; when its cost is at most `local_accept_ratio` x the
+    # median cost of the inlier views (same solver level, same model) and the solver moved it at most
+    # `local_max_move_deg`, the view is only a few degrees off and is corrected in place without a sphere
+    # search. 0 = always search.
+    local_accept_ratio: float = 2.0
+    local_max_move_deg: float = 10.0
     # Arbitration's align-to-3D of the initial outlier pose (official: 64 jittered copies, 128 steps).
     align_copies: int = 16
     align_steps: int = 64

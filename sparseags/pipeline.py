@@ -33,7 +33,7 @@ import torch
 from sparseags.config import Config
 from sparseags.errors import UserError
 from sparseags.outliers import LeaveOneOut
-from sparseags.pose_search import PoseSearch, build_search_grid, white_background_target
+from sparseags.pose_search import PoseSearch, build_search_grid, reference_costs, white_background_target
 from sparseags.recon import Reconstruction
 from sparseags.scoring import score_views
 from sparseags.snapshots import ArbitrationSnapshot, EvidenceSnapshot, PipelineSnapshot
@@ -193,6 +193,9 @@ class Arbitration:
     recovered: dict  # view index -> recovered w2c [4, 4]
     mode: str = "per_view"
     ambiguous: dict = field(default_factory=dict)  # view index -> competitors (list of dicts) when ambiguous
+    # views the search corrected in their own basin (a few degrees off, not searched on the sphere): their solved
+    # pose is both "recovered" and "initial"; when every view is one of them, one reconstruction decides
+    local: list = field(default_factory=list)
     stage: str = "align"  # align -> recon_recovered -> recon_initial [-> recon_mixed] -> decided
     align_index: int = 0
     aligner: Optional[PoseSearch] = None
@@ -268,6 +271,10 @@ class Arbitration:
                 self.stage = "recon_recovered"
                 return {"phase": "arbitration", "event": "aligned"}
             view = self.outliers[self.align_index]
+            if view in self.local:  # already solved in place against the inlier 3D: nothing to align
+                self.aligned[view] = self.recovered[view]
+                self.align_index += 1
+                return {"phase": "arbitration", "stage": "align", "view": p.scene.ids[view], "event": "local"}
             if self.aligner is None:
                 self.aligner = p.make_aligner(view, self.base_w2c)
             event = self.aligner.step(budget)
@@ -283,6 +290,8 @@ class Arbitration:
                 self.scores_recovered = p.score(out)
                 self.epipolar_recovered = out.view_epipolar_consistency()
                 self.stage = "recon_initial"
+                if self.mode != "paper" and all(v in self.local for v in self.outliers):
+                    self._decide_all_local()
                 out = {}
             return dict(out, phase="arbitration", stage="recovered")
         if self.stage == "recon_initial":
@@ -301,6 +310,17 @@ class Arbitration:
                 out = {}
             return dict(out, phase="arbitration", stage="mixed")
         return {"phase": "arbitration", "event": "done", "choice": self.choice}
+
+    def _decide_all_local(self) -> None:
+        """Every searched view was corrected in its own basin: the reconstruction with the solved poses stands,
+        no second one is trained (its "initial" poses would be the same ones)."""
+        for view in self.outliers:
+            self.view_auto[view] = "recovered"
+            self.view_reason[view] = "a few degrees off: corrected in place by the pose solver, not searched"
+        self.auto_choice = "recovered"
+        self.reason = f"per view: {len(self.outliers)} corrected in place"
+        self.scores_initial, self.epipolar_initial = self.scores_recovered, self.epipolar_recovered
+        self.stage = "decided"
 
     def _decide(self) -> None:
         if self.mode == "paper":
@@ -449,6 +469,7 @@ class Arbitration:
             "outliers": list(self.outliers),
             "mode": self.mode,
             "ambiguous": copy.deepcopy(self.ambiguous),
+            "local": list(self.local),
             "recovered": copy.deepcopy(self.recovered),
             "stage": self.stage,
             "align_index": self.align_index,
@@ -472,6 +493,7 @@ class Arbitration:
             dict(state["recovered"]),
             mode=state.get("mode", "paper"),
             ambiguous=dict(state.get("ambiguous", {})),
+            local=list(state.get("local", [])),
         )
         arb.stage, arb.align_index = state["stage"], state["align_index"]
         arb.aligned = dict(state["aligned"])
@@ -691,8 +713,37 @@ class Pipeline:
             view_id=self.scene.ids[view],
             ambiguity_angle_deg=self.cfg.outliers.ambiguity_angle_deg,
             ambiguity_ratio=self.cfg.outliers.ambiguity_ratio,
+            refine=sc.refine,
+            coarse_candidates=sc.coarse_candidates,
+            coarse_max_size=sc.coarse_max_size,
+            distinct_deg=sc.distinct_deg,
             **self._solver_fields(view, base, sc.solver_candidates),
+            **self._local_fields(view, base, w2c),
         )
+
+    def _local_fields(self, view: int, base: Reconstruction, w2c: np.ndarray) -> dict:
+        """Solver mode's local check: the view's own pose as the search's start, and the cost below which its
+        solved pose is accepted without a search (`search.local_accept_ratio` x the inliers' median cost)."""
+        from sparseags.pose_solver import settings_from_config
+
+        sc = self.cfg.search
+        if sc.refine != "solver":
+            return {}
+        accept = None
+        if sc.local_accept_ratio > 0 and sc.solver_candidates > 0:
+            inliers = np.flatnonzero(base.flags)
+            images = np.stack([white_background_target(self.scene.images[v], self.scene.masks[v]) for v in inliers])
+            costs = reference_costs(
+                frozen_render_fn(base, sc.max_gaussians, with_alpha=True),
+                images,
+                np.asarray(self.scene.masks, dtype=np.float32)[inliers],
+                w2c[inliers],
+                np.asarray(self.scene.K, dtype=np.float32)[inliers],
+                gaussian_centre(base),
+                settings_from_config(self.cfg),
+            )
+            accept = float(sc.local_accept_ratio * np.median(costs))
+        return {"start_w2c": w2c[view].copy(), "local_accept_cost": accept, "local_max_move_deg": sc.local_max_move_deg}
 
     def _solver_fields(self, view: int, base: Reconstruction, candidates: int) -> dict:
         """PoseSearch arguments of its pose-solver stage (the shared solver, against the frozen `base`)."""
@@ -834,6 +885,7 @@ class Pipeline:
                 recovered,
                 mode=self.cfg.outliers.arbitration,
                 ambiguous=ambiguous,
+                local=[v for v in self.search_order if self.searches[v].corrected_locally],
             )
             self.phase = "arbitration"
             return {"event": "searched"}

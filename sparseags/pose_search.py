@@ -112,6 +112,28 @@ def rank_sum(mse: np.ndarray, lpips: Optional[np.ndarray]) -> np.ndarray:
     return total.astype(np.int64)
 
 
+@torch.no_grad()
+def reference_costs(
+    render_fn, images: np.ndarray, masks: np.ndarray, w2c: np.ndarray, K: np.ndarray, centre: np.ndarray, settings
+) -> np.ndarray:
+    """[N] the pose solver's finest-level cost of views at their poses (white-background images [N, H, W, 3],
+    masks [N, H, W], w2c [N, 4, 4], K [N, 3, 3]): what a well-placed view costs against this model."""
+    from sparseags.pose_solver import PoseSolver
+
+    settings = copy.copy(settings)
+    settings.levels = tuple(level for level in settings.levels if level.size <= np.asarray(images).shape[1])
+    solver = PoseSolver(
+        render_fn,
+        torch.as_tensor(images),
+        torch.as_tensor(masks),
+        torch.as_tensor(w2c),
+        torch.as_tensor(K),
+        torch.as_tensor(centre),
+        settings,
+    )
+    return solver.level_cost(-1).numpy()
+
+
 @dataclass
 class PoseSearch:
     """Steppable search for one view. ``step(budget)`` runs `budget` optimiser iterations of one chunk."""
@@ -139,6 +161,10 @@ class PoseSearch:
     # LPIPS are both within `ambiguity_ratio` x the winner's is a competitor (a symmetric object).
     ambiguity_angle_deg: float = 30.0
     ambiguity_ratio: float = 1.1
+    # ... or within these absolute margins (the noise floor: a model that fits its photo almost exactly makes
+    # any ratio of two tiny MSEs meaningless; 1e-4 is an RMS difference of 1 % of the grey range).
+    ambiguity_floor_mse: float = 1e-4
+    ambiguity_floor_lpips: float = 0.01
     # The shared pose solver (sparseags/pose_solver.py) on the best `solver_candidates` by MSE after the Adam
     # stages, before the ranking: object-centred Levenberg-Marquardt with anti-aliased coarse levels on RGB and
     # silhouette. Needs solver_render_fn (-> rgb, alpha), target_mask and solver_settings; 0 = off.
@@ -146,6 +172,24 @@ class PoseSearch:
     solver_render_fn: Optional[Callable] = None
     target_mask: Optional[np.ndarray] = None  # [H, W] the view's object mask at the target's resolution
     solver_settings: Optional[object] = None  # a sparseags.pose_solver.SolverSettings
+    # How the hypotheses are refined. "adam": the official stages above (then the solver stage when set).
+    # "solver" (needs the solver fields): every hypothesis is scored once at the solver's coarsest level, the
+    # best `coarse_candidates` (one per elevation x azimuth cell) are solved at the coarse levels (size <=
+    # `coarse_max_size`, silhouette-moment alignments first), the best `solver_candidates` that are at least
+    # `distinct_deg` apart at the finer levels, and the winner's turned copies are solved before the
+    # symmetry test (a copy a few degrees from an equivalent pose would otherwise score worse than it is).
+    refine: str = "adam"
+    coarse_candidates: int = 32
+    coarse_max_size: int = 64
+    distinct_deg: float = 10.0
+    # Solver mode: the view's own pose is solved first. The result competes in the final ranking, and when its
+    # cost (finest level) is at most `local_accept_cost` the sphere is not searched at all: a view a few
+    # degrees off is corrected locally (precision: no search spent on it).
+    start_w2c: Optional[np.ndarray] = None
+    local_accept_cost: Optional[float] = None
+    # ... and when the solver moved it at most this far (a gross outlier that the solver drags into some other
+    # low-cost pose has not been corrected locally: it is searched).
+    local_max_move_deg: float = 10.0
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(int(self.seed))
@@ -170,6 +214,22 @@ class PoseSearch:
         self.pose_solver = None  # the running solver stage (PoseSolver), if any
         self.solver_finished = self.solver_candidates <= 0 or self.solver_render_fn is None
         self.solver_summary: Optional[dict] = None
+        if self.refine not in ("adam", "solver"):
+            raise ValueError(f"search.refine must be 'adam' or 'solver', got {self.refine!r}")
+        if self.refine == "solver" and (
+            self.solver_render_fn is None or self.target_mask is None or self.solver_settings is None
+        ):
+            raise ValueError(
+                "search.refine=solver needs search.solver_candidates >= 1 (the solver's render function, the view's "
+                "mask and settings)"
+            )
+        # Solver mode's phases, in order (self.stage indexes them).
+        self.phases: tuple[str, ...] = (
+            (("local",) if self.start_w2c is not None else ()) + ("score", "coarse", "fine", "rank", "symmetry")
+            if self.refine == "solver"
+            else ()
+        )
+        self.local: Optional[dict] = None  # solver mode: {"w2c", "cost", "accepted"} of the view's own pose
 
     # ---------------------------------------------------------------------------------------------
     # helpers
@@ -216,6 +276,8 @@ class PoseSearch:
     def step(self, budget: int = 1) -> dict:
         if self.finished:
             return {"phase": "search", "event": "done", "view": self.view_id}
+        if self.refine == "solver":
+            return self._solver_mode_step(budget)
         if self.stage >= len(self.stage_steps):
             if not self.solver_finished:
                 return self._solver_step()
@@ -338,6 +400,193 @@ class PoseSearch:
             "best_mse": float(np.nanmin(self.final_mse)) if solver.done else None,
         }
 
+    # ---------------------------------------------------------------------------------------------
+    # solver mode
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.phases) if self.refine == "solver" else len(self.stage_steps)
+
+    def _phase(self) -> str:
+        return self.phases[min(self.stage, len(self.phases) - 1)]
+
+    def _levels(self, phase: str) -> tuple:
+        """The solver levels of a phase: coarse ones (size <= coarse_max_size), finer ones, or all (local)."""
+        size = self.target_image.shape[0]
+        levels = tuple(level for level in self.solver_settings.levels if level.size <= size)
+        if phase == "coarse":
+            return tuple(level for level in levels if level.size <= self.coarse_max_size) or levels[:1]
+        if phase in ("fine", "symmetry"):
+            return tuple(level for level in levels if level.size > self.coarse_max_size) or levels[-1:]
+        return levels
+
+    def _make_solver(self, w2c: Tensor, levels: tuple, moment_steps: int, state: Optional[dict] = None):
+        """A PoseSolver of the poses w2c [N, 4, 4] against this view (focal fixed: one view alone cannot tell
+        focal from distance)."""
+        from sparseags.pose_solver import PoseSolver
+
+        image = torch.as_tensor(self.target_image, dtype=torch.float32)
+        mask = torch.as_tensor(self.target_mask, dtype=torch.float32)
+        settings = copy.copy(self.solver_settings)
+        settings.optimize_focal = False
+        settings.levels = tuple(levels)
+        settings.moment_steps = int(moment_steps)
+        count = len(w2c)
+        solver = PoseSolver(
+            self.solver_render_fn,
+            image[None].expand(count, *image.shape),
+            mask[None].expand(count, *mask.shape),
+            w2c.float().clone(),
+            torch.as_tensor(self.K, dtype=torch.float32)[None].expand(count, 3, 3),
+            torch.as_tensor(self.grid.target, dtype=torch.float32),
+            settings,
+        )
+        if state is not None:
+            solver.load_state_dict(state)
+        return solver
+
+    def _phase_solver(self, phase: str, state: Optional[dict] = None):
+        moments = int(self.solver_settings.moment_steps)
+        if phase == "local":
+            w2c = torch.as_tensor(np.asarray(self.start_w2c)[None], dtype=torch.float32)
+            return self._make_solver(w2c, self._levels("local"), moments, state)
+        if phase == "symmetry":
+            return self._make_solver(self._turned_copies(self.chosen), self._levels("symmetry"), 0, state)
+        return self._make_solver(self.candidates, self._levels(phase), moments if phase == "coarse" else 0, state)
+
+    def _solver_mode_step(self, budget: int) -> dict:
+        phase = self._phase()
+        event = {"phase": "search", "view": self.view_id, "stage": phase}
+        if phase == "score":
+            for _ in range(max(1, int(budget))):
+                self._score_chunk()
+                if self._phase() != "score":
+                    break
+            return dict(event, chunk_start=self.chunk_start)
+        if phase == "rank":
+            self._rank()
+            return dict(event, event="ranked", chosen=self.chosen)
+        if self.pose_solver is None:
+            self.pose_solver = self._phase_solver(phase)
+        solver = self.pose_solver
+        solver.step()
+        self.steps_done += 1
+        event.update(iteration=solver.iteration, level=solver.level)
+        if solver.done:
+            self.pose_solver = None
+            {"local": self._finish_local, "coarse": self._finish_coarse, "fine": self._finish_fine}.get(
+                phase, self._finish_symmetry
+            )(solver)
+        return event
+
+    @torch.no_grad()
+    def _score_chunk(self) -> None:
+        """Score the next `chunk` grid hypotheses at the solver's coarsest level (anti-aliased, blurred, RGB and
+        silhouette); after the last one keep the best `coarse_candidates`, one per (elevation, azimuth) cell."""
+        rows = self._chunk_slice()
+        solver = self._make_solver(self.candidates[rows], self._levels("coarse"), 0)
+        cost = solver.level_cost(0).numpy()
+        self.initial_mse_grid[self.origin[rows]] = cost
+        self.final_mse[rows] = cost
+        self.steps_done += 1
+        self.chunk_start = rows.stop
+        if self.chunk_start < len(self.candidates):
+            return
+        n_radii = self.grid.shape[2]
+        order = np.argsort(self.final_mse, kind="stable")
+        best_per_cell: dict[int, int] = {}
+        for index in order:
+            best_per_cell.setdefault(int(self.origin[index]) // n_radii, int(index))
+        keep = np.sort(np.array(list(best_per_cell.values()))[: int(self.coarse_candidates)])
+        self._keep(keep)
+        self.stage_a_mse_grid = self.initial_mse_grid.copy()
+        self.chunk_start = 0
+        self.stage += 1
+
+    def _keep(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        self.candidates = self.candidates[torch.as_tensor(rows)]
+        self.origin = self.origin[rows]
+        self.final_mse = self.final_mse[rows]
+
+    def _nearest_origin(self, w2c: np.ndarray) -> int:
+        """The grid hypothesis nearest to a pose (elevation, azimuth, radius), for the heat map's bookkeeping."""
+        elev, azim, radius = self.cell_of(w2c)
+        e = int(np.argmin(np.abs(self.grid.elevations_deg - elev)))
+        a = int(np.argmin(np.abs((self.grid.azimuths_deg - azim + 180.0) % 360.0 - 180.0)))
+        r = int(np.argmin(np.abs(self.grid.radii - radius)))
+        n_e, n_a, n_r = self.grid.shape
+        return (e * n_a + a) * n_r + r
+
+    def _finish_local(self, solver) -> None:
+        w2c, _ = solver.current()
+        cost = float(solver.level_cost(-1)[0])
+        start = torch.as_tensor(np.asarray(self.start_w2c)[:3, :3], dtype=torch.float64)
+        moved = float(rotation_angle_deg(w2c[0, :3, :3].double(), start))
+        accepted = (
+            self.local_accept_cost is not None
+            and cost <= float(self.local_accept_cost)
+            and moved <= self.local_max_move_deg
+        )
+        self.local = {"w2c": w2c[0].double().numpy(), "cost": cost, "moved_deg": moved, "accepted": bool(accepted)}
+        self.solver_summary = {
+            "cost_start": solver.snapshot()["initial_cost"].tolist(),
+            "cost_end": [cost],
+            "accepted": solver.accepted.tolist(),
+        }
+        if accepted:  # a few degrees off: the local solution is the answer, the sphere is not searched
+            self.candidates = w2c.float()
+            self.origin = np.array([self._nearest_origin(self.local["w2c"])])
+            self.final_mse = np.array([cost])
+            self.stage = self.phases.index("rank")  # the symmetry test still runs (a symmetric object's start fits)
+        else:
+            self.stage += 1
+
+    def _finish_coarse(self, solver) -> None:
+        """Solved candidates replace the grid poses; the best `solver_candidates` distinct ones go on."""
+        w2c, _ = solver.current()
+        self.candidates = w2c.float()
+        coarse_cost = solver.level_cost(0).numpy()  # the scoring level: comparable with the grid's costs
+        self.stage_a_mse_grid[self.origin] = coarse_cost
+        last_cost = solver.level_cost(len(solver.settings.levels) - 1).numpy()
+        rotations = self.candidates[:, :3, :3].double()
+        chosen: list[int] = []
+        for index in np.argsort(last_cost, kind="stable"):
+            if len(chosen) >= int(self.solver_candidates):
+                break
+            if chosen:
+                others = rotations[torch.as_tensor(chosen)]
+                angles = rotation_angle_deg(rotations[int(index)].expand_as(others), others)
+                if float(angles.min()) < self.distinct_deg:
+                    continue  # converged onto a kept candidate's minimum
+            chosen.append(int(index))
+        self.final_mse = last_cost
+        self._keep(np.sort(np.array(chosen)))
+        self.stage += 1
+
+    def _finish_fine(self, solver) -> None:
+        w2c, _ = solver.current()
+        self.candidates = w2c.float()
+        self.solver_summary = {
+            "cost_start": solver.snapshot()["initial_cost"].tolist(),
+            "cost_end": solver.cost.tolist(),
+            "accepted": solver.accepted.tolist(),
+        }
+        if self.local is not None:  # the view's own pose, solved, competes too
+            local = torch.as_tensor(self.local["w2c"], dtype=torch.float32)[None]
+            self.candidates = torch.cat([self.candidates, local])
+            self.origin = np.append(self.origin, self._nearest_origin(self.local["w2c"]))
+        with torch.no_grad():
+            self.final_mse = self._per_candidate_mse(self.candidates, int(self.stage_resolution[-1])).numpy()
+        self.stage += 1
+
+    def _finish_symmetry(self, solver) -> None:
+        w2c, _ = solver.current()
+        self.ranking["symmetry"] = self._score_turned(w2c.float(), int(self.stage_resolution[-1]))
+        self.ranking["symmetry_w2c"] = w2c.double().numpy()
+        self.stage += 1
+        self.finished = True
+
     def _rank(self) -> None:
         """Final ranking by rank(MSE) + rank(LPIPS), optionally over the best candidates by MSE only."""
         if 0 < self.rank_candidates < len(self.candidates):
@@ -372,6 +621,10 @@ class PoseSearch:
             "top_renders": renders_all[torch.as_tensor(order[: self.top_k])].numpy(),
         }
         self.chosen = int(order[0])
+        if self.refine == "solver":
+            self.ranking["symmetry"] = []
+            self.stage += 1  # the turned copies are solved first (phase "symmetry")
+            return
         self.ranking["symmetry"] = self._symmetry_probe(self.chosen, resolution)
         self.finished = True
 
@@ -383,6 +636,13 @@ class PoseSearch:
         """The winner's pose turned about the vertical axis through the grid's target by each offset of
         SYMMETRY_OFFSETS_DEG, rendered and scored like the candidates: [{angle_deg, mse, lpips}]. On an object
         that looks the same from every side (a plain cylinder, a bowl) these score like the winner."""
+        turned = self._turned_copies(winner)
+        self.ranking["symmetry_w2c"] = turned.double().numpy()
+        return self._score_turned(turned, resolution)
+
+    def _turned_copies(self, winner: int) -> Tensor:
+        """[len(SYMMETRY_OFFSETS_DEG), 4, 4] the candidate `winner` turned about the vertical axis through the
+        grid's target by each offset."""
         w2c = self.candidates[winner].double().numpy()
         target = np.asarray(self.grid.target, dtype=np.float64)
         poses = []
@@ -392,8 +652,13 @@ class PoseSearch:
             turn[:3, :3] = [[np.cos(a), 0.0, np.sin(a)], [0.0, 1.0, 0.0], [-np.sin(a), 0.0, np.cos(a)]]
             turn[:3, 3] = target - turn[:3, :3] @ target  # about the axis through the target
             poses.append(w2c @ np.linalg.inv(turn))  # camera turned by `turn` in the world
-        w2c_turned = torch.as_tensor(np.stack(poses), dtype=torch.float32)
-        K = self._K(resolution).expand(len(poses), 3, 3)
+        return torch.as_tensor(np.stack(poses), dtype=torch.float32)
+
+    @torch.no_grad()
+    def _score_turned(self, w2c_turned: Tensor, resolution: int) -> list[dict]:
+        """Render and score turned copies like the candidates; `angle_deg` is each copy's rotation from the
+        automatic winner (after solving it is no longer exactly the offset)."""
+        K = self._K(resolution).expand(len(w2c_turned), 3, 3)
         rgb = self.render_fn(w2c_turned, K, resolution, resolution)
         target_image = self._target(resolution)
         mse = ((rgb - target_image) ** 2).mean(dim=(1, 2, 3)).numpy()
@@ -401,22 +666,31 @@ class PoseSearch:
         if self.lpips_fn is not None:
             a_img = rgb.permute(0, 3, 1, 2)
             lpips = self.lpips_fn(a_img, target_image.permute(2, 0, 1)[None].expand_as(a_img)).reshape(-1).numpy()
+        winner = self.candidates[self.chosen, :3, :3].double()
+        angles = rotation_angle_deg(winner.expand(len(w2c_turned), 3, 3), w2c_turned[:, :3, :3].double()).numpy()
         return [
             {
-                "angle_deg": float(min(o, 360.0 - o)),
+                "angle_deg": float(angles[i]),
                 "mse": float(mse[i]),
                 "lpips": None if lpips is None else float(lpips[i]),
+                "turn": i,  # row of ranking["symmetry_w2c"]
             }
-            for i, o in enumerate(self.SYMMETRY_OFFSETS_DEG)
+            for i in range(len(w2c_turned))
         ]
 
     def _alike(self, mse: float, lpips: Optional[float], winner: int) -> bool:
-        """Whether scores (mse, lpips) are within ambiguity_ratio of the candidate `winner`'s."""
+        """Whether scores (mse, lpips) are within ambiguity_ratio of the candidate `winner`'s, or within the
+        absolute noise floors above it."""
         assert self.ranking is not None
         best_lpips = self.ranking["lpips"]
+        mse_limit = self.ambiguity_ratio * self.ranking["mse"][winner] + self.ambiguity_floor_mse
         return bool(
-            mse <= self.ambiguity_ratio * self.ranking["mse"][winner]
-            and (lpips is None or best_lpips is None or lpips <= self.ambiguity_ratio * best_lpips[winner])
+            mse <= mse_limit
+            and (
+                lpips is None
+                or best_lpips is None
+                or lpips <= self.ambiguity_ratio * best_lpips[winner] + self.ambiguity_floor_lpips
+            )
         )
 
     def competitors_of(self, winner: int) -> list[dict]:
@@ -453,6 +727,20 @@ class PoseSearch:
                     score = turned["mse"] if turned["lpips"] is None else turned["lpips"]
                     competitors.append(dict(turned, rank=-1, index=-1, score=score))
         return competitors
+
+    @property
+    def corrected_locally(self) -> bool:
+        """Solver mode: the view's own pose was solved in its basin and accepted, the sphere was not searched
+        (and no candidate was chosen by hand since)."""
+        return bool(
+            self.local is not None and self.local["accepted"] and self.manual_choice is None and self.manual_w2c is None
+        )
+
+    def competitor_w2c(self, competitor: dict) -> np.ndarray:
+        """The pose (OpenCV w2c, float64) of one entry of :meth:`competitors_of`: a final candidate or a turned copy."""
+        if competitor["index"] >= 0:
+            return self.candidates[int(competitor["index"])].double().numpy()
+        return np.asarray(self.ranking["symmetry_w2c"][int(competitor["turn"])], dtype=np.float64).copy()
 
     @property
     def ambiguous(self) -> bool:
@@ -580,7 +868,7 @@ class PoseSearch:
         return SearchSnapshot(
             view_id=self.view_id,
             stage=int(self.stage),
-            n_stages=len(self.stage_steps),
+            n_stages=self.n_stages,
             n_candidates=len(self.candidates),
             progress=min(1.0, self.steps_done / max(1, self._total_iterations())),
             done=bool(self.finished),
@@ -605,7 +893,26 @@ class PoseSearch:
             cell_rank=cell_rank,
             target=np.asarray(self.target_image, dtype=np.float32),
             solver=self._solver_view(),
+            stage_name=self._stage_name(),
+            score_name="cost" if self.refine == "solver" else "MSE",
+            local=None
+            if self.local is None
+            else {
+                "cost": self.local["cost"],
+                "accept_cost": self.local_accept_cost,
+                "moved_deg": self.local.get("moved_deg"),
+                "accepted": self.local["accepted"],
+            },
         )
+
+    def _stage_name(self) -> str:
+        if self.finished:
+            return "done"
+        if self.refine == "solver":
+            return self._phase()
+        if self.stage < len(self.stage_steps):
+            return f"adam {'ABCDEFGH'[min(self.stage, 7)]}"
+        return "solver" if not self.solver_finished else "rank"
 
     def _solver_view(self) -> Optional[dict]:
         """The solver stage for display: its live state while it runs, its summary once done."""
@@ -655,6 +962,14 @@ class PoseSearch:
     def _total_iterations(self) -> int:
         """Optimiser iterations of the whole search (one iteration = one chunk step)."""
         n = len(self.grid.w2c)
+        if self.refine == "solver":  # one step = one scored chunk or one LM iteration of a phase
+            moments = int(self.solver_settings.moment_steps)
+            total = math.ceil(n / self.chunk) + 1
+            for phase in self.phases:
+                if phase in ("local", "coarse", "fine", "symmetry"):
+                    total += sum(level.iters for level in self._levels(phase))
+                    total += moments if phase in ("local", "coarse") else 0
+            return total
         total = 0
         for stage, steps in enumerate(self.stage_steps):
             if stage > 0:
@@ -691,6 +1006,7 @@ class PoseSearch:
             "solver_finished": self.solver_finished,
             "solver_summary": copy.deepcopy(self.solver_summary),
             "pose_solver": None if self.pose_solver is None else self.pose_solver.state_dict(),
+            "local": copy.deepcopy(self.local),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -720,5 +1036,9 @@ class PoseSearch:
         self.solver_finished = bool(state.get("solver_finished", True))
         self.solver_summary = copy.deepcopy(state.get("solver_summary"))
         self.pose_solver = None
+        self.local = copy.deepcopy(state.get("local"))
         if state.get("pose_solver") is not None:
-            self._start_solver(state["pose_solver"])
+            if self.refine == "solver":
+                self.pose_solver = self._phase_solver(self._phase(), state["pose_solver"])
+            else:
+                self._start_solver(state["pose_solver"])

@@ -470,6 +470,13 @@ class PoseSolver:
         out[:, columns] = step
         return out
 
+    @torch.no_grad()
+    def level_cost(self, level_index: int = -1) -> Tensor:
+        """[N] cost of every view at its current parameters at level `level_index` (default: the finest)."""
+        level = self.settings.levels[level_index]
+        views = torch.arange(self.w2c0.shape[0])
+        return self._cost(self._residuals(self.params, views, level), self.params)
+
     def run(self) -> "PoseSolver":
         """Step to the end; returns self."""
         while not self.done:

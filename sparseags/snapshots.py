@@ -75,6 +75,12 @@ class SearchSnapshot:
     # {"running", "level", "n_levels", "iteration", "cost" [C], "initial_cost" [C], "damping" [C],
     #  "last_step" [C] (radians-equivalent), "trust_radius", "accepted" [C]}
     solver: Optional[dict] = None
+    # the running stage's name ("adam A/B/C", or the solver mode's "local", "score", "coarse", "fine", "rank",
+    # "symmetry"; "done"), what the heat maps hold ("MSE", or the solver's "cost": RGB + silhouette, blurred), and
+    # the solver mode's local check of the view's own pose: {"cost", "accept_cost", "moved_deg", "accepted"}
+    stage_name: str = ""
+    score_name: str = "MSE"
+    local: Optional[dict] = None
 
 
 @dataclass(frozen=True)

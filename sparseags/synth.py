@@ -38,7 +38,15 @@ from sparseags import cameras
 from sparseags.errors import UserError
 from sparseags.scene import CameraRecord, cameras_to_json_text
 
-__all__ = ["DemoObject", "DemoOutputError", "build_demo_object", "make_demo_scene", "look_at_w2c", "DEMO_NOISE"]
+__all__ = [
+    "DemoObject",
+    "DemoOutputError",
+    "build_demo_object",
+    "make_demo_scene",
+    "look_at_w2c",
+    "plain_solid_gaussians",
+    "DEMO_NOISE",
+]
 
 GENERATOR = "sparseags.synth"
 LIGHT_DIR = np.array([0.4, 1.0, 0.3]) / np.linalg.norm([0.4, 1.0, 0.3])  # world-fixed, from above
@@ -556,3 +564,52 @@ def make_demo_scene(
         raise
     shutil.rmtree(retired, ignore_errors=True)
     return out_dir
+
+
+def plain_solid_gaussians(shape: str, spacing: float = 0.05, grey: float = 0.45) -> dict[str, np.ndarray]:
+    """Isotropic Gaussians on the surface of a uniformly grey solid centred at the origin, +y up: the
+    symmetric objects of the pose-search tests.
+
+    * ``"cylinder"``: radius 0.35, height 1.0; it looks the same from every azimuth (continuous symmetry).
+    * ``"box"``: 0.6 x 1.0 x 0.36 (x, y, z); it looks the same after a half turn about y, not a quarter one.
+
+    Returns ``{"means" [N, 3], "scales" [N, 3], "opacities" [N], "colours" [N, 3]}`` (float32), Gaussians about
+    `spacing` apart with a scale of 0.8 x `spacing`, opacity 0.9.
+    """
+    if shape == "cylinder":
+        radius, height = 0.35, 1.0
+        around = max(8, int(round(2 * math.pi * radius / spacing)))
+        rows = max(2, int(round(height / spacing)) + 1)
+        angle = np.tile(np.arange(around) * (2 * math.pi / around), rows)
+        y = np.repeat(np.linspace(-height / 2, height / 2, rows), around)
+        side = np.stack([radius * np.cos(angle), y, radius * np.sin(angle)], axis=-1)
+        caps = []
+        for ring in np.arange(spacing, radius, spacing):
+            count = max(6, int(round(2 * math.pi * ring / spacing)))
+            a = np.arange(count) * (2 * math.pi / count)
+            for cap_y in (-height / 2, height / 2):
+                caps.append(np.stack([ring * np.cos(a), np.full(count, cap_y), ring * np.sin(a)], axis=-1))
+        centres = np.array([[0.0, -height / 2, 0.0], [0.0, height / 2, 0.0]])
+        means = np.concatenate([side, *caps, centres])
+    elif shape == "box":
+        half = np.array([0.3, 0.5, 0.18])
+        faces = []
+        for axis in range(3):
+            u, v = [k for k in range(3) if k != axis]
+            gu = np.linspace(-half[u], half[u], max(2, int(round(2 * half[u] / spacing)) + 1))
+            gv = np.linspace(-half[v], half[v], max(2, int(round(2 * half[v] / spacing)) + 1))
+            uu, vv = np.meshgrid(gu, gv, indexing="ij")
+            for sign in (-1.0, 1.0):
+                face = np.zeros((uu.size, 3))
+                face[:, axis], face[:, u], face[:, v] = sign * half[axis], uu.ravel(), vv.ravel()
+                faces.append(face)
+        means = np.unique(np.round(np.concatenate(faces), 6), axis=0)  # edges are shared by two faces
+    else:
+        raise ValueError(f"plain_solid_gaussians: shape must be 'cylinder' or 'box', got {shape!r}")
+    n = len(means)
+    return {
+        "means": means.astype(np.float32),
+        "scales": np.full((n, 3), 0.8 * spacing, np.float32),
+        "opacities": np.full(n, 0.9, np.float32),
+        "colours": np.full((n, 3), grey, np.float32),
+    }

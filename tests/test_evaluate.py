@@ -258,6 +258,9 @@ def test_result_row_maps_every_column() -> None:
         "ssim_refined": "0.9",
         "lpips_refined": "0.1",
         "f1_icp": "75.0",
+        "final_rot5_x": "40.0",  # nothing excluded: the final figures
+        "final_rot15_x": "50.0",
+        "final_cc10_x": "60.0",
     }
     metrics = _metrics([])
     del metrics["mesh"], metrics["novel"]
@@ -291,6 +294,30 @@ def test_outlier_rows_and_summary_precision_recall() -> None:
     assert "| p | 3/4 | 10.0 | 20.0 | 30.0 | – | – | – | – | – | – | – |" in text
     assert "| p + SparseAGS | 3/4 | 40.0 | 50.0 | 60.0 | 21.50 | 0.200 | 70.0 | 12 | 25.00 | 0.100 | 75.0 |" in text
     assert "| p | d | cameras.json: broken / badly |" in text
+    assert "| p + SparseAGS, symmetric ambiguous views out |" not in text  # nothing was excluded
+
+
+def test_final_verdict_counts_local_corrections_as_inliers_and_leaves_symmetric_views_out() -> None:
+    cfg = load_config(None, ["pipeline.outliers=true"])
+    metrics = _metrics(["001", "002", "003"])
+    # 001: a true outlier, ambiguous, its truth among the alternatives (a symmetric object); 002: a view a few
+    # degrees off, corrected in place; 003: ambiguous, but the truth is none of the alternatives (a miss)
+    metrics["outliers"].update(
+        ambiguous={"001": [], "003": []},
+        gt_symmetric={"001": "the truth is 2.0° from the alternative 180° from the winner"},
+        corrected_locally={"002": {"cost": 0.01, "accept_cost": 0.02, "moved_deg": 1.5}},
+    )
+    metrics["pose"]["final_x"] = {"rot5": 80.0, "rot15": 90.0, "cc10": 70.0}
+    result = _result("bowl", "p", metrics, ["001", "003"])
+    row = outlier_row(result)
+    assert (row["tp"], row["fp"], row["fn"]) == ("2", "1", "0")  # the leave-one-out flags as they are
+    assert (row["tp_x"], row["fp_x"], row["fn_x"]) == ("1", "0", "0")  # 002 is no outlier, 001 left out
+    assert row["corrected_locally"] == "002" and row["gt_symmetric"] == "001" and row["ambiguous"] == "001 003"
+    pose_row = result_row(result)
+    assert (pose_row["final_rot15"], pose_row["final_rot15_x"]) == ("50.0", "90.0")
+    text = summary_markdown([result], ["p"], cfg, Path("/data"))
+    assert "| p + SparseAGS, symmetric ambiguous views out | 1/1 | 80.0 | 90.0 | 70.0 |" in text
+    assert "| all | 2 | 3 | 2 | 1 | 0 | 66.7 | 100.0 | 2 | 100.0 / 100.0 |" in text
 
 
 # -------------------------------------------------------------------------------------------------

@@ -281,3 +281,176 @@ def test_solver_stage_lands_the_winner_closer_and_resumes_exactly():
     resumed.load_state_dict(state)
     run(resumed, budget=1)
     np.testing.assert_array_equal(resumed.candidates.numpy(), solved.candidates.numpy())
+
+
+# --------------------------------------------------------------------------------------------------
+# solver mode (search.refine = "solver"): hypotheses scored once, the best cells solved, then the finest levels
+
+
+def solid_gaussians(shape):
+    """A plain grey solid of sparseags.synth as render arguments (cylinder: every azimuth alike; box: half turns)."""
+    from sparseags.synth import plain_solid_gaussians
+
+    solid = plain_solid_gaussians(shape, spacing=0.06)
+    n = len(solid["means"])
+    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1)
+    sh = rgb_to_sh0(torch.as_tensor(solid["colours"]))[:, None, :]
+    return (
+        torch.as_tensor(solid["means"]),
+        quats,
+        torch.as_tensor(solid["scales"]),
+        torch.as_tensor(solid["opacities"]),
+        sh,
+    )
+
+
+def make_alpha_render_fn(gaussians):
+    means, quats, scales, opacities, sh = gaussians
+    white = torch.ones(3)
+
+    @torch.no_grad()
+    def render(w2c, K, width, height):
+        out = render_gaussians(
+            means, quats, scales, opacities, sh, w2c.float(), K.float(), width, height, background=white, backend="cpu"
+        )
+        return out.rgb, out.alpha[..., 0]
+
+    return render
+
+
+SOLVER_RES = 48
+
+
+def solver_search(gaussians, true_w2c, *, start_w2c=None, accept=None, noise=0.0, n_azimuth=12):
+    """A solver-mode search of one view of `gaussians` photographed at `true_w2c` (plus pixel noise)."""
+    from sparseags.pose_solver import Level, SolverSettings
+
+    render_alpha = make_alpha_render_fn(gaussians)
+    focal = 0.5 * SOLVER_RES / np.tan(np.radians(49.1 / 2))
+    K = intrinsics_matrix(focal, focal, SOLVER_RES / 2, SOLVER_RES / 2).double().numpy()
+    inlier_w2c = c2w_gl_to_w2c(
+        orbit_camera(torch.full((3,), -25.0), torch.tensor([-90.0, -45.0, 0.0]), 2.5, dtype=torch.float64)
+    ).numpy()
+    rgb, alpha = render_alpha(torch.as_tensor(true_w2c)[None], torch.as_tensor(K)[None], SOLVER_RES, SOLVER_RES)
+    generator = torch.Generator().manual_seed(5)
+    target = (rgb[0] + noise * torch.randn(rgb[0].shape, generator=generator)).clamp(0, 1).numpy()
+    grid = build_search_grid(inlier_w2c, np.zeros(3), n_azimuth=n_azimuth, radius_margin=0.2)
+    settings = SolverSettings(levels=(Level(12, 1.0, 6), Level(24, 1.0, 6), Level(48, 0.5, 6)), moment_steps=2)
+    search = PoseSearch(
+        lambda w2c, K_, width, height: render_alpha(w2c, K_, width, height)[0],
+        target,
+        K,
+        grid,
+        stage_resolution=[SOLVER_RES],
+        chunk=64,
+        view_id="003",
+        refine="solver",
+        coarse_candidates=8,
+        coarse_max_size=24,
+        solver_candidates=3,
+        solver_render_fn=render_alpha,
+        target_mask=alpha[0].numpy(),
+        solver_settings=settings,
+        start_w2c=start_w2c,
+        local_accept_cost=accept,
+    )
+    return search, inlier_w2c, K
+
+
+def rotation_error(w2c, true_w2c) -> float:
+    return float(rotation_angle_deg(torch.as_tensor(w2c[:3, :3]), torch.as_tensor(true_w2c[:3, :3])))
+
+
+def test_solver_mode_lands_a_camera_on_the_wrong_side_within_5_degrees_and_is_not_ambiguous():
+    gaussians = coloured_object()
+    true_w2c = c2w_gl_to_w2c(orbit_camera(-20.0, 100.0, 2.4, dtype=torch.float64)).numpy()  # off the grid
+    search, _, _ = solver_search(gaussians, true_w2c)
+    run(search, budget=1)
+    assert rotation_error(search.chosen_w2c(), true_w2c) < 5.0
+    assert not search.ambiguous and search.snapshot().competitors == []
+    # every hypothesis was scored, the coarse phase solved one per cell, the fine phase the distinct best
+    assert np.isfinite(search.initial_mse_grid).all()
+    assert 1 <= len(search.candidates) <= 3 and search.local is None
+    rotations = search.candidates[:, :3, :3].double()
+    for i in range(len(rotations)):  # the fine phase keeps distinct minima only
+        for j in range(i):
+            assert float(rotation_angle_deg(rotations[i], rotations[j])) >= search.distinct_deg
+    snap = search.snapshot()
+    assert snap.done and snap.n_stages == 5 and np.isfinite(snap.heat_refined).all()
+    # the turned copies were solved and scored (the symmetry test ran)
+    assert len(search.ranking["symmetry"]) == len(PoseSearch.SYMMETRY_OFFSETS_DEG)
+
+
+@pytest.mark.parametrize("shape, turn", [("cylinder", None), ("box", 180.0)])
+def test_solver_mode_reports_a_plain_solid_as_ambiguous(shape, turn):
+    true_w2c = c2w_gl_to_w2c(orbit_camera(-25.0, 60.0, 2.5, dtype=torch.float64)).numpy()
+    search, _, _ = solver_search(solid_gaussians(shape), true_w2c)
+    run(search, budget=1)
+    assert search.ambiguous
+    competitors = search.competitors_of(search.chosen)
+    assert all(c["angle_deg"] >= 30.0 for c in competitors)
+    if turn is not None:  # the box: its half-turned copy is an equally good answer
+        assert any(abs(c["angle_deg"] - turn) < 10.0 for c in competitors), competitors
+    # the truth is the winner or one of the alternatives that score alike
+    poses = [search.chosen_w2c()] + [
+        search.ranking["symmetry_w2c"][c["turn"]] if c["index"] < 0 else search.candidates[c["index"]].double().numpy()
+        for c in competitors
+    ]
+    assert min(rotation_error(w2c, true_w2c) for w2c in poses) < 5.0
+
+
+def _reference_cost(gaussians, inlier_w2c, K, noise):
+    """The finest-level solver cost of the inlier views at their true poses (photos with pixel noise)."""
+    from sparseags.pose_search import reference_costs
+    from sparseags.pose_solver import Level, SolverSettings
+
+    render_alpha = make_alpha_render_fn(gaussians)
+    count = len(inlier_w2c)
+    Ks = torch.as_tensor(K, dtype=torch.float32)[None].expand(count, 3, 3)
+    rgb, alpha = render_alpha(torch.as_tensor(inlier_w2c), Ks, SOLVER_RES, SOLVER_RES)
+    generator = torch.Generator().manual_seed(6)
+    photos = (rgb + noise * torch.randn(rgb.shape, generator=generator)).clamp(0, 1)
+    settings = SolverSettings(levels=(Level(12, 1.0, 6), Level(24, 1.0, 6), Level(48, 0.5, 6)))
+    return reference_costs(render_alpha, photos.numpy(), alpha.numpy(), inlier_w2c, Ks.numpy(), np.zeros(3), settings)
+
+
+def test_a_view_two_degrees_off_is_corrected_locally_and_never_searched():
+    gaussians = coloured_object()
+    true_w2c = c2w_gl_to_w2c(orbit_camera(-20.0, 100.0, 2.4, dtype=torch.float64)).numpy()
+    slightly_off = c2w_gl_to_w2c(orbit_camera(-21.5, 101.5, 2.45, dtype=torch.float64)).numpy()
+    assert 1.5 < rotation_error(slightly_off, true_w2c) < 3.0
+    probe, inlier_w2c, K = solver_search(gaussians, true_w2c)
+    accept = 1.5 * float(np.median(_reference_cost(gaussians, inlier_w2c, K, noise=0.03)))
+    search, _, _ = solver_search(gaussians, true_w2c, start_w2c=slightly_off, accept=accept, noise=0.03)
+    run(search, budget=1)
+    assert search.local is not None and search.local["accepted"]
+    assert np.isnan(search.initial_mse_grid).all(), "the sphere was scored: the view was searched"
+    assert rotation_error(search.chosen_w2c(), true_w2c) < 1.0
+    assert not search.ambiguous
+
+    # the same check does not let a view on the wrong side through: it is searched and lands
+    wrong_side = c2w_gl_to_w2c(orbit_camera(-20.0, -80.0, 2.4, dtype=torch.float64)).numpy()
+    search, _, _ = solver_search(gaussians, true_w2c, start_w2c=wrong_side, accept=accept, noise=0.03)
+    run(search, budget=1)
+    assert search.local is not None and not search.local["accepted"]
+    assert np.isfinite(search.initial_mse_grid).all()
+    assert rotation_error(search.chosen_w2c(), true_w2c) < 5.0
+
+
+def test_solver_mode_resumes_exactly_from_a_checkpoint_in_any_phase():
+    gaussians = coloured_object()
+    true_w2c = c2w_gl_to_w2c(orbit_camera(-20.0, 100.0, 2.4, dtype=torch.float64)).numpy()
+    start = c2w_gl_to_w2c(orbit_camera(-20.0, -80.0, 2.4, dtype=torch.float64)).numpy()
+    reference, _, _ = solver_search(gaussians, true_w2c, start_w2c=start)
+    run(reference, budget=1)
+    for phase in ("local", "score", "coarse", "fine", "symmetry"):
+        first, _, _ = solver_search(gaussians, true_w2c, start_w2c=start)
+        while first._phase() != phase:
+            first.step(1)
+        first.step(1)  # inside the phase
+        resumed, _, _ = solver_search(gaussians, true_w2c, start_w2c=start)
+        resumed.load_state_dict(first.state_dict())
+        run(resumed, budget=1)
+        np.testing.assert_array_equal(resumed.candidates.numpy(), reference.candidates.numpy())
+        assert resumed.chosen == reference.chosen, phase
+        assert resumed.ranking["symmetry"] == reference.ranking["symmetry"], phase

@@ -389,12 +389,21 @@ class SearchHeatmapPanel:
             min([y_min, *(e - de / 2 for e in marker_elevations)]),
             max([y_max, *(e + de / 2 for e in marker_elevations)]),
         )
-        status = "done" if search.done else f"stage {search.stage + 1}/{search.n_stages}, {100 * search.progress:.0f} %"
+        stage = f" ({search.stage_name})" if search.stage_name else ""
+        status = (
+            "done"
+            if search.done
+            else f"stage {search.stage + 1}/{search.n_stages}{stage}, {100 * search.progress:.0f} %"
+        )
+        if search.done and search.local is not None and search.local["accepted"]:
+            status = f"done: corrected in place, the solver moved it {search.local['moved_deg']:.1f}° (not searched)"
         self.title.set(
             f"pose search for view {view.ids[shown]}: {status}" + ("  (manual choice)" if search.manual else "")
         )
         evaluated = int(np.isfinite(search.heat_coarse if which == "coarse" else search.heat_refined).sum())
-        info = f"{which}: {evaluated}/{rows * cols} cells evaluated; MSE best {low:.4f}, worst {high:.4f}"
+        info = (
+            f"{which}: {evaluated}/{rows * cols} cells evaluated; {search.score_name} best {low:.4f}, worst {high:.4f}"
+        )
         solver = solver_text(search)
         self.info.set(info + ("\n" + solver if solver else ""))
         self.rule.set(rank_rule(search) if search.done else "candidates are ranked when the last stage ends")
