@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sparseags.pipeline import Arbitration, per_view_verdict
+from sparseags.recon import Reconstruction
 
 
 def scores(lpips, mse):
@@ -49,6 +50,59 @@ def test_one_views_failure_does_not_revert_anothers_success():
     views = {v["id"]: v for v in arb.snapshot().views}
     assert views["001"]["choice"] == "recovered" and views["003"]["choice"] == "initial"
     assert views["003"]["reason"] and views["001"]["scores"]["recovered"]["lpips_norm"] == pytest.approx(0.2)
+
+
+class _DoneRecon(Reconstruction):
+    """A reconstruction that is finished at once (the arbitration's bookkeeping is what is tested)."""
+
+    done = True
+
+    def __init__(self, poses):
+        self.poses = poses
+
+    def step(self, budget=1):
+        return {}
+
+    def view_epipolar_consistency(self):
+        return np.full(4, np.nan)
+
+
+def test_views_corrected_in_place_need_no_aligner_and_no_second_reconstruction():
+    trained = []
+
+    def make_recon(flags, poses, iters=None):
+        trained.append(poses.copy())
+        return _DoneRecon(poses)
+
+    pipeline = SimpleNamespace(
+        score_key="lpips_norm",
+        scene=SimpleNamespace(ids=["000", "001", "002", "003"]),
+        num_views=4,
+        arbitration_iters=10,
+        make_recon=make_recon,
+        score=lambda recon: scores([0.3] * 4, [0.01] * 4),
+        make_aligner=lambda view, base: pytest.fail("a view corrected in place was aligned again"),
+    )
+    recovered = {1: np.eye(4) * 2, 3: np.eye(4) * 3}
+    arb = Arbitration(pipeline, np.tile(np.eye(4), (4, 1, 1)), [1, 3], recovered, local=[1, 3])
+    for _ in range(10):
+        if arb.done:
+            break
+        arb.step(1)
+    assert arb.done and arb.choice == "recovered" and len(trained) == 1
+    assert np.allclose(trained[0][1], np.eye(4) * 2) and np.allclose(trained[0][3], np.eye(4) * 3)
+    assert "corrected in place" in arb.view_reason[1] and arb.result()[0] is arb.recon_recovered
+    # one searched view that is not local: both reconstructions are trained as before
+    trained.clear()
+    arb = Arbitration(pipeline, np.tile(np.eye(4), (4, 1, 1)), [1], {1: np.eye(4) * 2}, local=[])
+    pipeline.make_aligner = lambda view, base: SimpleNamespace(
+        done=True, step=lambda budget=1: {}, chosen_w2c=lambda: np.eye(4) * 7
+    )
+    for _ in range(10):
+        if arb.done:
+            break
+        arb.step(1)
+    assert arb.done and len(trained) == 2
 
 
 def test_the_paper_rule_reverts_every_view_when_one_fails():
