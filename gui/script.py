@@ -3,6 +3,8 @@
     - step: 20                      # pipeline steps (waits until done)
     - run_until: search             # a pipeline phase: reconstruct, loo, search, arbitration, done
                                     # (an error if the pipeline finishes without reaching it)
+    - run_until_stage: coarse       # step until the running pose search is in this stage (solver mode:
+                                    # local, score, coarse, fine, rank, symmetry); an error if it ends first
     - select_view: 1                # index, or the view id as a string ("001")
     - select_pair: [0, 2]           # matches panel: views 0 and 2 (indices or ids); shows the evidence tab
     - tab: evidence                 # bottom window: overlays, evidence, arbitration or accuracy
@@ -127,10 +129,13 @@ def _turntable(value: Any) -> bool:
     return isinstance(value, dict) and set(value) <= {"frames", "out", "elevation", "radius", "resolution"}
 
 
+SEARCH_STAGES = ("local", "score", "coarse", "fine", "rank", "symmetry")
+
 # action -> (check of the argument, what the argument should be)
 ACTIONS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "step": (lambda v: _is_int(v) and v >= 0, "a number of steps >= 0"),
     "run_until": (lambda v: v in PHASES, f"one of {', '.join(PHASES)}"),
+    "run_until_stage": (lambda v: v in SEARCH_STAGES, f"one of {', '.join(SEARCH_STAGES)}"),
     "select_view": (_view_ref, "a view index or id"),
     "snap_to": (_view_ref, "a view index or id"),
     "fit_all": (lambda v: v is True, "true"),
@@ -294,6 +299,17 @@ class ScriptRunner:
             raise ScriptError(
                 f"phase '{phase}' was never reached: the pipeline went on to '{reached}' ({where}) without it"
             )
+
+    def _do_run_until_stage(self, stage: str) -> Iterator[None]:
+        for _ in range(100000):
+            view = self.app.worker.view
+            running = None if view is None else next((s for s in view.searches.values() if not s.done), None)
+            if running is not None and running.stage_name == stage:
+                return
+            if view is not None and view.phase not in ("reconstruct", "loo", "search"):
+                raise ScriptError(f"search stage '{stage}' was never reached: the pipeline went on to '{view.phase}'")
+            yield from self._wait(self.app.worker.step(1))
+        raise ScriptError(f"search stage '{stage}' was not reached")
 
     def _do_select_view(self, ref: Any) -> Iterator[None]:
         self.app.select_view(self._view_index(ref), snap=True)

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from sparseags.evaluate import true_outliers
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sparseags.evaluate import true_outliers  # noqa: E402
 
 
 def _fmt(value, digits: int = 1) -> str:

@@ -462,6 +462,15 @@ def outlier_report(pipeline: Any) -> dict:
             R_true = torch.as_tensor(gt[v][:3, :3])
             R_found = search.chosen_w2c()[:3, :3]
             entry["rot_err_search_deg"] = float(rotation_angle_deg(torch.as_tensor(R_found), R_true))
+            local = getattr(search, "local", None)
+            if local is not None:  # the local check's evidence, accepted or not
+                entry["local"] = {
+                    "cost": local["cost"],
+                    "accept_cost": search.local_accept_cost,
+                    "moved_deg": local.get("moved_deg"),
+                    "accepted": bool(local["accepted"]),
+                    "rot_err_deg": float(rotation_angle_deg(torch.as_tensor(np.asarray(local["w2c"])[:3, :3]), R_true)),
+                }
             if scene.ids[v] in report["ambiguous"]:
                 symmetric, why = gt_symmetry_verdict(search, R_true.numpy())
                 entry["gt_symmetric"] = symmetric

@@ -39,7 +39,7 @@ def session(tmp_path_factory):
     shots = {name: root / f"{name}.png" for name in ("search", "after")}
     first = [
         {"run_until": "search"},
-        {"step": 2},
+        {"run_until_stage": "coarse"},  # every sphere hypothesis scored: the coarse heat map is full
         {"heatmap": "coarse"},
         {"screenshot": str(shots["search"])},
         {"reject_outlier": True},
