@@ -497,7 +497,7 @@ def gt_symmetry_verdict(search: Any, R_true: np.ndarray) -> tuple[bool, str]:
     ]
     error, name = min(errors)
     if error < GT_SYMMETRY_DEG:
-        return True, f"the truth is {error:.1f}° from the {name}; the poses {len(poses)} score alike"
+        return True, f"the truth is {error:.1f}° from the {name}; the {len(poses)} poses score alike"
     return False, f"the truth is {error:.1f}° from the nearest of the {len(poses)} poses that score alike"
 
 
