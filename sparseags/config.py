@@ -233,7 +233,7 @@ class SearchConfig:
     solver_candidates: int = 8
     # "solver": hypotheses refined by the shared pose solver (scored once, the best cells solved coarse, the
     # best distinct ones fine; see PoseSearch); "adam": the official camera-frame Adam stages above.
-    refine: str = "solver"
+    refine: Literal["solver", "adam"] = "solver"
     coarse_candidates: int = 32
     coarse_max_size: int = 64
     distinct_deg: float = 10.0

@@ -179,22 +179,8 @@ def test_checkpoint_resume_mid_search_gives_same_result():
     np.testing.assert_array_equal(resumed.stage_a_mse_grid, reference.stage_a_mse_grid)
 
 
-def plain_cylinder(around=48, rows=12):
-    """A uniformly grey cylinder about the world y axis (the orbit axis), Gaussians on a regular grid of its
-    side: every azimuth looks the same."""
-    angle = torch.arange(around).repeat(rows) * (2 * np.pi / around)
-    height = torch.linspace(-0.5, 0.5, rows).repeat_interleave(around)
-    means = torch.stack([0.35 * torch.cos(angle), height, 0.35 * torch.sin(angle)], dim=-1)
-    n = len(means)
-    quats = torch.tensor([[1.0, 0.0, 0.0, 0.0]]).repeat(n, 1)
-    scales = torch.full((n, 3), 0.06)
-    opacities = torch.full((n,), 0.9)
-    sh = rgb_to_sh0(torch.full((n, 3), 0.4))[:, None, :]
-    return means, quats, scales, opacities, sh
-
-
 def test_a_symmetric_object_makes_the_search_ambiguous_and_a_textured_one_does_not():
-    render = make_render_fn(plain_cylinder())
+    render = make_render_fn(solid_gaussians("cylinder"))
     focal = 0.5 * RES / np.tan(np.radians(49.1 / 2))
     K = intrinsics_matrix(focal, focal, RES / 2, RES / 2).double().numpy()
     inlier_w2c = c2w_gl_to_w2c(
