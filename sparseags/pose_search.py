@@ -420,6 +420,11 @@ class PoseSearch:
             return tuple(level for level in levels if level.size > self.coarse_max_size) or levels[-1:]
         return levels
 
+    @staticmethod
+    def _final_cost(solver) -> Tensor:
+        """[N] the solver's cost at its last solved level (no extra render), rendered only when none ran."""
+        return solver.cost if bool(torch.isfinite(solver.cost).all()) else solver.level_cost(-1)
+
     def _make_solver(self, w2c: Tensor, levels: tuple, moment_steps: int, state: Optional[dict] = None):
         """A PoseSolver of the poses w2c [N, 4, 4] against this view (focal fixed: one view alone cannot tell
         focal from distance)."""
@@ -520,7 +525,7 @@ class PoseSearch:
 
     def _finish_local(self, solver) -> None:
         w2c, _ = solver.current()
-        cost = float(solver.level_cost(-1)[0])
+        cost = float(self._final_cost(solver)[0])
         start = torch.as_tensor(np.asarray(self.start_w2c)[:3, :3], dtype=torch.float64)
         moved = float(rotation_angle_deg(w2c[0, :3, :3].double(), start))
         accepted = (
@@ -548,7 +553,7 @@ class PoseSearch:
         self.candidates = w2c.float()
         coarse_cost = solver.level_cost(0).numpy()  # the scoring level: comparable with the grid's costs
         self.stage_a_mse_grid[self.origin] = coarse_cost
-        last_cost = solver.level_cost(len(solver.settings.levels) - 1).numpy()
+        last_cost = self._final_cost(solver).numpy()
         rotations = self.candidates[:, :3, :3].double()
         chosen: list[int] = []
         for index in np.argsort(last_cost, kind="stable"):
